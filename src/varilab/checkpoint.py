@@ -1,0 +1,93 @@
+"""Weights and training state on disk: safetensors only (nothing is unpickled), written atomically.
+
+A checkpoint is one file: the model's tensors under "model.", the optimiser's under "optim.", and a
+JSON header (epoch, step, optimiser hyper-parameters). A write goes to a temporary file in the same
+folder, is flushed to disk, then renamed over the old one, so a crash never leaves a broken file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file + fsync + rename (atomic on POSIX)."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def save_weights(path: str | Path, model: nn.Module) -> None:
+    atomic_write(path, st_save({k: _cpu(v) for k, v in model.state_dict().items()}))
+
+
+def load_weights(path: str | Path, model: nn.Module) -> None:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no weights file")
+    tensors = st_load(path.read_bytes())
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for k, v in tensors.items():
+        if v.shape != own[k].shape:
+            raise ValueError(f"{path}: {k} has shape {list(v.shape)} but the model expects {list(own[k].shape)}")
+    model.load_state_dict(tensors)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict] = {}
+    for i, state in opt["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{i}.{k}"] = _cpu(v)
+            else:
+                scalars.setdefault(str(i), {})[k] = v
+    header = {"meta": json.dumps(meta), "param_groups": json.dumps(opt["param_groups"]),
+              "optim_scalars": json.dumps(scalars)}
+    atomic_write(path, st_save(tensors, metadata=header))
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model and optimiser in place; return the meta dict saved with them."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    with safe_open(path, framework="pt") as f:
+        header = f.metadata() or {}
+    tensors = st_load(path.read_bytes())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    for i, extra in json.loads(header.get("optim_scalars", "{}")).items():
+        state.setdefault(int(i), {}).update(extra)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
+    return json.loads(header["meta"])

@@ -1,0 +1,153 @@
+"""The `varilab` command: parses arguments, calls the library, prints. Heavy imports happen per command."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
+TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
+              "seed", "binarize", "test_fraction", "n", "spectrum", "dim", "size")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="varilab", description="Train, evaluate and diagnose variational latent-variable models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and write a run folder")
+    t.add_argument("--model", help="model family (vae, linear-vae); default vae")
+    t.add_argument("--data", help="data set name or a .npy/.npz/.csv path; default digits")
+    t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 16)")
+    t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default 512)")
+    t.add_argument("--likelihood", help="bernoulli or gaussian (vae; default bernoulli)")
+    t.add_argument("--obs-var", help="Gaussian observation variance: a number or 'learned' (default 1)")
+    t.add_argument("--epochs", type=int, help="epochs to train (default 50; with --resume, the new total)")
+    t.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    t.add_argument("--seed", type=int, help="random seed for split, initialisation and sampling (default 0)")
+    t.add_argument("--binarize", help="none, fixed or dynamic (default none)")
+    t.add_argument("--test-fraction", type=float, help="share of the data held out as the test split (default 0.2)")
+    t.add_argument("--n", type=int, help="generated data sets: number of samples (default 10000)")
+    t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
+    t.add_argument("--dim", type=int, help="linear-gaussian: data dimension (the last eigenvalue repeats)")
+    t.add_argument("--size", type=int, help="shapes: image side in pixels (default 32)")
+    t.add_argument("--config", help="a .json or .toml file of these options; flags override it")
+    t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    t.add_argument("--quiet", action="store_true", help="print nothing but errors and the final line")
+
+    e = sub.add_parser("eval", help="test-split metrics of a run")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--data", help="evaluate on another data set or file with the same number of features")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    r = sub.add_parser("report", help="write the run's self-contained HTML report")
+    r.add_argument("run", help="run folder")
+    r.add_argument("--out", help="report path (default RUN/report.html)")
+    r.add_argument("--data", help="report on another data set or file with the same number of features")
+    r.add_argument("--force", action="store_true", help="overwrite an existing report")
+
+    d = sub.add_parser("data", help="data sets")
+    d.add_argument("action", choices=["list"], help="list the data sets and whether each is available here")
+    return p
+
+
+def cmd_train(args) -> int:
+    from . import run as R
+    from .train import fit
+
+    given = {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k) is not None}
+    settings = R.read_config_file(args.config) if args.config else {}
+    settings.update(given)
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the run folder to continue")
+        saved = R.load_config(args.out)
+        new = R.config_from_dict(settings, where="arguments")
+        for key in settings:
+            if key != "epochs" and getattr(new, key) != getattr(saved, key):
+                raise ValueError(f"--{key.replace('_', '-')} is {getattr(new, key)!r} but the run was started with "
+                                 f"{getattr(saved, key)!r}; a resumed run keeps its configuration (only --epochs may change)")
+        cfg = saved if "epochs" not in settings else R.config_from_dict({**R.dataclasses.asdict(saved), "epochs": new.epochs})
+    else:
+        cfg = R.config_from_dict(settings, where=args.config or "arguments")
+    out = Path(args.out or f"runs/{cfg.model}-{Path(cfg.data).stem}")
+    R.check_out_dir(out, args.resume, args.force)
+    ds = R.load_data(cfg)
+    print(ds.summary(), file=sys.stderr)
+    for w in R.preflight(cfg, ds):
+        print(w, file=sys.stderr)
+    model = R.make_model(cfg, ds.x_dim)
+    if not args.resume:
+        R.clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        R.save_config(out, cfg)
+    history = fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
+                  seed=cfg.seed, resume=args.resume, quiet=args.quiet)
+    if history:
+        m = history[-1]
+        print(f"trained {cfg.model} for {m['epoch']} epochs: train loss {m['loss']:.4f}, "
+              f"test loss {m.get('test_loss', float('nan')):.4f}; run in {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate_run
+    from .run import load_run
+
+    result = evaluate_run(load_run(args.run, args.data))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>10}  {v:.4f}" if isinstance(v, float) else f"{k:>10}  {v}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.run, args.out, args.force, args.data))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import DATASETS, available
+
+    for name, text in DATASETS.items():
+        ok, how = available(name)
+        status = "available" if ok else f"missing: {how}"
+        print(f"{name:<16} {status:<12} {text}")
+    print(f"{'PATH':<16} {'':<12} your own array: .npy, .npz (key x, optional y) or .csv, shape [N, D] or [N, H, W]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}[args.command]
+    try:
+        return handler(args)
+    except USER_ERRORS as e:
+        if os.environ.get("VARILAB_DEBUG"):
+            raise
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        print(f"varilab {args.command}: error: {msg or type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"varilab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        from .train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"varilab {args.command}: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Data-parallel training through torch.distributed, started by `torchrun --nproc_per_node N`.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them training is single-process.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment, (0, 1, 0) when absent."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init() -> tuple[int, int, torch.device]:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    rank, size, local = world()
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local if size > 1 else torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    if size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, size, device
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,37 @@
+"""Model families by name. Every model is an `nn.Module` with `encode(x) -> Distribution`,
+`decode(z) -> Distribution` and `prior() -> Distribution`; objectives come from `varilab.core`."""
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from .linear_vae import LinearVAE, LinearVAEConfig
+from .vae import VAE, VAEConfig
+
+# name -> (config dataclass, module class, one-line description)
+MODELS = {
+    "vae": (VAEConfig, VAE, "MLP VAE, Bernoulli or Gaussian (fixed or learned variance) likelihood"),
+    "linear-vae": (LinearVAEConfig, LinearVAE, "linear encoder and decoder, exact marginal likelihood"),
+}
+
+
+def build_model(name: str, x_dim: int, **options) -> nn.Module:
+    """Build a model by name; options a family does not use are ignored (e.g. `hidden` for linear-vae)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    config_cls, model_cls, _ = MODELS[name]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    latent_dim = options.get("latent_dim", 1)
+    if int(latent_dim) < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+    hidden = options.get("hidden")
+    if hidden is not None and any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
+    kwargs = {k: v for k, v in options.items() if k in fields and v is not None}
+    if "hidden" in kwargs:
+        kwargs["hidden"] = tuple(int(h) for h in kwargs["hidden"])
+    return model_cls(config_cls(x_dim=x_dim, **kwargs))
+
+
+__all__ = ["MODELS", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]

@@ -1,0 +1,19 @@
+"""The HTML report of a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import atomic_write
+from ..run import REPORT, load_run
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, force: bool = False, data: str | None = None) -> Path:
+    """Write the run's report page (default `run_dir/report.html`); refuses to overwrite unless `force`."""
+    from .html import render
+
+    run = load_run(run_dir, data)
+    path = Path(out) if out else Path(run_dir) / REPORT
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    atomic_write(path, render(run))
+    return path

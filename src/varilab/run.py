@@ -1,0 +1,192 @@
+"""A run folder on disk: its JSON config, the data and model it names, and the checks before training.
+
+Files in a run folder: config.json, metrics.jsonl, model.safetensors, checkpoint.safetensors, report.html.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as vdata
+from .checkpoint import atomic_write, load_weights
+from .models import build_model
+from .models.likelihoods import parse_obs_var
+from .train import CHECKPOINT, METRICS, WEIGHTS
+
+CONFIG = "config.json"
+REPORT = "report.html"
+RUN_FILES = (CONFIG, METRICS, WEIGHTS, CHECKPOINT, REPORT)
+
+
+@dataclass
+class RunConfig:
+    model: str = "vae"
+    data: str = "digits"
+    latent_dim: int = 16
+    hidden: list[int] = field(default_factory=lambda: [512])
+    likelihood: str = "bernoulli"
+    obs_var: float | str = 1.0
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+    binarize: str = "none"
+    test_fraction: float = 0.2
+    n: int | None = None  # generated data: number of samples
+    spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
+    dim: int | None = None  # linear-gaussian: data dimension
+    size: int | None = None  # shapes: image side in pixels
+
+
+KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size"}
+FLOATS = {"lr", "beta", "test_fraction"}
+
+
+def config_from_dict(d: dict, where: str = "config") -> RunConfig:
+    """Build a RunConfig, refusing unknown keys (with the closest valid one) and ill-typed values."""
+    for key in d:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(KEYS)}"
+            raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+    clean = {}
+    for key, value in d.items():
+        if value is None:
+            continue
+        try:
+            if key in INTS:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            elif key in FLOATS:
+                value = float(value)
+            elif key == "hidden":
+                value = [int(h) for h in (value.split(",") if isinstance(value, str) else value)]
+            elif key == "spectrum":
+                value = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+            elif key == "obs_var":
+                value = parse_obs_var(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError) as e:
+            if "obs_var" in str(e):
+                raise ValueError(f"{where}: {e}") from None
+            raise ValueError(f"{where}: {key} has an invalid value {value!r}") from None
+        clean[key] = value
+    cfg = RunConfig(**clean)
+    if cfg.latent_dim < 1:
+        raise ValueError(f"{where}: latent_dim must be a positive integer, got {cfg.latent_dim}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"{where}: epochs and batch_size must be positive, got {cfg.epochs} and {cfg.batch_size}")
+    if not cfg.lr > 0:
+        raise ValueError(f"{where}: lr must be positive, got {cfg.lr}")
+    if cfg.beta < 0:
+        raise ValueError(f"{where}: beta must be non-negative, got {cfg.beta}")
+    return cfg
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A JSON or TOML file of RunConfig keys (dashes allowed: latent-dim = latent_dim)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        if path.suffix == ".toml":
+            d = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            d = json.loads(path.read_text())
+        else:
+            raise ValueError(f"{path}: config files are .json or .toml, got {path.suffix or 'no suffix'}")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a table of keys, got {type(d).__name__}")
+    return {k.replace("-", "_"): v for k, v in d.items()}
+
+
+def save_config(out: Path, cfg: RunConfig) -> None:
+    atomic_write(out / CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a varilab run (no {CONFIG})")
+    return config_from_dict(json.loads(path.read_text()), where=str(path))
+
+
+def check_out_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run unless --force; --resume needs a checkpoint."""
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    present = [f for f in RUN_FILES if (out / f).exists()]
+    if present and not force:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
+                              "or --force to overwrite it")
+
+
+def clear_run(out: Path) -> None:
+    """Remove the files of an earlier run in `out` (after `check_out_dir(..., force=True)`)."""
+    for f in RUN_FILES:
+        (out / f).unlink(missing_ok=True)
+
+
+def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
+    return vdata.load(spec or cfg.data, binarize=cfg.binarize, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                      n=cfg.n, spectrum=cfg.spectrum, dim=cfg.dim, size=cfg.size)
+
+
+def make_model(cfg: RunConfig, x_dim: int) -> nn.Module:
+    return build_model(cfg.model, x_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
+                       likelihood=cfg.likelihood, obs_var=cfg.obs_var)
+
+
+def preflight(cfg: RunConfig, ds: vdata.Dataset) -> list[str]:
+    """Check the data against the likelihood: errors raise, warnings are returned."""
+    lo, hi = float(ds.x_train.min()), float(ds.x_train.max())
+    likelihood = "gaussian" if cfg.model == "linear-vae" else cfg.likelihood
+    if likelihood == "bernoulli" and (lo < 0 or hi > 1):
+        raise ValueError(f"a Bernoulli likelihood needs data in [0, 1], but {ds.name} ranges over [{lo:.4g}, {hi:.4g}]; "
+                         "rescale it (e.g. divide 0-255 pixels by 255) or pass --likelihood gaussian")
+    warnings = []
+    if likelihood == "gaussian" and hi > 20 and lo >= 0:
+        warnings.append(f"warning: {ds.name} ranges over [{lo:.4g}, {hi:.4g}], like raw pixels; a Gaussian likelihood "
+                        "trains better on scaled data (divide by 255, or standardise)")
+    if len(ds.x_train) < cfg.batch_size:
+        warnings.append(f"warning: batch size {cfg.batch_size} exceeds the {len(ds.x_train)} training rows")
+    return warnings
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: RunConfig
+    model: nn.Module
+    data: vdata.Dataset
+
+
+def load_run(run_dir: str | Path, data: str | None = None) -> Run:
+    """The config, trained weights and data of a finished (or stopped) run."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    ds = load_data(cfg, data)
+    model = make_model(cfg, ds.x_dim)
+    try:
+        load_weights(run_dir / WEIGHTS, model)
+    except ValueError as e:
+        raise ValueError(f"data {ds.name} ({ds.x_dim} features per row) does not fit the run in {run_dir}: {e}") from None
+    model.eval()
+    return Run(run_dir, cfg, model.to("cuda" if torch.cuda.is_available() else "cpu"), ds)

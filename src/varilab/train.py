@@ -1,0 +1,192 @@
+"""The trainer: one function, one plain loop.
+
+Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so a checkpoint written
+at an epoch boundary holds all the state needed to continue exactly: weights, optimiser and epoch.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
+from .core import vae_loss
+from .data import Dataset
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+
+Objective = Callable[[nn.Module, torch.Tensor], dict]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is left as it was."""
+
+
+class _Step(nn.Module):
+    """objective(model, x) as a module, so DistributedDataParallel sees every parameter it touches."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, x):
+        return self.objective(self.model, x)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % 2**63
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size: int = 1024) -> dict[str, float]:
+    """Means of the objective's outputs over x, in batches (weighted by batch size)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for xb in x.split(batch_size):
+        for k, v in objective(model, xb).items():  # a per-example [B] value is summed, a scalar is a batch mean
+            sums[k] = sums.get(k, 0.0) + (float(v.sum()) if v.ndim else float(v) * len(xb))
+    model.train(was_training)
+    return {k: v / len(x) for k, v in sums.items()}
+
+
+def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, batch_size: int = 128,
+        lr: float = 1e-3, beta: float = 1.0, objective: Objective | None = None, seed: int = 0,
+        resume: bool = False, quiet: bool = False) -> list[dict]:
+    """Train `model` on `data` with Adam, writing metrics, weights and a checkpoint to `out` each epoch.
+
+    `objective(model, x)` returns a dict with a scalar "loss" (and any other scalars to log); the
+    default is the negative beta-ELBO. Under torchrun each process takes its share of every global
+    batch of `batch_size` and gradients are averaged (DDP). Returns the metrics of every epoch.
+    """
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"epochs and batch_size must be positive integers and lr positive, "
+                         f"got epochs={epochs}, batch_size={batch_size}, lr={lr}")
+    objective = objective or functools.partial(vae_loss, beta=beta)
+    out = Path(out)
+    rank, world, device = distributed.init()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    history: list[dict] = []
+    if resume:
+        start = load_checkpoint(out / CHECKPOINT, model, optimizer)["epoch"]
+        history = [m for m in read_metrics(out) if m["epoch"] <= start]
+        if rank == 0:  # drop lines written after the checkpoint (a crash between the two writes)
+            _write_metrics(out, history)
+    step_fn: nn.Module = _Step(model, objective)
+    if world > 1:
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
+    x_train = data.x_train.to(device)
+    x_test = data.x_test.to(device)
+    n = len(x_train)
+    show_bar = not quiet and rank == 0 and sys.stderr.isatty()
+    bar = _progress(start, epochs, show_bar)
+    for epoch in range(start, epochs):
+        torch.manual_seed(epoch_seed(seed, epoch, rank))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).to(device)
+        t0 = time.perf_counter()
+        sums = torch.zeros(0, device=device)
+        keys: list[str] = []
+        batches = perm.split(batch_size)
+        for step, idx in enumerate(batches):
+            scale = 1.0
+            if world > 1:  # this rank's share; loss scaled so the DDP average equals the global-batch mean
+                if len(idx) < world:
+                    continue
+                shard = idx.tensor_split(world)[rank]
+                scale = len(shard) * world / len(idx)
+                idx = shard
+            xb = x_train[idx]
+            if data.binarize == "dynamic":
+                xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
+            logs = step_fn(xb)
+            loss = logs["loss"]
+            finite = torch.isfinite(loss.detach()).float()
+            if world > 1:
+                finite = distributed.all_sum(finite) / world
+            if finite.item() < 1.0:
+                raise TrainingDiverged(
+                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} of {len(batches)}; training "
+                    + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
+                       if epoch > 0 else "stopped before any checkpoint was written"))
+            optimizer.zero_grad(set_to_none=True)
+            (loss * scale).backward()
+            optimizer.step()
+            vals = torch.stack([v.detach().float() for v in logs.values()]) * len(xb)
+            if not keys:
+                keys, sums = list(logs), torch.zeros(len(logs), device=device)
+            sums += vals
+        count = torch.tensor(float(n), device=device)
+        sums = distributed.all_sum(sums)
+        metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
+        if rank == 0:
+            test = evaluate(model, test_inputs(x_test, data), objective)
+            metrics.update({f"test_{k}": v for k, v in test.items()})
+            metrics["seconds"] = time.perf_counter() - t0
+            save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
+            save_weights(out / WEIGHTS, model)
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            _report_epoch(bar, metrics, epochs, quiet)
+        history.append(metrics)
+        distributed.barrier()
+    if bar is not None:
+        bar.close()
+    return history
+
+
+def test_inputs(x_test: torch.Tensor, data: Dataset) -> torch.Tensor:
+    """The test set as evaluated: binarised once with a fixed seed when training binarises dynamically."""
+    if data.binarize != "dynamic":
+        return x_test
+    g = torch.Generator(device=x_test.device).manual_seed(12345)
+    return torch.bernoulli(x_test, generator=g)
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    atomic_write(out / METRICS, "".join(json.dumps(m) + "\n" for m in history))
+
+
+def _progress(start: int, epochs: int, show: bool):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=epochs, initial=start, unit="epoch", dynamic_ncols=True, file=sys.stderr)
+
+
+def _report_epoch(bar, m: dict, epochs: int, quiet: bool) -> None:
+    text = f"loss {m['loss']:.4g}" + (f" test {m['test_loss']:.4g}" if "test_loss" in m else "")
+    if bar is not None:
+        bar.set_postfix_str(text)
+        bar.update(1)
+    elif not quiet and (m["epoch"] == epochs or m["epoch"] % max(1, epochs // 10) == 0):
+        print(f"epoch {m['epoch']}/{epochs}: {text} ({m['seconds']:.2f}s)", file=sys.stderr, flush=True)
