@@ -127,14 +127,19 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             xb = x_train[idx]
             if data.binarize == "dynamic":
                 xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
-            logs = step_fn(xb)
+            try:
+                logs = step_fn(xb)
+            except ValueError:  # a distribution refusing non-finite parameters is divergence too
+                if all(torch.isfinite(p).all() for p in model.parameters()):
+                    raise
+                logs = {"loss": torch.tensor(float("nan"), device=device)}
             loss = logs["loss"]
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:
                 finite = distributed.all_sum(finite) / world
             if finite.item() < 1.0:
                 raise TrainingDiverged(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} of {len(batches)}; training "
+                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} of {len(batches)}; training "
                     + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
                        if epoch > 0 else "stopped before any checkpoint was written"))
             optimizer.zero_grad(set_to_none=True)

@@ -39,4 +39,4 @@ def bernoulli(logits: torch.Tensor) -> Independent:
 
 def gaussian(mean: torch.Tensor, log_var: torch.Tensor) -> Independent:
     """p(x|z) = N(x; mean, sigma^2 I) with sigma^2 = exp(log_var), a scalar."""
-    return Independent(Normal(mean, (0.5 * log_var).exp().expand_as(mean)), 1)
+    return Independent(Normal(mean, (0.5 * log_var).exp().expand_as(mean), validate_args=False), 1)

@@ -37,16 +37,16 @@ class LinearVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> Independent:
         mu = self.enc(x - self.dec.bias)
-        return Independent(Normal(mu, (0.5 * self.enc_log_var).exp().expand_as(mu)), 1)
+        return Independent(Normal(mu, (0.5 * self.enc_log_var).exp().expand_as(mu), validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Independent:
         return likelihoods.gaussian(self.dec(z), self.obs_log_var)
 
     def prior(self) -> Independent:
-        return Independent(Normal(self.prior_loc, torch.ones_like(self.prior_loc)), 1)
+        return Independent(Normal(self.prior_loc, torch.ones_like(self.prior_loc), validate_args=False), 1)
 
     def marginal(self) -> MultivariateNormal:
         """p(x) = N(b, W W^T + sigma^2 I), the exact marginal likelihood of the decoder."""
         w = self.dec.weight  # [D, K]
         cov = w @ w.T + self.obs_log_var.exp() * torch.eye(w.shape[0], device=w.device)
-        return MultivariateNormal(self.dec.bias, covariance_matrix=cov)
+        return MultivariateNormal(self.dec.bias, covariance_matrix=cov, validate_args=False)

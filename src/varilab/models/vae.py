@@ -48,7 +48,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> Independent:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
-        return Independent(Normal(mu, (0.5 * log_var).exp()), 1)
+        return Independent(Normal(mu, (0.5 * log_var).exp(), validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Independent:
         out = self.decoder(z)
@@ -57,4 +57,4 @@ class VAE(nn.Module):
         return likelihoods.gaussian(out, self.obs_log_var)
 
     def prior(self) -> Independent:
-        return Independent(Normal(self.prior_loc, torch.ones_like(self.prior_loc)), 1)
+        return Independent(Normal(self.prior_loc, torch.ones_like(self.prior_loc), validate_args=False), 1)

@@ -1,0 +1,158 @@
+"""The trainer: exact resume, atomic checkpoints, the NaN guard, metrics on disk."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from varilab import checkpoint
+from varilab.checkpoint import load_checkpoint, save_checkpoint
+from varilab.core import vae_loss
+from varilab.models import build_model
+from varilab.train import CHECKPOINT, METRICS, WEIGHTS, TrainingDiverged, fit
+
+
+def small_vae(x_dim, seed=0):
+    torch.manual_seed(seed)
+    return build_model("vae", x_dim, latent_dim=4, hidden=[32])
+
+
+def weights(path):
+    return load_file(str(path / WEIGHTS))
+
+
+def test_resume_continues_exactly(tmp_path, digits_small):
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    fit(small_vae(64), digits_small, out=a, epochs=6, batch_size=64, seed=3, quiet=True)
+    fit(small_vae(64), digits_small, out=b, epochs=3, batch_size=64, seed=3, quiet=True)
+    # a fresh model object (different initial weights) must be fully overwritten by the checkpoint
+    hist = fit(small_vae(64, seed=99), digits_small, out=b, epochs=6, batch_size=64, seed=3, resume=True, quiet=True)
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+    assert [m["epoch"] for m in hist] == [1, 2, 3, 4, 5, 6]
+    lines = (b / METRICS).read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    straight = [json.loads(x)["loss"] for x in (a / METRICS).read_text().splitlines()]
+    assert straight == pytest.approx([json.loads(x)["loss"] for x in lines], abs=1e-6)
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path, digits_small):
+    out = tmp_path / "run"
+    fit(small_vae(64), digits_small, out=out, epochs=2, batch_size=64, quiet=True)
+    with open(out / METRICS, "a") as f:  # as if a crash hit between the metrics and checkpoint writes
+        f.write(json.dumps({"epoch": 3, "loss": 0.0}) + "\n")
+    fit(small_vae(64), digits_small, out=out, epochs=3, batch_size=64, resume=True, quiet=True)
+    epochs = [json.loads(x)["epoch"] for x in (out / METRICS).read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_checkpoint_round_trip_restores_optimizer(tmp_path):
+    model = small_vae(10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    vae_loss(model, torch.rand(8, 10))["loss"].backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, {"epoch": 7})
+    model2 = small_vae(10, seed=1)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=0.5)
+    assert load_checkpoint(tmp_path / "c.safetensors", model2, opt2) == {"epoch": 7}
+    assert opt2.param_groups[0]["lr"] == 0.01
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    for i in s1:
+        for k in s1[i]:
+            torch.testing.assert_close(s1[i][k], s2[i][k])
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_crash_during_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
+    model = small_vae(10)
+    opt = torch.optim.Adam(model.parameters())
+    path = tmp_path / CHECKPOINT
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    before = path.read_bytes()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, opt, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]  # no temporary file left behind
+    monkeypatch.undo()
+    fresh = small_vae(10, seed=5)
+    assert load_checkpoint(path, fresh, torch.optim.Adam(fresh.parameters()))["epoch"] == 1
+
+
+def test_crash_inside_training_leaves_a_resumable_run(tmp_path, digits_small, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real = checkpoint.atomic_write
+
+    def flaky(path, data):
+        if str(path).endswith(CHECKPOINT):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt  # killed while writing the epoch-3 checkpoint
+        return real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_vae(64), digits_small, out=out, epochs=5, batch_size=64, quiet=True)
+    monkeypatch.undo()
+    fresh = small_vae(64)
+    assert load_checkpoint(out / CHECKPOINT, fresh, torch.optim.Adam(fresh.parameters()))["epoch"] == 2
+    fit(small_vae(64), digits_small, out=out, epochs=5, batch_size=64, resume=True, quiet=True)
+    ref = tmp_path / "ref"
+    fit(small_vae(64), digits_small, out=ref, epochs=5, batch_size=64, quiet=True)
+    for k, v in weights(ref).items():
+        torch.testing.assert_close(weights(out)[k], v, atol=1e-6, rtol=0)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits_small):
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    steps_per_epoch = -(-len(digits_small.x_train) // 64)
+    calls = {"n": 0}
+
+    def objective(model, x):
+        calls["n"] += model.training  # the per-epoch test evaluation runs in eval mode
+        logs = vae_loss(model, x)
+        if calls["n"] == 2 * steps_per_epoch + 2:  # epoch 3, step 2
+            logs["loss"] = logs["loss"] * float("nan")
+        return logs
+
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 3, step 2 of \d+.*epoch 2"):
+        fit(small_vae(64), digits_small, out=out, epochs=5, batch_size=64, objective=objective, quiet=True)
+    fit(small_vae(64), digits_small, out=ref, epochs=2, batch_size=64, quiet=True)
+    for k, v in weights(ref).items():
+        assert torch.equal(weights(out)[k], v)
+    assert len((out / METRICS).read_text().splitlines()) == 2
+
+
+def test_diverging_weights_are_reported_as_divergence(tmp_path):
+    from varilab.data import make_dataset
+
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(0)).numpy()
+    ds = make_dataset("gauss", x)
+    torch.manual_seed(0)
+    model = build_model("vae", 5, latent_dim=2, hidden=[8], likelihood="gaussian", obs_var="learned")
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d+"):
+        fit(model, ds, out=tmp_path / "r", epochs=3, batch_size=20, lr=1e30, quiet=True)
+
+
+def test_training_lowers_the_loss_and_writes_the_run(tmp_path, digits_small):
+    hist = fit(small_vae(64), digits_small, out=tmp_path, epochs=8, batch_size=32, lr=2e-3, quiet=True)
+    assert hist[-1]["loss"] < hist[0]["loss"] - 3.0
+    assert {"loss", "recon", "kl", "test_loss", "seconds", "epoch"} <= hist[-1].keys()
+    assert hist[-1]["loss"] == pytest.approx(-hist[-1]["recon"] + hist[-1]["kl"], rel=1e-5)
+    assert {p.name for p in tmp_path.iterdir()} >= {CHECKPOINT, WEIGHTS, METRICS}
+
+
+def test_bad_hyperparameters_are_refused(tmp_path, digits_small):
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(small_vae(64), digits_small, out=tmp_path, epochs=1, batch_size=0)
