@@ -16,8 +16,8 @@ from torch import nn
 
 from . import data as vdata
 from .checkpoint import atomic_write, load_weights
-from .models import build_model
-from .models.likelihoods import parse_obs_var
+from .models import MODELS, build_model
+from .models.likelihoods import LIKELIHOODS, parse_obs_var
 from .train import CHECKPOINT, METRICS, WEIGHTS
 
 CONFIG = "config.json"
@@ -83,6 +83,11 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
             raise ValueError(f"{where}: {key} has an invalid value {value!r}") from None
         clean[key] = value
     cfg = RunConfig(**clean)
+    choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE)}
+    for key, valid in choices.items():
+        if getattr(cfg, key) not in valid:
+            what = "unknown model" if key == "model" else f"{key} must be one of {', '.join(valid)}, got"
+            raise ValueError(f"{what} {getattr(cfg, key)!r}" + (f"; choose one of {', '.join(valid)}" if key == "model" else ""))
     if cfg.latent_dim < 1:
         raise ValueError(f"{where}: latent_dim must be a positive integer, got {cfg.latent_dim}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
