@@ -289,6 +289,18 @@ def test_fixed_binarisation_is_binary_and_seeded():
     assert torch.all(a.x_train[grey.x_train == 1] == 1)
 
 
+def test_fixed_binarisation_depends_on_seed_not_only_split():
+    # with a given test set there is no shuffling, so any difference comes from the Bernoulli draws
+    x = np.full((200, 30), 0.5, dtype=np.float32)
+    a = make_dataset("half", x, x_test=x, seed=0, binarize="fixed")
+    b = make_dataset("half", x, x_test=x, seed=0, binarize="fixed")
+    c = make_dataset("half", x, x_test=x, seed=1, binarize="fixed")
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+    assert not torch.equal(a.x_train, c.x_train)
+    # train and test are drawn independently even from identical grey data
+    assert not torch.equal(a.x_train, a.x_test)
+
+
 def test_fixed_binarisation_mean():
     p, n, d = 0.3, 2000, 50
     x = np.full((n, d), p, dtype=np.float32)

@@ -36,7 +36,7 @@ def _read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # frombuffer is read-only; torch needs writable memory
 
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
