@@ -1,4 +1,10 @@
-"""The variational core: objectives over `torch.distributions` posteriors and priors."""
-from .objectives import elbo, elbo_terms, kl, vae_loss
+"""The variational core: objectives over `torch.distributions` posteriors and priors, and the
+gradient estimators chosen per latent."""
+from .estimators import ESTIMATORS, MovingAverage, draw, leave_one_out, score_term, vimco_signal
+from .likelihood import log_likelihood
+from .objectives import elbo, elbo_terms, free_bits, iwae_bound, kl, kl_per_dim, log_weights, vae_loss
+from .schedules import cyclical, linear_warmup
 
-__all__ = ["elbo", "elbo_terms", "kl", "vae_loss"]
+__all__ = ["ESTIMATORS", "MovingAverage", "cyclical", "draw", "elbo", "elbo_terms", "free_bits", "iwae_bound", "kl",
+           "kl_per_dim", "leave_one_out", "linear_warmup", "log_likelihood", "log_weights", "score_term",
+           "vae_loss", "vimco_signal"]

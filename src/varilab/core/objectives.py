@@ -1,16 +1,26 @@
-"""Variational objectives as plain functions of a model that has `encode`, `decode` and `prior`.
+"""Variational objectives as plain functions of a model with `encode`, `decode` and `prior`.
 
-ELBO (Kingma & Welling, 2014) and beta-ELBO (Higgins et al., 2017). Values are per example ([B]);
-a training loss is their negated mean.
+ELBO (Kingma & Welling, 2014), beta-ELBO (Higgins et al., 2017), free bits (Kingma et al., 2016),
+IWAE (Burda et al., 2016) with VIMCO for score-function latents (Mnih & Rezende, 2016) and the
+doubly reparameterised gradient DReG (Tucker et al., 2019).
+
+A model may have one latent (`encode` returns a Distribution) or several (`encode` returns a dict
+of Distributions, `prior()` a dict with the same keys, `decode` takes a dict). The gradient
+estimator is chosen per latent: `estimator="score"` or `estimator={"z": "reparam", "c": "score"}`.
+Values are per example ([B]); their gradients are those of the chosen estimators.
 """
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from .estimators import MovingAverage, draw, leave_one_out, score_term, vimco_signal
 
 
 def kl(q: Distribution, p: Distribution, z: torch.Tensor | None = None, analytic: bool | None = None) -> torch.Tensor:
-    """KL(q || p) per example: closed form when torch knows the pair, else log q(z) - log p(z) at z ~ q.
+    """KL(q || p): closed form when torch knows the pair, else log q(z) - log p(z) at z ~ q.
 
     `analytic=None` chooses automatically; True forces the closed form, False the Monte-Carlo estimate.
     """
@@ -24,21 +34,139 @@ def kl(q: Distribution, p: Distribution, z: torch.Tensor | None = None, analytic
     return q.log_prob(z) - p.log_prob(z)  # KL ~ log q(z|x) - log p(z), z ~ q
 
 
-def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, analytic_kl: bool | None = None) -> dict[str, torch.Tensor]:
-    """Per-example reconstruction log-likelihood, KL and beta-ELBO, each [B]."""
-    q = model.encode(x)
-    z = q.rsample()
-    recon = model.decode(z).log_prob(x)  # log p(x|z), z ~ q(z|x)
-    kl_z = kl(q, model.prior(), z, analytic_kl)
-    return {"elbo": recon - beta * kl_z, "recon": recon, "kl": kl_z}  # ELBO_beta = E_q log p(x|z) - beta KL
+def kl_per_dim(q: Distribution, p: Distribution) -> torch.Tensor:
+    """KL(q(z_i|x) || p(z_i)) per latent dimension, [B, d], for factorised (Independent) q and p."""
+    qb = q.base_dist if isinstance(q, Independent) else q
+    pb = p.base_dist if isinstance(p, Independent) else p
+    return kl_divergence(qb, pb)
 
 
-def elbo(model, x: torch.Tensor) -> torch.Tensor:
+def free_bits(kl_dims: torch.Tensor, lam: float) -> torch.Tensor:
+    """Free bits: sum_i max(lambda, mean_batch KL_i); kl_dims [B, d] -> scalar."""
+    return torch.clamp(kl_dims.mean(0), min=lam).sum()
+
+
+def _sites(d) -> dict[str, Distribution]:
+    return d if isinstance(d, dict) else {"z": d}
+
+
+def _estimators(estimator, names) -> dict[str, str]:
+    if isinstance(estimator, str):
+        return {n: estimator for n in names}
+    unknown = set(estimator) - set(names)
+    if unknown:
+        raise ValueError(f"estimator given for unknown latent(s) {sorted(unknown)}; the model's latents are {sorted(names)}")
+    return {n: estimator.get(n, "reparam") for n in names}
+
+
+def _decode(model, z: dict, like):
+    return model.decode(z if isinstance(like, dict) else z["z"])
+
+
+def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k: int = 1,
+               baseline: str | MovingAverage | None = None, analytic_kl: bool | None = None,
+               temperature: float = 0.5) -> dict[str, torch.Tensor]:
+    """Per-example beta-ELBO with its reconstruction and KL terms, each [B], averaged over k samples.
+
+    baseline (score-function latents only): None, "leave-one-out" (k >= 2) or a MovingAverage.
+    """
+    posterior = model.encode(x)
+    qs, ps = _sites(posterior), _sites(model.prior())
+    est = _estimators(estimator, qs)
+    shape = (k,) if k > 1 else ()
+    z, log_q = {}, {}
+    for name, q in qs.items():
+        z[name], log_q[name] = draw(q, est[name], shape, temperature)
+    recon = _decode(model, z, posterior).log_prob(x)  # log p(x|z), [K, B] or [B]
+    kls, mc_kl = [], 0.0
+    for name, q in qs.items():
+        relaxed = est[name] in ("gumbel", "straight-through")  # always the closed-form discrete KL
+        kl_s = None
+        if analytic_kl is not False or relaxed:
+            try:
+                kl_s = kl_divergence(q, ps[name])
+            except NotImplementedError:
+                if analytic_kl or relaxed:
+                    raise
+        if kl_s is None:
+            kl_s = q.log_prob(z[name]) - ps[name].log_prob(z[name])  # Monte-Carlo KL at the sample
+            mc_kl = mc_kl + kl_s
+        kls.append(kl_s)
+    kl_z = sum(kls)
+    value = recon - beta * kl_z  # ELBO_beta = E_q log p(x|z) - beta KL(q(z|x) || p(z))
+    scored = [n for n in qs if log_q[n] is not None]
+    if scored:
+        signal = recon - beta * mc_kl  # the sample-dependent part of the ELBO
+        if baseline == "leave-one-out":
+            b = leave_one_out(signal)
+        elif isinstance(baseline, MovingAverage):
+            b = baseline(signal)
+        elif baseline is None:
+            b = 0.0
+        else:
+            raise ValueError(f"baseline must be None, 'leave-one-out' or a MovingAverage, got {baseline!r}")
+        value = value + sum(score_term(log_q[n], signal, b) for n in scored)
+    if k > 1:
+        value, recon, kl_z = value.mean(0), recon.mean(0), kl_z.mean(0) if kl_z.dim() > 1 else kl_z
+    return {"elbo": value, "recon": recon, "kl": kl_z}
+
+
+def elbo(model, x: torch.Tensor, **options) -> torch.Tensor:
     """The evidence lower bound per example: E_q[log p(x|z)] - KL(q(z|x) || p(z)), [B]."""
-    return elbo_terms(model, x)["elbo"]
+    return elbo_terms(model, x, **options)["elbo"]
 
 
-def vae_loss(model, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+def vae_loss(model, x: torch.Tensor, beta: float = 1.0, **options) -> dict[str, torch.Tensor]:
     """Training loss -mean(ELBO_beta) under "loss", with the batch means of recon and KL beside it."""
-    t = elbo_terms(model, x, beta)
+    t = elbo_terms(model, x, beta, **options)
     return {"loss": -t["elbo"].mean(), "recon": t["recon"].mean(), "kl": t["kl"].mean()}
+
+
+def _detached(q: Distribution) -> Distribution:
+    """q with its parameters cut from the graph (DReG evaluates log q(z) with stopped parameters)."""
+    if isinstance(q, Independent):
+        return Independent(_detached(q.base_dist), q.reinterpreted_batch_ndims)
+    if isinstance(q, Normal):
+        return Normal(q.loc.detach(), q.scale.detach(), validate_args=False)
+    raise TypeError(f"DReG needs a Normal posterior, got {type(q).__name__}")
+
+
+def log_weights(model, x: torch.Tensor, k: int, estimator="reparam", dreg: bool = False):
+    """Importance log-weights log w_k = log p(x, z_k) - log q(z_k|x), [K, B], with per-site log q for scoring."""
+    posterior = model.encode(x)
+    qs, ps = _sites(posterior), _sites(model.prior())
+    est = _estimators(estimator, qs)
+    z, score_lq, log_w = {}, {}, 0.0
+    for name, q in qs.items():
+        if est[name] not in ("reparam", "score"):
+            raise ValueError(f"IWAE needs densities at the samples: use 'reparam' or 'score' for latent {name!r}")
+        z[name], lq = draw(q, est[name], (k,))
+        if lq is not None:
+            score_lq[name] = lq
+        q_eval = _detached(q) if dreg and est[name] == "reparam" else q
+        log_w = log_w + ps[name].log_prob(z[name]) - (lq if lq is not None else q_eval.log_prob(z[name]))
+    log_w = log_w + _decode(model, z, posterior).log_prob(x)  # [K, B]
+    return log_w, z, score_lq
+
+
+def iwae_bound(model, x: torch.Tensor, k: int = 10, estimator="reparam", dreg: bool = False) -> torch.Tensor:
+    """IWAE bound per example, log (1/K) sum_k p(x, z_k) / q(z_k|x), [B]; L_1 is the ELBO.
+
+    Score-function latents get the VIMCO leave-one-out signal; `dreg=True` gives reparameterised
+    latents the doubly reparameterised gradient (encoder weights w~_k^2 instead of w~_k).
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive number of samples, got {k}")
+    log_w, z, score_lq = log_weights(model, x, k, estimator, dreg)
+    bound = torch.logsumexp(log_w, 0) - math.log(k)  # L_K = log (1/K) sum_k w_k
+    if dreg:
+        w_norm = torch.softmax(log_w.detach(), 0)  # w~_k = w_k / sum_j w_j
+        for t in z.values():
+            if t.requires_grad:
+                t.register_hook(lambda g, w=w_norm: g * w.view(*w.shape, *([1] * (g.dim() - w.dim()))))
+        surrogate = (w_norm * log_w).sum(0)  # grad: sum_k w~_k grad log w_k, the z-path scaled once more by w~_k
+        bound = bound.detach() + surrogate - surrogate.detach()
+    if score_lq:
+        signal = vimco_signal(log_w.detach())
+        bound = bound + sum((lq - lq.detach()) * signal for lq in score_lq.values()).sum(0)
+    return bound
