@@ -96,7 +96,7 @@ def test_data_list(capsys):
 
 def test_unknown_model(tmp_path, capsys):
     rc, _, err = cli(capsys, "train", "--model", "vea", "--out", tmp_path / "r", *FAST)
-    assert_user_error(rc, err, "unknown model 'vea'", "vae, linear-vae")
+    assert_user_error(rc, err, "unknown model 'vea'", "vae, linear-vae, discrete-vae")
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
@@ -204,4 +204,48 @@ def test_python_m_varilab_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "varilab", "train", "--model", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["varilab train: error: unknown model 'nope'; choose one of vae, linear-vae"]
+    assert proc.stderr.strip().splitlines() == ["varilab train: error: unknown model 'nope'; choose one of vae, linear-vae, discrete-vae"]
+
+
+def test_eval_nll_of_a_linear_vae_matches_its_exact_likelihood(tmp_path, capsys):
+    out = tmp_path / "lin"
+    rc, _, err = cli(capsys, "train", "--model", "linear-vae", "--data", "linear-gaussian", "--spectrum", "9,6,4,2.5,1.5",
+                     "--dim", "10", "--n", "2000", "--latent-dim", "6", "--epochs", "20", "--lr", "0.01", "--out", out, "--quiet")
+    assert rc == 0, err
+    rc, stdout, err = cli(capsys, "eval", out, "--nll", "--k", "1,10,100,1000", "--json")
+    assert rc == 0, err
+    r = json.loads(stdout)
+    assert abs(r["nll"] - r["exact_nll"]) < 0.05
+    sweep = [row["nll"] for row in r["nll_sweep"]]
+    assert [row["k"] for row in r["nll_sweep"]] == [1, 10, 100, 1000]
+    assert sweep[0] > sweep[-1] and r["elbo_gap"] > 0
+    rc, _, err = cli(capsys, "eval", out, "--nll", "--k", "10,0")
+    assert_user_error(rc, err, "--k takes positive integers")
+
+
+@pytest.mark.parametrize("options", [["--estimator", "score", "--baseline", "leave-one-out", "--samples", "4"],
+                                     ["--estimator", "gumbel", "--temperature", "0.5"]])
+def test_discrete_vae_trains_with_score_function_and_with_gumbel_softmax(tmp_path, capsys, options):
+    out = tmp_path / "d"
+    rc, _, err = cli(capsys, "train", "--model", "discrete-vae", "--latent-dim", "8", "--categories", "4", "--hidden", "128",
+                     "--epochs", "15", "--batch-size", "64", "--lr", "2e-3", "--out", out, "--quiet", *options)
+    assert rc == 0, err
+    m = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert m[-1]["test_loss"] < m[0]["test_loss"] - 2.5  # converging: the test negative ELBO falls by nats
+    rc, stdout, err = cli(capsys, "eval", out, "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["elbo"] > -m[0]["test_loss"]
+
+
+def test_objective_options_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "w"
+    rc, _, err = cli(capsys, "train", "--kl-warmup", "2", "--beta", "1", "--out", out, *FAST[:-1], "--epochs", "3", "--quiet")
+    assert rc == 0, err
+    betas = [json.loads(x)["beta"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert betas[0] < 0.6 and betas[1] == pytest.approx(1.0, abs=0.05) and betas[2] == 1.0
+    rc, _, err = cli(capsys, "train", "--objective", "iwae", "--samples", "5", "--out", tmp_path / "i", *FAST)
+    assert rc == 0, err
+    rc, _, err = cli(capsys, "train", "--estimator", "magic", "--out", tmp_path / "x", *FAST)
+    assert_user_error(rc, err, "estimator must be one of reparam, score, gumbel, straight-through")
+    rc, _, err = cli(capsys, "train", "--baseline", "leave-one-out", "--estimator", "score", "--out", tmp_path / "y", *FAST)
+    assert_user_error(rc, err, "needs --samples 2 or more")

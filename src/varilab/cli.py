@@ -9,7 +9,8 @@ from pathlib import Path
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
-              "seed", "binarize", "test_fraction", "n", "spectrum", "dim", "size")
+              "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
+              "categories", "free_bits", "kl_warmup", "kl_cycle", "n", "spectrum", "dim", "size")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("--model", help="model family (vae, linear-vae); default vae")
+    t.add_argument("--model", help="model family (vae, linear-vae, discrete-vae); default vae")
     t.add_argument("--data", help="data set name or a .npy/.npz/.csv path; default digits")
     t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 16)")
     t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default 512)")
@@ -30,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed for split, initialisation and sampling (default 0)")
     t.add_argument("--binarize", help="none, fixed or dynamic (default none)")
     t.add_argument("--test-fraction", type=float, help="share of the data held out as the test split (default 0.2)")
+    t.add_argument("--objective", help="elbo or iwae (default elbo)")
+    t.add_argument("--samples", type=int, help="Monte-Carlo samples per point; the K of iwae (default 1)")
+    t.add_argument("--estimator", help="reparam, score, gumbel or straight-through (default reparam)")
+    t.add_argument("--baseline", help="score function baseline: none, moving-average, leave-one-out (default none)")
+    t.add_argument("--temperature", type=float, help="gumbel / straight-through temperature (default 0.5)")
+    t.add_argument("--categories", type=int, help="discrete-vae: classes per latent variable (default 10)")
+    t.add_argument("--free-bits", type=float, help="free bits per latent dimension, in nats (default 0: off)")
+    t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up to --beta (default 0: off)")
+    t.add_argument("--kl-cycle", type=int, help="epochs per cycle of cyclical KL annealing (default 0: off)")
     t.add_argument("--n", type=int, help="generated data sets: number of samples (default 10000)")
     t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
     t.add_argument("--dim", type=int, help="linear-gaussian: data dimension (the last eigenvalue repeats)")
@@ -43,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", help="evaluate on another data set or file with the same number of features")
+    e.add_argument("--nll", action="store_true", help="add the importance-sampled negative log-likelihood")
+    e.add_argument("--k", default="1000", help="importance samples for --nll; a list (1,10,100,1000) prints the sweep")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = sub.add_parser("report", help="write the run's self-contained HTML report")
@@ -86,8 +98,9 @@ def cmd_train(args) -> int:
         R.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
         R.save_config(out, cfg)
-    history = fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
-                  seed=cfg.seed, resume=args.resume, quiet=args.quiet)
+    objective, beta = R.make_objective(cfg, -(-len(ds.x_train) // cfg.batch_size))
+    history = fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=beta,
+                  objective=objective, seed=cfg.seed, resume=args.resume, quiet=args.quiet)
     if history:
         m = history[-1]
         print(f"trained {cfg.model} for {m['epoch']} epochs: train loss {m['loss']:.4f}, "
@@ -99,13 +112,29 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate_run
     from .run import load_run
 
-    result = evaluate_run(load_run(args.run, args.data))
+    ks = _int_list(args.k, "--k") if args.nll else None
+    result = evaluate_run(load_run(args.run, args.data), nll_k=ks)
     if args.json:
         print(json.dumps(result))
-    else:
-        for k, v in result.items():
+        return 0
+    for k, v in result.items():
+        if k != "nll_sweep":
             print(f"{k:>10}  {v:.4f}" if isinstance(v, float) else f"{k:>10}  {v}")
+    if "nll_sweep" in result:
+        print("\n         K        NLL     +- SE   IWAE - ELBO")
+        for row in result["nll_sweep"]:
+            print(f"{row['k']:>10} {row['nll']:>10.4f} {row['nll_se']:>9.4f} {row['elbo_gap']:>13.4f}")
     return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes positive integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} takes positive integers separated by commas, got {text!r}")
+    return values
 
 
 def cmd_report(args) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from torch import nn
 
 from . import data as vdata
 from .checkpoint import atomic_write, load_weights
+from .core import ESTIMATORS, MovingAverage, cyclical, iwae_loss, linear_warmup, vae_loss
 from .models import MODELS, build_model
 from .models.likelihoods import LIKELIHOODS, parse_obs_var
 from .train import CHECKPOINT, METRICS, WEIGHTS
@@ -40,6 +42,15 @@ class RunConfig:
     seed: int = 0
     binarize: str = "none"
     test_fraction: float = 0.2
+    objective: str = "elbo"  # or "iwae"
+    samples: int = 1  # Monte-Carlo samples per data point (the K of IWAE)
+    estimator: str = "reparam"  # gradient estimator of the latents: reparam, score, gumbel, straight-through
+    baseline: str = "none"  # score function: none, moving-average, leave-one-out (VIMCO under iwae)
+    temperature: float = 0.5  # gumbel / straight-through relaxation temperature
+    categories: int = 10  # discrete-vae: classes per latent variable
+    free_bits: float = 0.0  # nats per latent dimension (0: off)
+    kl_warmup: int = 0  # epochs of linear KL warm-up from 0 to beta (0: off)
+    kl_cycle: int = 0  # epochs per cycle of cyclical KL annealing (0: off)
     n: int | None = None  # generated data: number of samples
     spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
     dim: int | None = None  # linear-gaussian: data dimension
@@ -47,8 +58,10 @@ class RunConfig:
 
 
 KEYS = [f.name for f in dataclasses.fields(RunConfig)]
-INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size"}
-FLOATS = {"lr", "beta", "test_fraction"}
+INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size", "samples", "categories", "kl_warmup", "kl_cycle"}
+FLOATS = {"lr", "beta", "test_fraction", "temperature", "free_bits"}
+OBJECTIVES = ("elbo", "iwae")
+BASELINES = ("none", "moving-average", "leave-one-out")
 
 
 def config_from_dict(d: dict, where: str = "config") -> RunConfig:
@@ -83,7 +96,8 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
             raise ValueError(f"{where}: {key} has an invalid value {value!r}") from None
         clean[key] = value
     cfg = RunConfig(**clean)
-    choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE)}
+    choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE),
+               "objective": list(OBJECTIVES), "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             what = "unknown model" if key == "model" else f"{key} must be one of {', '.join(valid)}, got"
@@ -96,6 +110,14 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
         raise ValueError(f"{where}: lr must be positive, got {cfg.lr}")
     if cfg.beta < 0:
         raise ValueError(f"{where}: beta must be non-negative, got {cfg.beta}")
+    if cfg.samples < 1 or cfg.categories < 2 or cfg.kl_warmup < 0 or cfg.kl_cycle < 0 or cfg.free_bits < 0:
+        raise ValueError(f"{where}: samples must be >= 1, categories >= 2, and kl_warmup, kl_cycle, free_bits >= 0")
+    if not cfg.temperature > 0:
+        raise ValueError(f"{where}: temperature must be positive, got {cfg.temperature}")
+    if cfg.kl_warmup and cfg.kl_cycle:
+        raise ValueError(f"{where}: choose kl_warmup or kl_cycle, not both")
+    if cfg.baseline == "leave-one-out" and cfg.objective == "elbo" and cfg.samples < 2:
+        raise ValueError(f"{where}: the leave-one-out baseline needs --samples 2 or more")
     return cfg
 
 
@@ -156,7 +178,23 @@ def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
 
 def make_model(cfg: RunConfig, x_dim: int) -> nn.Module:
     return build_model(cfg.model, x_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
-                       likelihood=cfg.likelihood, obs_var=cfg.obs_var)
+                       likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories)
+
+
+def make_objective(cfg: RunConfig, steps_per_epoch: int):
+    """(objective, beta) for `fit`: the loss the config names and beta as a number or a schedule."""
+    if cfg.objective == "iwae":
+        if cfg.free_bits or cfg.kl_warmup or cfg.kl_cycle or cfg.beta != 1.0:
+            raise ValueError("beta, free_bits and KL schedules apply to the ELBO, not to --objective iwae")
+        return functools.partial(iwae_loss, k=cfg.samples, estimator=cfg.estimator), 1.0
+    baseline = {"none": None, "moving-average": MovingAverage(0.9), "leave-one-out": "leave-one-out"}[cfg.baseline]
+    objective = functools.partial(vae_loss, estimator=cfg.estimator, k=cfg.samples, baseline=baseline,
+                                  temperature=cfg.temperature, free_bits=cfg.free_bits)
+    if cfg.kl_warmup:
+        return objective, functools.partial(linear_warmup, warmup_steps=cfg.kl_warmup * steps_per_epoch, end=cfg.beta)
+    if cfg.kl_cycle:
+        return objective, functools.partial(cyclical, period=cfg.kl_cycle * steps_per_epoch, end=cfg.beta)
+    return functools.partial(objective, beta=cfg.beta), cfg.beta
 
 
 def preflight(cfg: RunConfig, ds: vdata.Dataset) -> list[str]:

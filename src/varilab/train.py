@@ -40,8 +40,8 @@ class _Step(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x):
-        return self.objective(self.model, x)
+    def forward(self, x, **kwargs):
+        return self.objective(self.model, x, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -75,18 +75,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size
 
 
 def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, batch_size: int = 128,
-        lr: float = 1e-3, beta: float = 1.0, objective: Objective | None = None, seed: int = 0,
-        resume: bool = False, quiet: bool = False) -> list[dict]:
+        lr: float = 1e-3, beta: float | Callable[[int], float] = 1.0, objective: Objective | None = None,
+        seed: int = 0, resume: bool = False, quiet: bool = False) -> list[dict]:
     """Train `model` on `data` with Adam, writing metrics, weights and a checkpoint to `out` each epoch.
 
     `objective(model, x)` returns a dict with a scalar "loss" (and any other scalars to log); the
-    default is the negative beta-ELBO. Under torchrun each process takes its share of every global
+    default is the negative beta-ELBO. `beta` may be a schedule, step -> beta (see core.schedules):
+    the objective is then called as objective(model, x, beta=schedule(step)).
+
+    Under torchrun each process takes its share of every global
     batch of `batch_size` and gradients are averaged (DDP). Returns the metrics of every epoch.
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"epochs and batch_size must be positive integers and lr positive, "
                          f"got epochs={epochs}, batch_size={batch_size}, lr={lr}")
-    objective = objective or functools.partial(vae_loss, beta=beta)
+    schedule = beta if callable(beta) else None
+    objective = objective or (vae_loss if schedule else functools.partial(vae_loss, beta=beta))
     out = Path(out)
     rank, world, device = distributed.init()
     if rank == 0:
@@ -128,7 +132,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             if data.binarize == "dynamic":
                 xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
             try:
-                logs = step_fn(xb)
+                logs = step_fn(xb, **({"beta": schedule(epoch * len(batches) + step)} if schedule else {}))
             except ValueError:  # a distribution refusing non-finite parameters is divergence too
                 if all(torch.isfinite(p).all() for p in model.parameters()):
                     raise
@@ -152,8 +156,11 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
         count = torch.tensor(float(n), device=device)
         sums = distributed.all_sum(sums)
         metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
+        if schedule:
+            metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
         if rank == 0:
-            test = evaluate(model, test_inputs(x_test, data), objective)
+            test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
+            test = evaluate(model, test_inputs(x_test, data), test_objective)
             metrics.update({f"test_{k}": v for k, v in test.items()})
             metrics["seconds"] = time.perf_counter() - t0
             save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})

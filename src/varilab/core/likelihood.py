@@ -14,12 +14,13 @@ from .objectives import log_weights
 
 @torch.no_grad()
 def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None = None,
-                   max_elements: int = 2**26) -> dict:
+                   max_elements: int = 2**26, estimator="score") -> dict:
     """Per-point log p(x) estimates and their summary.
 
     Returns {"log_px": [N], "nll": mean -log p(x), "nll_se": its standard error over points,
     "elbo": mean ELBO (average log-weight), "elbo_gap": IWAE_K - ELBO (>= 0), "k": K}.
-    `max_elements` caps K_chunk * B_chunk * D, the largest array held at once (floats).
+    `max_elements` caps K_chunk * B_chunk * D, the largest array held at once (floats). No gradients
+    are taken, so plain sampling ("score") serves every latent type.
     """
     if k < 1:
         raise ValueError(f"k must be a positive number of samples, got {k}")
@@ -34,7 +35,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None
         done = 0
         while done < k:
             m = min(kc, k - done)
-            lw = log_weights(model, xb, m)[0]  # [m, B]
+            lw = log_weights(model, xb, m, estimator)[0]  # [m, B]
             running = torch.logaddexp(running, torch.logsumexp(lw, 0))
             total += lw.sum(0)
             done += m

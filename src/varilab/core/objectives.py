@@ -65,10 +65,12 @@ def _decode(model, z: dict, like):
 
 def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k: int = 1,
                baseline: str | MovingAverage | None = None, analytic_kl: bool | None = None,
-               temperature: float = 0.5) -> dict[str, torch.Tensor]:
+               temperature: float = 0.5, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
     """Per-example beta-ELBO with its reconstruction and KL terms, each [B], averaged over k samples.
 
     baseline (score-function latents only): None, "leave-one-out" (k >= 2) or a MovingAverage.
+    free_bits > 0 replaces each latent dimension's KL by max(lambda, its batch mean) in "elbo" (the
+    training objective then); "kl" stays the true KL.
     """
     posterior = model.encode(x)
     qs, ps = _sites(posterior), _sites(model.prior())
@@ -93,7 +95,8 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
             mc_kl = mc_kl + kl_s
         kls.append(kl_s)
     kl_z = sum(kls)
-    value = recon - beta * kl_z  # ELBO_beta = E_q log p(x|z) - beta KL(q(z|x) || p(z))
+    kl_train = kl_z if free_bits <= 0 else sum(_free_bits_per_example(q, ps[n], free_bits) for n, q in qs.items())
+    value = recon - beta * kl_train  # ELBO_beta = E_q log p(x|z) - beta KL(q(z|x) || p(z))
     scored = [n for n in qs if log_q[n] is not None]
     if scored:
         signal = recon - beta * mc_kl  # the sample-dependent part of the ELBO
@@ -111,6 +114,14 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
     return {"elbo": value, "recon": recon, "kl": kl_z}
 
 
+def _free_bits_per_example(q: Distribution, p: Distribution, lam: float) -> torch.Tensor:
+    """Per-example terms whose batch mean is sum_i max(lambda, mean_batch KL_i): dimensions under lambda
+    count as lambda and pass no gradient."""
+    kl_dims = kl_per_dim(q, p)  # [B, d]
+    above = (kl_dims.detach().mean(0) > lam).to(kl_dims.dtype)
+    return (above * kl_dims + (1 - above) * lam).sum(-1)
+
+
 def elbo(model, x: torch.Tensor, **options) -> torch.Tensor:
     """The evidence lower bound per example: E_q[log p(x|z)] - KL(q(z|x) || p(z)), [B]."""
     return elbo_terms(model, x, **options)["elbo"]
@@ -120,6 +131,12 @@ def vae_loss(model, x: torch.Tensor, beta: float = 1.0, **options) -> dict[str, 
     """Training loss -mean(ELBO_beta) under "loss", with the batch means of recon and KL beside it."""
     t = elbo_terms(model, x, beta, **options)
     return {"loss": -t["elbo"].mean(), "recon": t["recon"].mean(), "kl": t["kl"].mean()}
+
+
+def iwae_loss(model, x: torch.Tensor, k: int = 5, estimator="reparam", dreg: bool = False) -> dict[str, torch.Tensor]:
+    """Training loss -mean(IWAE_K bound) under "loss" (Burda et al., 2016)."""
+    bound = iwae_bound(model, x, k, estimator, dreg)
+    return {"loss": -bound.mean(), "iwae": bound.mean()}
 
 
 def _detached(q: Distribution) -> Distribution:

@@ -6,6 +6,7 @@ import dataclasses
 
 from torch import nn
 
+from .discrete_vae import DiscreteVAE, DiscreteVAEConfig
 from .linear_vae import LinearVAE, LinearVAEConfig
 from .vae import VAE, VAEConfig
 
@@ -13,6 +14,7 @@ from .vae import VAE, VAEConfig
 MODELS = {
     "vae": (VAEConfig, VAE, "MLP VAE, Bernoulli or Gaussian (fixed or learned variance) likelihood"),
     "linear-vae": (LinearVAEConfig, LinearVAE, "linear encoder and decoder, exact marginal likelihood"),
+    "discrete-vae": (DiscreteVAEConfig, DiscreteVAE, "categorical latents; train with --estimator score or gumbel"),
 }
 
 
@@ -34,4 +36,4 @@ def build_model(name: str, x_dim: int, **options) -> nn.Module:
     return model_cls(config_cls(x_dim=x_dim, **kwargs))
 
 
-__all__ = ["MODELS", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]
+__all__ = ["MODELS", "DiscreteVAE", "DiscreteVAEConfig", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]
