@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/varilab train --model vae --data digits --latent-dim 8 --hidden 256 --epochs 150 \
-		--batch-size 64 --lr 2e-3 --seed 0 --out runs/demo --force
+		--batch-size 64 --lr 2e-3 --seed 0 --diagnostics --out runs/demo --force
 	$(BIN)/varilab report runs/demo --force
 	@echo "report: $(CURDIR)/runs/demo/report.html"
 

@@ -249,3 +249,23 @@ def test_objective_options_through_the_cli(tmp_path, capsys):
     assert_user_error(rc, err, "estimator must be one of reparam, score, gumbel, straight-through")
     rc, _, err = cli(capsys, "train", "--baseline", "leave-one-out", "--estimator", "score", "--out", tmp_path / "y", *FAST)
     assert_user_error(rc, err, "needs --samples 2 or more")
+
+
+def test_diagnose_json_and_the_report_section(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = cli(capsys, "train", "--out", out, "--diagnostics", *FAST)
+    assert rc == 0, err
+    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(len(m["kl_per_dim"]) == 2 and len(m["activity"]) == 2 and 0 <= m["active_units"] <= 2 for m in epochs)
+    rc, stdout, err = cli(capsys, "diagnose", out, "--json")
+    assert rc == 0, err
+    r = json.loads(stdout)
+    for key in ("kl_per_dim", "active_units", "activity", "active", "passive", "mixed", "mutual_information"):
+        assert key in r
+    assert sorted(r["active"] + r["passive"] + r["mixed"]) == [0, 1]
+    assert r["active_units"] == sum(a > 0.01 for a in r["activity"])
+    rc, stdout, _ = cli(capsys, "diagnose", out)
+    assert rc == 0 and "latents are active" in stdout
+    assert cli(capsys, "report", out)[0] == 0
+    page = (out / "report.html").read_text()
+    assert "Latent diagnostics" in page and "Collapse over training" in page and "latents are active" in page

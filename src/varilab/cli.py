@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     t.add_argument("--quiet", action="store_true", help="print nothing but errors and the final line")
+    t.add_argument("--diagnostics", action="store_true",
+                   help="log KL per dimension, activity and active units of the test split every epoch")
 
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--nll", action="store_true", help="add the importance-sampled negative log-likelihood")
     e.add_argument("--k", default="1000", help="importance samples for --nll; a list (1,10,100,1000) prints the sweep")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    g = sub.add_parser("diagnose", help="posterior-collapse diagnostics of a run")
+    g.add_argument("run", help="run folder")
+    g.add_argument("--data", help="diagnose on another data set or file with the same number of features")
+    g.add_argument("--threshold", type=float, default=0.01, help="activity threshold of an active unit (default 0.01)")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = sub.add_parser("report", help="write the run's self-contained HTML report")
     r.add_argument("run", help="run folder")
@@ -100,7 +108,7 @@ def cmd_train(args) -> int:
         R.save_config(out, cfg)
     objective, beta = R.make_objective(cfg, -(-len(ds.x_train) // cfg.batch_size))
     history = fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=beta,
-                  objective=objective, seed=cfg.seed, resume=args.resume, quiet=args.quiet)
+                  objective=objective, seed=cfg.seed, resume=args.resume, quiet=args.quiet, diagnostics=args.diagnostics)
     if history:
         m = history[-1]
         print(f"trained {cfg.model} for {m['epoch']} epochs: train loss {m['loss']:.4f}, "
@@ -137,6 +145,29 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnostics import diagnose
+    from .run import load_run
+    from .train import test_inputs
+
+    run = load_run(args.run, args.data)
+    device = next(run.model.parameters()).device
+    d = diagnose(run.model, test_inputs(run.data.x_test.to(device), run.data), threshold=args.threshold)
+    result = d.to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(d.verdict())
+    print(f"{'dim':>4} {'KL (nats)':>10} {'activity':>10} {'E var q':>9}  variable")
+    kind = {**{i: "active" for i in d.active}, **{i: "passive" for i in d.passive}, **{i: "mixed" for i in d.mixed}}
+    for i in range(len(result["kl_per_dim"])):
+        print(f"{i:>4} {result['kl_per_dim'][i]:>10.4f} {result['activity'][i]:>10.4f} "
+              f"{result['mean_posterior_var'][i]:>9.4f}  {kind[i]}")
+    if "mutual_information" in result:
+        print(f"I(x; z) = {result['mutual_information']:.4f} nats, KL(q(z) || p(z)) = {result['marginal_kl']:.4f} nats")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -157,7 +188,8 @@ def cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}[args.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "diagnose": cmd_diagnose, "report": cmd_report,
+               "data": cmd_data}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as e:

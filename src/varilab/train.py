@@ -76,12 +76,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size
 
 def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, batch_size: int = 128,
         lr: float = 1e-3, beta: float | Callable[[int], float] = 1.0, objective: Objective | None = None,
-        seed: int = 0, resume: bool = False, quiet: bool = False) -> list[dict]:
+        seed: int = 0, resume: bool = False, quiet: bool = False, diagnostics: bool = False) -> list[dict]:
     """Train `model` on `data` with Adam, writing metrics, weights and a checkpoint to `out` each epoch.
 
     `objective(model, x)` returns a dict with a scalar "loss" (and any other scalars to log); the
     default is the negative beta-ELBO. `beta` may be a schedule, step -> beta (see core.schedules):
     the objective is then called as objective(model, x, beta=schedule(step)).
+
+    With `diagnostics=True` each epoch's metrics also hold the test split's KL per latent dimension,
+    activity Cov_x(E_q[z_i|x]) and active-unit count, so collapse over training can be followed.
 
     Under torchrun each process takes its share of every global
     batch of `batch_size` and gradients are averaged (DDP). Returns the metrics of every epoch.
@@ -162,6 +165,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
             test = evaluate(model, test_inputs(x_test, data), test_objective)
             metrics.update({f"test_{k}": v for k, v in test.items()})
+            if diagnostics:
+                metrics.update(_collapse_metrics(model, test_inputs(x_test, data)))
             metrics["seconds"] = time.perf_counter() - t0
             save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
             save_weights(out / WEIGHTS, model)
@@ -173,6 +178,14 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     if bar is not None:
         bar.close()
     return history
+
+
+def _collapse_metrics(model: nn.Module, x: torch.Tensor, max_points: int = 2000) -> dict:
+    from .diagnostics import active_units, encode_dataset, kl_per_dim
+
+    post = encode_dataset(model, x[:max_points])
+    n, a = active_units(post)
+    return {"active_units": n, "activity": a.tolist(), "kl_per_dim": kl_per_dim(post).tolist()}
 
 
 def test_inputs(x_test: torch.Tensor, data: Dataset) -> torch.Tensor:

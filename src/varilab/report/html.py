@@ -16,7 +16,7 @@ from . import plots
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 20px;
 color:#1d2430;line-height:1.45}
-h1{font-size:24px;margin-bottom:2px}h2{font-size:18px;margin-top:30px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
+h1{font-size:24px;margin-bottom:2px}h3{font-size:15px;margin:20px 0 6px}h2{font-size:18px;margin-top:30px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
 .sub{color:#5b6575;margin-top:0}.verdict{background:#f2f6fc;border-left:4px solid #1f5fa8;padding:10px 14px;margin:16px 0}
 table{border-collapse:collapse;font-size:14px}td,th{padding:4px 14px 4px 0;text-align:left;border-bottom:1px solid #eef1f5}
 th{color:#5b6575;font-weight:600}td.num{font-variant-numeric:tabular-nums;text-align:right}
@@ -58,12 +58,56 @@ def _figures(run: Run, n_show: int = 10) -> tuple[bytes, bytes]:
     return rec_fig, sample_fig
 
 
+@torch.no_grad()
+def _diagnostics_section(run: Run, metrics: list[dict]) -> str:
+    from ..diagnostics import diagnose, sampled_representation, traversals
+
+    model, ds = run.model, run.data
+    device = next(model.parameters()).device
+    x = test_inputs(ds.x_test.to(device), ds)
+    d = diagnose(model, x)
+    kinds = ["passive"] * d.posteriors.dim
+    for i in d.active:
+        kinds[i] = "active"
+    for i in d.mixed:
+        kinds[i] = "mixed"
+    parts = [f'<div class="verdict">{html.escape(d.verdict())}</div>',
+             _img(plots.kl_bars(d.kl_per_dim.cpu().numpy(), d.activity.cpu().numpy(), kinds, d.threshold), "KL per dimension")]
+    if any("activity" in m for m in metrics):
+        parts += ["<h3>Collapse over training</h3>", _img(plots.activity_over_epochs(metrics, d.threshold), "activity over epochs")]
+    post = d.posteriors
+    sampled = sampled_representation(post, torch.Generator(device=post.mean.device).manual_seed(0))
+    chosen = [("active", i) for i in sorted(d.active, key=lambda i: -float(d.kl_per_dim[i]))[:2]]
+    chosen += [("mixed", i) for i in d.mixed[:1]] + [("passive", i) for i in d.passive[:1]]
+    if chosen:
+        examples = [(k, i, post.mean[:, i].cpu().numpy(), sampled[:, i].cpu().numpy()) for k, i in chosen]
+        parts += ["<h3>Mean and sampled representations</h3>",
+                  '<p class="note">Passive variables sit at 0 in the mean representation yet have unit variance in '
+                  "the sampled one; active variables look alike in both (Bonheme &amp; Grze&#347;).</p>",
+                  _img(plots.mean_vs_sampled(examples), "mean vs sampled representations")]
+    top = [int(i) for i in torch.argsort(d.kl_per_dim, descending=True)[:5]]
+    if hasattr(model, "decode") and post.gaussian:
+        z0 = post.mean[0]
+        outs = traversals(model, z0, top, span=3.0, steps=9).float().cpu().numpy()
+        rows = [(f"z_{i} ({float(d.kl_per_dim[i]):.2f} nats)", outs[r]) for r, i in enumerate(top)]
+        parts += ["<h3>Traversals of the most informative latents</h3>",
+                  '<p class="note">Decoder means as one latent moves from -3 to 3 with the others at the posterior '
+                  "mean of the first test point.</p>", _img(plots.traversal_grid(rows, ds.image_shape, 3.0), "traversals")]
+    rows = [("active units (Burda et al.)", d.active_units), ("active / mixed / passive", f"{len(d.active)} / {len(d.mixed)} / {len(d.passive)}")]
+    if d.information is not None:
+        rows += [("I(x; z) (nats)", d.information.mutual_information), ("KL(q(z) || p(z)) (nats)", d.information.marginal_kl),
+                 ("E_x KL(q(z|x) || p(z)) (nats)", d.information.average_kl)]
+    parts.append(_table(rows))
+    return "".join(parts)
+
+
 def render(run: Run) -> str:
     """The report page of a run as an HTML string."""
     metrics = read_metrics(run.dir)
     final = evaluate_run(run)
     cfg = run.config
     rec_fig, sample_fig = _figures(run)
+    diagnostics = _diagnostics_section(run, metrics)
     last = metrics[-1] if metrics else {}
     verdict = (f"After {last.get('epoch', 0)} epochs, the test ELBO is {final['elbo']:.2f} nats per point: "
                f"reconstruction {final['recon']:.2f}, KL {final['kl']:.2f}.")
@@ -92,6 +136,7 @@ def render(run: Run) -> str:
 <h2>Training curves</h2>{curves}
 <h2>Reconstructions</h2><p class="note">Test inputs above the decoder mean at the posterior mean.</p>{_img(rec_fig, "reconstructions")}
 <h2>Samples from the prior</h2><p class="note">{samples_note}</p>{_img(sample_fig, "prior samples")}
+<h2>Latent diagnostics</h2>{diagnostics}
 <div class="grid"><div><h2>Final metrics</h2>{_table(metric_rows)}</div>
 <div><h2>Configuration</h2>{_table(config_rows)}</div></div>
 </body></html>

@@ -78,3 +78,76 @@ def scatter_pairs(data: np.ndarray, samples: np.ndarray) -> bytes:
     ax.legend(frameon=False)
     fig.tight_layout()
     return png(fig)
+
+
+COLORS = {"active": "#1f5fa8", "mixed": "#d9a40d", "passive": "#b8bfca"}
+
+
+def kl_bars(kl: np.ndarray, activity: np.ndarray, kinds: list[str], threshold: float) -> bytes:
+    """KL per latent dimension and activity Cov_x(E[z_i|x]), coloured by active / mixed / passive."""
+    d = len(kl)
+    x = np.arange(d)
+    colors = [COLORS[k] for k in kinds]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.5, 0.28 * d + 4), 2.8))
+    axes[0].bar(x, kl, color=colors)
+    axes[0].set_title("KL(q(z_i|x) || p(z_i)) per dimension (nats)")
+    axes[1].bar(x, activity, color=colors)
+    axes[1].axhline(threshold, color="#c0392b", lw=1, ls="--", label=f"active-unit threshold {threshold:g}")
+    axes[1].set_yscale("log")
+    axes[1].set_title("activity Cov_x(E[z_i|x])")
+    axes[1].legend(frameon=False, fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("latent dimension")
+        ax.set_xticks(x if d <= 32 else x[:: max(1, d // 16)])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()]
+    axes[0].legend(handles, list(COLORS), frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)
+
+
+def activity_over_epochs(metrics: list[dict], threshold: float) -> bytes:
+    """Active-unit count and each dimension's activity through training."""
+    rows = [m for m in metrics if "activity" in m]
+    epochs = [m["epoch"] for m in rows]
+    act = np.array([m["activity"] for m in rows])  # [epochs, d]
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 2.8))
+    axes[0].plot(epochs, [m["active_units"] for m in rows], color="#1f5fa8", marker="o", ms=2)
+    axes[0].set_title("active units")
+    axes[0].set_ylim(bottom=0)
+    axes[1].plot(epochs, np.maximum(act, 1e-6), lw=0.9, alpha=0.8)
+    axes[1].axhline(threshold, color="#c0392b", lw=1, ls="--")
+    axes[1].set_yscale("log")
+    axes[1].set_title("activity per dimension")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
+def mean_vs_sampled(examples: list[tuple[str, int, np.ndarray, np.ndarray]]) -> bytes:
+    """Histograms of the mean representation mu_i(x) and the sampled one mu_i + sigma_i eps, per chosen dimension."""
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.6 * len(examples), 2.7), squeeze=False)
+    for ax, (kind, i, mean, sampled) in zip(axes[0], examples):
+        lo, hi = np.percentile(np.concatenate([mean, sampled]), [0.5, 99.5])
+        bins = np.linspace(min(lo, -3), max(hi, 3), 50)
+        ax.hist(sampled, bins=bins, alpha=0.55, color="#d9730d", label=f"sampled (var {sampled.var():.2f})", density=True)
+        ax.hist(mean, bins=bins, alpha=0.55, color="#1f5fa8", label=f"mean (var {mean.var():.2f})", density=True)
+        ax.set_title(f"z_{i} ({kind})")
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)
+
+
+def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, int] | None, span: float) -> bytes:
+    """Decoder means along single latent axes: images in a grid, or lines for vector data."""
+    if image_shape is not None:
+        return image_rows(rows, image_shape)
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.2), squeeze=False)
+    for ax, (label, outs) in zip(axes[0], rows):
+        cmap = plt.get_cmap("coolwarm")
+        for j, o in enumerate(outs):
+            ax.plot(o, color=cmap(j / max(1, len(outs) - 1)), lw=1)
+        ax.set_title(f"{label}, z from -{span:g} to {span:g}", fontsize=8)
+    fig.tight_layout()
+    return png(fig)

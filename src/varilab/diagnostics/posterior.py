@@ -1,0 +1,82 @@
+"""One pass of the encoder over a data set, kept as per-point posterior means, variances and KLs.
+
+Works on anything with `encode(x) -> Distribution` (a factorised posterior over a vector latent);
+`prior()` is optional and defaults to N(0, I). `MeanLogVar` adapts a plain callable returning
+(mean, log-variance).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+
+class MeanLogVar(nn.Module):
+    """Adapter: a function x -> (mean, log_var) as a model with encode(x) -> N(mean, diag exp(log_var))."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def encode(self, x):
+        mean, log_var = self.fn(x)
+        return Independent(Normal(mean, (0.5 * log_var).exp(), validate_args=False), 1)
+
+
+def standard_normal(d: int, device=None) -> Independent:
+    z = torch.zeros(d, device=device)
+    return Independent(Normal(z, torch.ones_like(z), validate_args=False), 1)
+
+
+def _base(q: Distribution) -> Distribution:
+    return q.base_dist if isinstance(q, Independent) else q
+
+
+@dataclass
+class Posteriors:
+    """Per-point posterior statistics over a data set: mean and variance of q(z|x), KL per dimension."""
+
+    mean: torch.Tensor  # [N, d]  E_q[z|x]
+    var: torch.Tensor  # [N, d]  Var_q[z|x]
+    kl: torch.Tensor  # [N, d]  KL(q(z_i|x) || p(z_i))
+    prior_var: torch.Tensor  # [d]
+    gaussian: bool  # q(z|x) is a diagonal Gaussian (enables the closed-form aggregate density)
+    prior_mean: torch.Tensor  # [d]
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[1]
+
+
+@torch.no_grad()
+def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096) -> Posteriors:
+    """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d])."""
+    if not hasattr(model, "encode"):
+        raise TypeError(f"{type(model).__name__} has no encode(x) method; wrap a (mean, log_var) function "
+                        "in varilab.diagnostics.MeanLogVar")
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    means, variances, kls = [], [], []
+    prior, gaussian = None, True
+    for xb in x.split(batch_size):
+        q = model.encode(xb)
+        if not isinstance(q, Distribution):
+            raise TypeError(f"encode(x) must return a torch.distributions.Distribution, got {type(q).__name__}")
+        if q.event_shape == () or len(q.event_shape) != 1:
+            raise ValueError(f"diagnostics need a vector latent (event shape [d]), got event shape {list(q.event_shape)}")
+        if prior is None:
+            prior = model.prior() if hasattr(model, "prior") else standard_normal(q.event_shape[0], xb.device)
+        base = _base(q)
+        gaussian = gaussian and isinstance(base, Normal)
+        means.append(base.mean.expand(q.batch_shape + q.event_shape))
+        variances.append(base.variance.expand(q.batch_shape + q.event_shape))
+        kls.append(kl_divergence(base, _base(prior)).expand(q.batch_shape + q.event_shape))
+    if isinstance(model, nn.Module):
+        model.train(was_training)
+    pb = _base(prior)
+    d = means[0].shape[1]
+    return Posteriors(torch.cat(means).float(), torch.cat(variances).float(), torch.cat(kls).float(),
+                      pb.variance.expand(d).float(), gaussian and isinstance(pb, Normal), pb.mean.expand(d).float())
