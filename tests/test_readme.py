@@ -1,0 +1,24 @@
+"""The README's Python examples run as written."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_diagnose_example_runs(capsys):
+    code = next(b for b in blocks() if "diagnose(" in b)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "latents are active" in out
+
+
+def test_readme_quickstart_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = next(b for b in blocks() if "fit(" in b).replace("epochs=50", "epochs=2")
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert len(scope["history"]) == 2 and (tmp_path / "runs/quick/model.safetensors").exists()
