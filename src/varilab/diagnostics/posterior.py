@@ -78,5 +78,6 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096) -> Posteriors
         model.train(was_training)
     pb = _base(prior)
     d = means[0].shape[1]
-    return Posteriors(torch.cat(means).float(), torch.cat(variances).float(), torch.cat(kls).float(),
-                      pb.variance.expand(d).float(), gaussian and isinstance(pb, Normal), pb.mean.expand(d).float())
+    mean = torch.cat(means)
+    return Posteriors(mean, torch.cat(variances), torch.cat(kls), pb.variance.expand(d).to(mean.dtype),
+                      gaussian and isinstance(pb, Normal), pb.mean.expand(d).to(mean.dtype))

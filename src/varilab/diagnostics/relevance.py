@@ -15,7 +15,7 @@ def decoder_sensitivity(decode, z: torch.Tensor, h: float = 1e-2, chunk: int = 6
     """E_x || d mean(x|z)/d z_i ||^2 per dimension by central differences, [d]; `decode(z)` returns a Distribution."""
     n, d = z.shape
     eye = torch.eye(d, device=z.device, dtype=z.dtype) * h
-    total = torch.zeros(d, device=z.device)
+    total = torch.zeros(d, device=z.device, dtype=z.dtype)
     rows = max(1, chunk // (2 * d))
     for zb in z.split(rows):
         shifted = torch.cat([zb[None] + eye[:, None], zb[None] - eye[:, None]])  # [2d, B, d]

@@ -1,0 +1,18 @@
+"""The reproduction harness in quick mode: it writes JSON and a markdown table, and the finding holds."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_linear_vae_collapse_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "linear_vae_collapse",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "linear_vae_collapse.json").read_text())
+    assert result["held"] is True
+    assert [r["active_units"] for r in result["rows"]] == [r["predicted_active"] for r in result["rows"]] == [5, 3]
+    md = (tmp_path / "linear_vae_collapse.md").read_text()
+    assert "| 0.8 | 5 | 5 | +0 |" in md and "the finding held" in md
