@@ -10,7 +10,8 @@ from pathlib import Path
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
-              "categories", "free_bits", "kl_warmup", "kl_cycle", "n", "spectrum", "dim", "size")
+              "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs",
+              "n", "spectrum", "dim", "size")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("--model", help="model family (vae, linear-vae, discrete-vae); default vae")
+    t.add_argument("--model", help="model family: vae, linear-vae, discrete-vae, vampprior, hvae, linear-hvae, ard-vae "
+                                    "(default vae)")
     t.add_argument("--data", help="data set name or a .npy/.npz/.csv path; default digits")
     t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 16)")
     t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default 512)")
@@ -40,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--free-bits", type=float, help="free bits per latent dimension, in nats (default 0: off)")
     t.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up to --beta (default 0: off)")
     t.add_argument("--kl-cycle", type=int, help="epochs per cycle of cyclical KL annealing (default 0: off)")
+    t.add_argument("--beta2", type=float, help="hvae: weight of the second level's KL (default 1)")
+    t.add_argument("--latent-dim-2", type=int, help="hvae: size of the second latent level (default 8)")
+    t.add_argument("--enc-var-1", type=float, help="hvae: fix the first level's encoder variance (default: learned)")
+    t.add_argument("--pseudo-inputs", type=int, help="vampprior: number of pseudo-inputs (default 100)")
     t.add_argument("--n", type=int, help="generated data sets: number of samples (default 10000)")
     t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
     t.add_argument("--dim", type=int, help="linear-gaussian: data dimension (the last eigenvalue repeats)")

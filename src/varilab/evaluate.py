@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import elbo_terms, log_likelihood
+from .core import elbo_terms, hierarchical_elbo_terms, log_likelihood
 from .run import Run
 from .train import evaluate, test_inputs
 
@@ -20,8 +20,11 @@ def evaluate_run(run: Run, seed: int = 0, nll_k: list[int] | None = None) -> dic
     device = next(run.model.parameters()).device
     x = test_inputs(run.data.x_test.to(device), run.data)
     torch.manual_seed(seed)
-    m = evaluate(run.model, x, functools.partial(elbo_terms, estimator="score"))  # plain sampling, any latent
-    result = {"data": run.data.name, "n_test": len(x), "elbo": m["elbo"], "recon": m["recon"], "kl": m["kl"]}
+    if getattr(run.model, "levels", 1) > 1:
+        m = evaluate(run.model, x, hierarchical_elbo_terms)
+    else:
+        m = evaluate(run.model, x, functools.partial(elbo_terms, estimator="score"))  # plain sampling, any latent
+    result = {"data": run.data.name, "n_test": len(x), **{k: m[k] for k in m if k == "elbo" or k == "recon" or k.startswith("kl")}}
     if hasattr(run.model, "marginal"):
         with torch.no_grad():
             result["exact_nll"] = float(-run.model.marginal().log_prob(x).mean())

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import data as vdata
 from .checkpoint import atomic_write, load_weights
-from .core import ESTIMATORS, MovingAverage, cyclical, iwae_loss, linear_warmup, vae_loss
+from .core import ESTIMATORS, MovingAverage, cyclical, hierarchical_loss, iwae_loss, linear_warmup, vae_loss
 from .models import MODELS, build_model
 from .models.likelihoods import LIKELIHOODS, parse_obs_var
 from .train import CHECKPOINT, METRICS, WEIGHTS
@@ -51,6 +51,10 @@ class RunConfig:
     free_bits: float = 0.0  # nats per latent dimension (0: off)
     kl_warmup: int = 0  # epochs of linear KL warm-up from 0 to beta (0: off)
     kl_cycle: int = 0  # epochs per cycle of cyclical KL annealing (0: off)
+    beta2: float = 1.0  # hvae: weight of the second level's KL
+    latent_dim_2: int = 8  # hvae: size of z_2
+    enc_var_1: float | None = None  # hvae: fixed encoder variance of z_1 (None: learned)
+    pseudo_inputs: int = 100  # vampprior: number of pseudo-inputs
     n: int | None = None  # generated data: number of samples
     spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
     dim: int | None = None  # linear-gaussian: data dimension
@@ -58,8 +62,9 @@ class RunConfig:
 
 
 KEYS = [f.name for f in dataclasses.fields(RunConfig)]
-INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size", "samples", "categories", "kl_warmup", "kl_cycle"}
-FLOATS = {"lr", "beta", "test_fraction", "temperature", "free_bits"}
+INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size", "samples", "categories", "kl_warmup", "kl_cycle",
+        "latent_dim_2", "pseudo_inputs"}
+FLOATS = {"lr", "beta", "test_fraction", "temperature", "free_bits", "beta2", "enc_var_1"}
 OBJECTIVES = ("elbo", "iwae")
 BASELINES = ("none", "moving-average", "leave-one-out")
 
@@ -178,7 +183,8 @@ def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
 
 def make_model(cfg: RunConfig, x_dim: int) -> nn.Module:
     return build_model(cfg.model, x_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
-                       likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories)
+                       likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories,
+                       latent_dim_2=cfg.latent_dim_2, enc_var_1=cfg.enc_var_1, pseudo_inputs=cfg.pseudo_inputs)
 
 
 def make_objective(cfg: RunConfig, steps_per_epoch: int):
@@ -187,6 +193,15 @@ def make_objective(cfg: RunConfig, steps_per_epoch: int):
         if cfg.free_bits or cfg.kl_warmup or cfg.kl_cycle or cfg.beta != 1.0:
             raise ValueError("beta, free_bits and KL schedules apply to the ELBO, not to --objective iwae")
         return functools.partial(iwae_loss, k=cfg.samples, estimator=cfg.estimator), 1.0
+    if cfg.model in ("hvae", "linear-hvae"):
+        if cfg.estimator != "reparam" or cfg.samples != 1 or cfg.free_bits:
+            raise ValueError("the hierarchical VAE trains with the reparameterised single-sample ELBO only")
+        objective = functools.partial(hierarchical_loss, betas=[cfg.beta, cfg.beta2])
+        if cfg.kl_warmup:
+            return objective, functools.partial(linear_warmup, warmup_steps=cfg.kl_warmup * steps_per_epoch)
+        if cfg.kl_cycle:
+            return objective, functools.partial(cyclical, period=cfg.kl_cycle * steps_per_epoch)
+        return objective, 1.0
     baseline = {"none": None, "moving-average": MovingAverage(0.9), "leave-one-out": "leave-one-out"}[cfg.baseline]
     objective = functools.partial(vae_loss, estimator=cfg.estimator, k=cfg.samples, baseline=baseline,
                                   temperature=cfg.temperature, free_bits=cfg.free_bits)
@@ -200,7 +215,7 @@ def make_objective(cfg: RunConfig, steps_per_epoch: int):
 def preflight(cfg: RunConfig, ds: vdata.Dataset) -> list[str]:
     """Check the data against the likelihood: errors raise, warnings are returned."""
     lo, hi = float(ds.x_train.min()), float(ds.x_train.max())
-    likelihood = "gaussian" if cfg.model == "linear-vae" else cfg.likelihood
+    likelihood = "gaussian" if cfg.model in ("linear-vae", "linear-hvae") else cfg.likelihood
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         raise ValueError(f"a Bernoulli likelihood needs data in [0, 1], but {ds.name} ranges over [{lo:.4g}, {hi:.4g}]; "
                          "rescale it (e.g. divide 0-255 pixels by 255) or pass --likelihood gaussian")

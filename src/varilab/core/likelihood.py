@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .hierarchical import hierarchical_log_weights
 from .objectives import log_weights
 
 
@@ -35,7 +36,10 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None
         done = 0
         while done < k:
             m = min(kc, k - done)
-            lw = log_weights(model, xb, m, estimator)[0]  # [m, B]
+            if getattr(model, "levels", 1) > 1:
+                lw = hierarchical_log_weights(model, xb, m)  # [m, B]
+            else:
+                lw = log_weights(model, xb, m, estimator)[0]  # [m, B]
             running = torch.logaddexp(running, torch.logsumexp(lw, 0))
             total += lw.sum(0)
             done += m

@@ -17,7 +17,7 @@ from .collapse import (Variables, active_units, activity, classify, correlation,
                        sampled_representation)
 from .information import Information, aggregate_information
 from .posterior import MeanLogVar, Posteriors, encode_dataset, standard_normal
-from .relevance import ard_relevance, decoder_sensitivity, traversals
+from .relevance import ard_relevance, decoder_sensitivity, relevant_dims, traversals
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Diagnosis:
                        marginal_kl=self.information.marginal_kl, average_kl=self.information.average_kl)
         if self.relevance is not None:
             out["relevance"] = self.relevance.tolist()
+            out["relevant_dims"] = relevant_dims(self.relevance)
         return out
 
 
@@ -86,4 +87,4 @@ def diagnose(model, x: torch.Tensor, threshold: float = 0.01, seed: int = 0, rel
 
 __all__ = ["Diagnosis", "Information", "MeanLogVar", "Posteriors", "Variables", "active_units", "activity",
            "aggregate_information", "ard_relevance", "classify", "correlation", "decoder_sensitivity", "diagnose",
-           "encode_dataset", "kl_per_dim", "sampled_representation", "standard_normal", "traversals"]
+           "encode_dataset", "kl_per_dim", "relevant_dims", "sampled_representation", "standard_normal", "traversals"]

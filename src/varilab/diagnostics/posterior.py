@@ -34,6 +34,16 @@ def _base(q: Distribution) -> Distribution:
     return q.base_dist if isinstance(q, Independent) else q
 
 
+def _kl_dims(base: Distribution, prior: Distribution) -> torch.Tensor:
+    """KL(q(z_i|x) || p(z_i)) per dimension; a prior that is not factorised (a mixture, e.g. a VampPrior)
+    is replaced by the Gaussian with its per-dimension mean and variance."""
+    pb = _base(prior)
+    try:
+        return kl_divergence(base, pb)
+    except NotImplementedError:
+        return kl_divergence(base, Normal(prior.mean, prior.variance.sqrt(), validate_args=False))
+
+
 @dataclass
 class Posteriors:
     """Per-point posterior statistics over a data set: mean and variance of q(z|x), KL per dimension."""
@@ -67,17 +77,24 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096) -> Posteriors
             raise TypeError(f"encode(x) must return a torch.distributions.Distribution, got {type(q).__name__}")
         if q.event_shape == () or len(q.event_shape) != 1:
             raise ValueError(f"diagnostics need a vector latent (event shape [d]), got event shape {list(q.event_shape)}")
-        if prior is None:
-            prior = model.prior() if hasattr(model, "prior") else standard_normal(q.event_shape[0], xb.device)
         base = _base(q)
+        if getattr(model, "levels", 1) > 1:  # z_1 of a hierarchical VAE: its prior is p(z_1|z_2), z_2 ~ q(z_2|z_1)
+            prior = model.prior_down(1, model.encode_up(1, q.sample()).sample())
+            gaussian = False
+        elif prior is None:
+            prior = model.prior() if hasattr(model, "prior") else standard_normal(q.event_shape[0], xb.device)
         gaussian = gaussian and isinstance(base, Normal)
         means.append(base.mean.expand(q.batch_shape + q.event_shape))
         variances.append(base.variance.expand(q.batch_shape + q.event_shape))
-        kls.append(kl_divergence(base, _base(prior)).expand(q.batch_shape + q.event_shape))
+        kls.append(_kl_dims(base, prior).expand(q.batch_shape + q.event_shape))
     if isinstance(model, nn.Module):
         model.train(was_training)
     pb = _base(prior)
     d = means[0].shape[1]
+    if not isinstance(pb, Normal):
+        gaussian = False
+    prior_mean = prior.mean.reshape(-1, d).mean(0)
+    prior_var = prior.variance.reshape(-1, d).mean(0)
     mean = torch.cat(means)
-    return Posteriors(mean, torch.cat(variances), torch.cat(kls), pb.variance.expand(d).to(mean.dtype),
-                      gaussian and isinstance(pb, Normal), pb.mean.expand(d).to(mean.dtype))
+    return Posteriors(mean, torch.cat(variances), torch.cat(kls), prior_var.to(mean.dtype), gaussian,
+                      prior_mean.to(mean.dtype))

@@ -39,3 +39,11 @@ def traversals(model, z0: torch.Tensor, dims: list[int], span: float = 3.0, step
         z[row, :, i] = grid
     out = model.decode(z.reshape(-1, z0.shape[0])).mean
     return out.reshape(len(dims), steps, -1)
+
+
+def relevant_dims(relevance: torch.Tensor, share: float = 0.99) -> list[int]:
+    """The fewest axes whose relevance adds up to `share` of the total, largest first."""
+    order = torch.argsort(relevance, descending=True)
+    cum = torch.cumsum(relevance[order], 0) / relevance.sum().clamp_min(1e-30)
+    n = min(len(order), int((cum < share).sum()) + 1)
+    return sorted(int(i) for i in order[:n])

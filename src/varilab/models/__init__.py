@@ -6,15 +6,22 @@ import dataclasses
 
 from torch import nn
 
+from .ard_vae import ARDVAE, ARDVAEConfig
 from .discrete_vae import DiscreteVAE, DiscreteVAEConfig
+from .hvae import HVAE, HVAEConfig, LinearHVAEConfig
 from .linear_vae import LinearVAE, LinearVAEConfig
 from .vae import VAE, VAEConfig
+from .vampprior import VampPriorConfig, VampPriorVAE
 
 # name -> (config dataclass, module class, one-line description)
 MODELS = {
     "vae": (VAEConfig, VAE, "MLP VAE, Bernoulli or Gaussian (fixed or learned variance) likelihood"),
     "linear-vae": (LinearVAEConfig, LinearVAE, "linear encoder and decoder, exact marginal likelihood"),
     "discrete-vae": (DiscreteVAEConfig, DiscreteVAE, "categorical latents; train with --estimator score or gumbel"),
+    "vampprior": (VampPriorConfig, VampPriorVAE, "MLP VAE with a VampPrior (mixture of posteriors at pseudo-inputs)"),
+    "hvae": (HVAEConfig, HVAE, "two-level hierarchical VAE, a beta per level, learned or fixed encoder variance"),
+    "linear-hvae": (LinearHVAEConfig, HVAE, "the linear two-level hierarchical VAE of the theory"),
+    "ard-vae": (ARDVAEConfig, ARDVAE, "VAE with an ARD prior N(0, diag(tau)) re-estimated from the posterior"),
 }
 
 
@@ -36,4 +43,5 @@ def build_model(name: str, x_dim: int, **options) -> nn.Module:
     return model_cls(config_cls(x_dim=x_dim, **kwargs))
 
 
-__all__ = ["MODELS", "DiscreteVAE", "DiscreteVAEConfig", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]
+__all__ = ["MODELS", "ARDVAE", "ARDVAEConfig", "HVAE", "HVAEConfig", "LinearHVAEConfig", "VampPriorConfig",
+           "VampPriorVAE", "DiscreteVAE", "DiscreteVAEConfig", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]

@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from ..core import sample_latent
 from ..evaluate import evaluate_run
 from ..run import Run
 from ..train import read_metrics, test_inputs
@@ -45,8 +46,7 @@ def _figures(run: Run, n_show: int = 10) -> tuple[bytes, bytes]:
     torch.manual_seed(0)
     x = test_inputs(ds.x_test.to(device), ds)[:n_show]
     recon = model.decode(model.encode(x).mean).mean  # decoder mean at the posterior mean
-    prior = model.prior()
-    samples = model.decode(prior.sample((max(n_show, 500),))).mean
+    samples = model.decode(sample_latent(model, max(n_show, 500))).mean
     x, recon, samples = (t.float().cpu().numpy() for t in (x, recon, samples))
     if ds.image_shape is not None:
         rec_fig = plots.image_rows([("input", x), ("reconstruction", recon)], ds.image_shape)
