@@ -67,3 +67,32 @@ def test_every_registered_model_builds():
     for name in MODELS:
         model = build_model(name, 16, latent_dim=3, hidden=[8])
         assert hasattr(model, "encode") and hasattr(model, "decode") and hasattr(model, "prior")
+
+
+def test_cvae_samples_depend_on_the_condition(tmp_path):
+    ds = load("digits", seed=0, condition="label")
+    torch.manual_seed(0)
+    model = build_model("cvae", ds.x_dim, cond_dim=10, latent_dim=4, hidden=[128])
+    fit(model, ds, out=tmp_path, epochs=25, batch_size=64, lr=2e-3, quiet=True)
+    model.eval()
+    with torch.no_grad():
+        z = model.prior().sample((200,))
+        per_label = torch.stack([model.decode(z, torch.eye(10)[k].expand(200, 10)).mean.mean(0) for k in range(10)])
+    class_means = torch.stack([ds.x_train[ds.y_train == k].mean(0) for k in range(10)])
+    nearest = torch.cdist(per_label, class_means).argmin(1)
+    assert int((nearest == torch.arange(10)).sum()) >= 9  # the sample for label k looks like class k
+    assert torch.cdist(per_label, per_label).topk(2, largest=False).values[:, 1].min() > 0.5
+
+
+def test_condition_is_checked(tmp_path, capsys):
+    rc = main(["train", "--model", "cvae", "--out", str(tmp_path / "a"), "--epochs", "1"])
+    assert rc == 2 and "needs --condition label or top-half" in capsys.readouterr().err
+    rc = main(["train", "--model", "vae", "--condition", "label", "--out", str(tmp_path / "b"), "--epochs", "1"])
+    assert rc == 2 and "applies only to the conditional models" in capsys.readouterr().err
+    rc = main(["train", "--model", "cvae", "--condition", "top-half", "--data", "linear-gaussian", "--out",
+               str(tmp_path / "c"), "--epochs", "1", "--likelihood", "gaussian"])
+    assert rc == 2 and "needs images" in capsys.readouterr().err
+    rc = main(["train", "--model", "cvae", "--condition", "top-half", "--out", str(tmp_path / "d"), "--epochs", "2",
+               "--hidden", "32", "--latent-dim", "2", "--quiet"])
+    assert rc == 0
+    assert main(["report", str(tmp_path / "d")]) == 0

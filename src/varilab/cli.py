@@ -10,7 +10,7 @@ from pathlib import Path
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
-              "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs",
+              "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition",
               "n", "spectrum", "dim", "size")
 
 
@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("--model", help="model family: vae, linear-vae, discrete-vae, vampprior, hvae, linear-hvae, ard-vae "
+    t.add_argument("--model", help="model family: vae, linear-vae, discrete-vae, vampprior, cvae, linear-cvae, hvae, linear-hvae, "
+                                    "ard-vae "
                                     "(default vae)")
     t.add_argument("--data", help="data set name or a .npy/.npz/.csv path; default digits")
     t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 16)")
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--latent-dim-2", type=int, help="hvae: size of the second latent level (default 8)")
     t.add_argument("--enc-var-1", type=float, help="hvae: fix the first level's encoder variance (default: learned)")
     t.add_argument("--pseudo-inputs", type=int, help="vampprior: number of pseudo-inputs (default 100)")
+    t.add_argument("--condition", help="cvae: label (one-hot class) or top-half (complete an image's bottom half)")
     t.add_argument("--n", type=int, help="generated data sets: number of samples (default 10000)")
     t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
     t.add_argument("--dim", type=int, help="linear-gaussian: data dimension (the last eigenvalue repeats)")
@@ -107,7 +109,7 @@ def cmd_train(args) -> int:
     print(ds.summary(), file=sys.stderr)
     for w in R.preflight(cfg, ds):
         print(w, file=sys.stderr)
-    model = R.make_model(cfg, ds.x_dim)
+    model = R.make_model(cfg, ds.x_dim, R.cond_dim(ds))
     if not args.resume:
         R.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,8 @@ def cmd_diagnose(args) -> int:
 
     run = load_run(args.run, args.data)
     device = next(run.model.parameters()).device
-    d = diagnose(run.model, test_inputs(run.data.x_test.to(device), run.data), threshold=args.threshold)
+    cond = None if run.data.c_test is None else run.data.c_test.to(device)
+    d = diagnose(run.model, test_inputs(run.data.x_test.to(device), run.data), threshold=args.threshold, cond=cond)
     result = d.to_dict()
     if args.json:
         print(json.dumps(result))

@@ -19,20 +19,21 @@ def evaluate_run(run: Run, seed: int = 0, nll_k: list[int] | None = None) -> dic
     """
     device = next(run.model.parameters()).device
     x = test_inputs(run.data.x_test.to(device), run.data)
+    cond = None if run.data.c_test is None else run.data.c_test.to(device)
     torch.manual_seed(seed)
     if getattr(run.model, "levels", 1) > 1:
         m = evaluate(run.model, x, hierarchical_elbo_terms)
     else:
-        m = evaluate(run.model, x, functools.partial(elbo_terms, estimator="score"))  # plain sampling, any latent
+        m = evaluate(run.model, x, functools.partial(elbo_terms, estimator="score"), cond=cond)  # plain sampling
     result = {"data": run.data.name, "n_test": len(x), **{k: m[k] for k in m if k == "elbo" or k == "recon" or k.startswith("kl")}}
-    if hasattr(run.model, "marginal"):
+    if hasattr(run.model, "marginal") and cond is None:
         with torch.no_grad():
             result["exact_nll"] = float(-run.model.marginal().log_prob(x).mean())
     if nll_k:
         sweep = []
         for k in sorted(set(nll_k)):
             torch.manual_seed(seed)
-            ll = log_likelihood(run.model, x, k=k)
+            ll = log_likelihood(run.model, x, k=k, cond=cond)
             sweep.append({"k": k, "nll": ll["nll"], "nll_se": ll["nll_se"], "elbo_gap": ll["elbo_gap"]})
         result.update({key: sweep[-1][key] for key in ("nll", "nll_se", "elbo_gap")})
         result["k"] = sweep[-1]["k"]

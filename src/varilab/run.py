@@ -18,7 +18,7 @@ from torch import nn
 from . import data as vdata
 from .checkpoint import atomic_write, load_weights
 from .core import ESTIMATORS, MovingAverage, cyclical, hierarchical_loss, iwae_loss, linear_warmup, vae_loss
-from .models import MODELS, build_model
+from .models import CONDITIONAL, MODELS, build_model
 from .models.likelihoods import LIKELIHOODS, parse_obs_var
 from .train import CHECKPOINT, METRICS, WEIGHTS
 
@@ -55,6 +55,7 @@ class RunConfig:
     latent_dim_2: int = 8  # hvae: size of z_2
     enc_var_1: float | None = None  # hvae: fixed encoder variance of z_1 (None: learned)
     pseudo_inputs: int = 100  # vampprior: number of pseudo-inputs
+    condition: str = "none"  # cvae: "label" or "top-half"
     n: int | None = None  # generated data: number of samples
     spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
     dim: int | None = None  # linear-gaussian: data dimension
@@ -102,7 +103,7 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
         clean[key] = value
     cfg = RunConfig(**clean)
     choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE),
-               "objective": list(OBJECTIVES), "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
+               "condition": list(vdata.CONDITIONS), "objective": list(OBJECTIVES), "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             what = "unknown model" if key == "model" else f"{key} must be one of {', '.join(valid)}, got"
@@ -119,6 +120,10 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
         raise ValueError(f"{where}: samples must be >= 1, categories >= 2, and kl_warmup, kl_cycle, free_bits >= 0")
     if not cfg.temperature > 0:
         raise ValueError(f"{where}: temperature must be positive, got {cfg.temperature}")
+    if (cfg.model in CONDITIONAL) != (cfg.condition != "none"):
+        raise ValueError(f"{where}: " + (f"model {cfg.model} needs --condition label or top-half" if cfg.model in CONDITIONAL
+                                         else f"--condition {cfg.condition} applies only to the conditional models "
+                                              f"({', '.join(CONDITIONAL)})"))
     if cfg.kl_warmup and cfg.kl_cycle:
         raise ValueError(f"{where}: choose kl_warmup or kl_cycle, not both")
     if cfg.baseline == "leave-one-out" and cfg.objective == "elbo" and cfg.samples < 2:
@@ -178,11 +183,11 @@ def clear_run(out: Path) -> None:
 
 def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
     return vdata.load(spec or cfg.data, binarize=cfg.binarize, test_fraction=cfg.test_fraction, seed=cfg.seed,
-                      n=cfg.n, spectrum=cfg.spectrum, dim=cfg.dim, size=cfg.size)
+                      n=cfg.n, spectrum=cfg.spectrum, dim=cfg.dim, size=cfg.size, condition=cfg.condition)
 
 
-def make_model(cfg: RunConfig, x_dim: int) -> nn.Module:
-    return build_model(cfg.model, x_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
+def make_model(cfg: RunConfig, x_dim: int, cond_dim: int | None = None) -> nn.Module:
+    return build_model(cfg.model, x_dim, cond_dim=cond_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
                        likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories,
                        latent_dim_2=cfg.latent_dim_2, enc_var_1=cfg.enc_var_1, pseudo_inputs=cfg.pseudo_inputs)
 
@@ -228,6 +233,10 @@ def preflight(cfg: RunConfig, ds: vdata.Dataset) -> list[str]:
     return warnings
 
 
+def cond_dim(ds: vdata.Dataset) -> int | None:
+    return None if ds.c_train is None else ds.c_train.shape[1]
+
+
 @dataclass
 class Run:
     dir: Path
@@ -241,7 +250,7 @@ def load_run(run_dir: str | Path, data: str | None = None) -> Run:
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     ds = load_data(cfg, data)
-    model = make_model(cfg, ds.x_dim)
+    model = make_model(cfg, ds.x_dim, cond_dim(ds))
     try:
         load_weights(run_dir / WEIGHTS, model)
     except ValueError as e:

@@ -20,6 +20,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
 from .core import vae_loss
+from .core.conditioning import bind, split
 from .data import Dataset
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -40,8 +41,8 @@ class _Step(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x, **kwargs):
-        return self.objective(self.model, x, **kwargs)
+    def forward(self, x, cond=None, **kwargs):
+        return self.objective(bind(self.model, cond), x, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,13 +63,14 @@ def read_metrics(out: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size: int = 1024,
+             cond: torch.Tensor | None = None) -> dict[str, float]:
     """Means of the objective's outputs over x, in batches (weighted by batch size)."""
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    for xb in x.split(batch_size):
-        for k, v in objective(model, xb).items():  # a per-example [B] value is summed, a scalar is a batch mean
+    for xb, cb in zip(x.split(batch_size), split(cond, batch_size)):
+        for k, v in objective(bind(model, cb), xb).items():  # a per-example [B] value is summed, a scalar is a batch mean
             sums[k] = sums.get(k, 0.0) + (float(v.sum()) if v.ndim else float(v) * len(xb))
     model.train(was_training)
     return {k: v / len(x) for k, v in sums.items()}
@@ -113,6 +115,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
     x_train = data.x_train.to(device)
     x_test = data.x_test.to(device)
+    c_train = None if data.c_train is None else data.c_train.to(device)
+    c_test = None if data.c_test is None else data.c_test.to(device)
     n = len(x_train)
     show_bar = not quiet and rank == 0 and sys.stderr.isatty()
     bar = _progress(start, epochs, show_bar)
@@ -135,7 +139,10 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             if data.binarize == "dynamic":
                 xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
             try:
-                logs = step_fn(xb, **({"beta": schedule(epoch * len(batches) + step)} if schedule else {}))
+                kwargs = {"beta": schedule(epoch * len(batches) + step)} if schedule else {}
+                if c_train is not None:
+                    kwargs["cond"] = c_train[idx]
+                logs = step_fn(xb, **kwargs)
             except ValueError:  # a distribution refusing non-finite parameters is divergence too
                 if all(torch.isfinite(p).all() for p in model.parameters()):
                     raise
@@ -163,10 +170,10 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
         if rank == 0:
             test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
-            test = evaluate(model, test_inputs(x_test, data), test_objective)
+            test = evaluate(model, test_inputs(x_test, data), test_objective, cond=c_test)
             metrics.update({f"test_{k}": v for k, v in test.items()})
             if diagnostics:
-                metrics.update(_collapse_metrics(model, test_inputs(x_test, data)))
+                metrics.update(_collapse_metrics(model, test_inputs(x_test, data), c_test))
             metrics["seconds"] = time.perf_counter() - t0
             save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
             save_weights(out / WEIGHTS, model)
@@ -180,10 +187,10 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     return history
 
 
-def _collapse_metrics(model: nn.Module, x: torch.Tensor, max_points: int = 2000) -> dict:
+def _collapse_metrics(model: nn.Module, x: torch.Tensor, cond=None, max_points: int = 2000) -> dict:
     from .diagnostics import active_units, encode_dataset, kl_per_dim
 
-    post = encode_dataset(model, x[:max_points])
+    post = encode_dataset(model, x[:max_points], cond=None if cond is None else cond[:max_points])
     n, a = active_units(post)
     return {"active_units": n, "activity": a.tolist(), "kl_per_dim": kl_per_dim(post).tolist()}
 

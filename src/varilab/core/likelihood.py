@@ -9,13 +9,14 @@ import math
 
 import torch
 
+from .conditioning import bind, split
 from .hierarchical import hierarchical_log_weights
 from .objectives import log_weights
 
 
 @torch.no_grad()
 def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None = None,
-                   max_elements: int = 2**26, estimator="score") -> dict:
+                   max_elements: int = 2**26, estimator="score", cond: torch.Tensor | None = None) -> dict:
     """Per-point log p(x) estimates and their summary.
 
     Returns {"log_px": [N], "nll": mean -log p(x), "nll_se": its standard error over points,
@@ -30,7 +31,8 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None
     b = batch_size or max(1, min(n, max_elements // (min(k, 256) * width)))
     kc = max(1, min(k, max_elements // (b * width)))
     log_px, mean_lw = [], []
-    for xb in x.split(b):
+    for xb, cb in zip(x.split(b), split(cond, b)):
+        bound = bind(model, cb)
         running = torch.full((len(xb),), -math.inf, device=x.device)  # logsumexp over the samples so far
         total = torch.zeros(len(xb), device=x.device)
         done = 0
@@ -39,7 +41,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None
             if getattr(model, "levels", 1) > 1:
                 lw = hierarchical_log_weights(model, xb, m)  # [m, B]
             else:
-                lw = log_weights(model, xb, m, estimator)[0]  # [m, B]
+                lw = log_weights(bound, xb, m, estimator)[0]  # [m, B]
             running = torch.logaddexp(running, torch.logsumexp(lw, 0))
             total += lw.sum(0)
             done += m

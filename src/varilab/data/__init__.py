@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import builtin, synthetic
-from .dataset import BINARIZE, Dataset, check_array, make_dataset
+from .dataset import BINARIZE, CONDITIONS, Dataset, check_array, make_dataset, with_condition
 from .files import SUFFIXES, read_array
 
 # name -> one-line description; `load` knows how to build each.
@@ -38,8 +38,14 @@ def is_path(spec: str) -> bool:
 
 
 def load(spec: str = "digits", *, binarize: str = "none", test_fraction: float = 0.2, seed: int = 0,
-         n: int | None = None, spectrum=None, dim: int | None = None, size: int | None = None) -> Dataset:
-    """Load a named data set or a user file (.npy, .npz, .csv) into a seeded train/test split."""
+         n: int | None = None, spectrum=None, dim: int | None = None, size: int | None = None,
+         condition: str = "none") -> Dataset:
+    """Load a named data set or a user file (.npy, .npz, .csv) into a seeded train/test split,
+    with a condition for conditional models ("label" or "top-half") when asked."""
+    return with_condition(_load(spec, binarize, test_fraction, seed, n, spectrum, dim, size), condition)
+
+
+def _load(spec, binarize, test_fraction, seed, n, spectrum, dim, size) -> Dataset:
     common = dict(test_fraction=test_fraction, seed=seed, binarize=binarize)
     if spec == "digits":
         x, y = builtin.digits()
@@ -63,4 +69,4 @@ def load(spec: str = "digits", *, binarize: str = "none", test_fraction: float =
                      f"or give a path to a {', '.join(SUFFIXES)} file")
 
 
-__all__ = ["BINARIZE", "DATASETS", "Dataset", "available", "check_array", "load", "make_dataset", "read_array"]
+__all__ = ["BINARIZE", "CONDITIONS", "DATASETS", "with_condition", "Dataset", "available", "check_array", "load", "make_dataset", "read_array"]

@@ -1,7 +1,7 @@
 """The `Dataset` a run trains on, and the input checks every loader goes through."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None  # (H, W) when the rows are images
     binarize: str = "none"
     factor_names: tuple[str, ...] | None = None
+    c_train: torch.Tensor | None = None  # [N, C] conditions, for conditional models
+    c_test: torch.Tensor | None = None
+    condition: str = "none"
 
     @property
     def x_dim(self) -> int:
@@ -33,7 +36,8 @@ class Dataset:
     def summary(self) -> str:
         x = self.x_train
         shape = f"[{x.shape[0]}, {x.shape[1]}]" + (f" (images {self.image_shape})" if self.image_shape else "")
-        return (f"data {self.name}: train {shape}, test {self.x_test.shape[0]}, "
+        cond = f", condition {self.condition} [{self.c_train.shape[1]}]" if self.c_train is not None else ""
+        return (f"data {self.name}: train {shape}, test {self.x_test.shape[0]}{cond}, "
                 f"range [{x.min().item():.4g}, {x.max().item():.4g}], mean {x.mean().item():.4g}"
                 + (f", binarize={self.binarize}" if self.binarize != "none" else ""))
 
@@ -98,3 +102,28 @@ def make_dataset(name: str, x: np.ndarray, y: np.ndarray | None = None, *, test_
         xtr, xte = binarize_fixed(xtr, seed), binarize_fixed(xte, seed + 1)
     return Dataset(name, xtr, xte, to_t(y), to_t(y_test), image_shape, binarize,
                    tuple(factor_names) if factor_names else None)
+
+
+CONDITIONS = ("none", "label", "top-half")
+
+
+def with_condition(ds: Dataset, condition: str) -> Dataset:
+    """Attach a condition: "label" (one-hot of the class label) or "top-half" (the top half of each image is
+    the condition and the bottom half becomes x, the image-completion task)."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    if condition == "none":
+        return ds
+    if condition == "label":
+        if ds.y_train is None or ds.y_train.ndim != 1:
+            raise ValueError(f"{ds.name}: condition 'label' needs one integer label per row; this data has none")
+        classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1
+        one_hot = lambda y: torch.nn.functional.one_hot(y.long(), classes).float()  # noqa: E731
+        return replace(ds, c_train=one_hot(ds.y_train), c_test=one_hot(ds.y_test), condition=condition)
+    if ds.image_shape is None:
+        raise ValueError(f"{ds.name}: condition 'top-half' needs images ([N, H, W] data)")
+    h, w = ds.image_shape
+    cut = (h // 2) * w
+    return replace(ds, x_train=ds.x_train[:, cut:].contiguous(), x_test=ds.x_test[:, cut:].contiguous(),
+                   c_train=ds.x_train[:, :cut].contiguous(), c_test=ds.x_test[:, :cut].contiguous(),
+                   image_shape=(h - h // 2, w), condition=condition)

@@ -45,7 +45,7 @@ class Diagnosis:
 
     def verdict(self) -> str:
         d, n = self.posteriors.dim, self.active_units
-        text = f"{n} of {d} latents are active; {d - n} have collapsed to the prior"
+        text = f"{n} of {d} latents are active; {d - n} {'has' if d - n == 1 else 'have'} collapsed to the prior"
         if self.mixed:
             text += f"; {len(self.mixed)} are mixed (active for some inputs only)"
         return text + f" (total KL {float(self.kl_per_dim.sum()):.2f} nats)."
@@ -71,17 +71,18 @@ class Diagnosis:
 
 
 def diagnose(model, x: torch.Tensor, threshold: float = 0.01, seed: int = 0, relevance_points: int = 256,
-             information_points: int = 10_000) -> Diagnosis:
-    """All collapse diagnostics of `model` on data x [N, D], from one pass of the encoder."""
+             information_points: int = 10_000, cond: torch.Tensor | None = None) -> Diagnosis:
+    """All collapse diagnostics of `model` on data x [N, D], from one pass of the encoder.
+    A conditional model gets its conditions `cond` [N, C]; its decoder relevance is then skipped."""
     if x.ndim != 2:
         raise ValueError(f"x must have shape [N, D], got {list(x.shape)}")
     if len(x) < 2:
         raise ValueError("diagnostics need at least 2 data points")
-    post = encode_dataset(model, x)
+    post = encode_dataset(model, x, cond=cond)
     g = torch.Generator(device=post.mean.device).manual_seed(104_729 + seed)  # a stream unlike a data seed of 0
     n_active, a = active_units(post, threshold)
     info = aggregate_information(post, information_points, generator=g) if post.gaussian else None
-    rel = ard_relevance(model, post, relevance_points) if hasattr(model, "decode") else None
+    rel = ard_relevance(model, post, relevance_points) if hasattr(model, "decode") and cond is None else None
     return Diagnosis(kl_per_dim(post), a, n_active, threshold, classify(post), info, rel, post)
 
 

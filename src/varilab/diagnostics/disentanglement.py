@@ -93,7 +93,7 @@ def _discretise(z: np.ndarray, bins: int) -> np.ndarray:
     """Equal-width histogram codes 0..bins-1 per latent over its range; constant latents -> all 0."""
     lo, width = z.min(0), np.ptp(z, axis=0)
     scaled = (z - lo) / np.where(width > 0, width, 1.0)
-    return np.minimum((scaled * bins).astype(np.int64), bins - 1)  # c_ij = min(floor(bins (z_ij - min_j) / (max_j - min_j)), bins - 1)
+    return np.minimum((scaled * bins).astype(np.int64), bins - 1)  # c = min(floor(bins (z - min) / (max - min)), bins-1)
 
 
 def _entropy(p: np.ndarray, axis=-1) -> np.ndarray:

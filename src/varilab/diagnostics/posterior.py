@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
+from ..core.conditioning import split
+
 
 class MeanLogVar(nn.Module):
     """Adapter: a function x -> (mean, log_var) as a model with encode(x) -> N(mean, diag exp(log_var))."""
@@ -61,8 +63,9 @@ class Posteriors:
 
 
 @torch.no_grad()
-def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096) -> Posteriors:
-    """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d])."""
+def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.Tensor | None = None) -> Posteriors:
+    """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d]).
+    A conditional model gets its conditions `cond` [N, C] alongside."""
     if not hasattr(model, "encode"):
         raise TypeError(f"{type(model).__name__} has no encode(x) method; wrap a (mean, log_var) function "
                         "in varilab.diagnostics.MeanLogVar")
@@ -71,8 +74,8 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096) -> Posteriors
         model.eval()
     means, variances, kls = [], [], []
     prior, gaussian = None, True
-    for xb in x.split(batch_size):
-        q = model.encode(xb)
+    for xb, cb in zip(x.split(batch_size), split(cond, batch_size)):
+        q = model.encode(xb) if cb is None else model.encode(xb, cb)
         if not isinstance(q, Distribution):
             raise TypeError(f"encode(x) must return a torch.distributions.Distribution, got {type(q).__name__}")
         if q.event_shape == () or len(q.event_shape) != 1:

@@ -7,6 +7,7 @@ import dataclasses
 from torch import nn
 
 from .ard_vae import ARDVAE, ARDVAEConfig
+from .cvae import CVAE, CVAEConfig, LinearCVAEConfig
 from .discrete_vae import DiscreteVAE, DiscreteVAEConfig
 from .hvae import HVAE, HVAEConfig, LinearHVAEConfig
 from .linear_vae import LinearVAE, LinearVAEConfig
@@ -19,6 +20,8 @@ MODELS = {
     "linear-vae": (LinearVAEConfig, LinearVAE, "linear encoder and decoder, exact marginal likelihood"),
     "discrete-vae": (DiscreteVAEConfig, DiscreteVAE, "categorical latents; train with --estimator score or gumbel"),
     "vampprior": (VampPriorConfig, VampPriorVAE, "MLP VAE with a VampPrior (mixture of posteriors at pseudo-inputs)"),
+    "cvae": (CVAEConfig, CVAE, "conditional VAE; needs --condition label or top-half"),
+    "linear-cvae": (LinearCVAEConfig, CVAE, "the linear conditional VAE of the theory"),
     "hvae": (HVAEConfig, HVAE, "two-level hierarchical VAE, a beta per level, learned or fixed encoder variance"),
     "linear-hvae": (LinearHVAEConfig, HVAE, "the linear two-level hierarchical VAE of the theory"),
     "ard-vae": (ARDVAEConfig, ARDVAE, "VAE with an ARD prior N(0, diag(tau)) re-estimated from the posterior"),
@@ -43,5 +46,7 @@ def build_model(name: str, x_dim: int, **options) -> nn.Module:
     return model_cls(config_cls(x_dim=x_dim, **kwargs))
 
 
-__all__ = ["MODELS", "ARDVAE", "ARDVAEConfig", "HVAE", "HVAEConfig", "LinearHVAEConfig", "VampPriorConfig",
+CONDITIONAL = ("cvae", "linear-cvae")
+
+__all__ = ["MODELS", "CONDITIONAL", "CVAE", "CVAEConfig", "LinearCVAEConfig", "ARDVAE", "ARDVAEConfig", "HVAE", "HVAEConfig", "LinearHVAEConfig", "VampPriorConfig",
            "VampPriorVAE", "DiscreteVAE", "DiscreteVAEConfig", "LinearVAE", "LinearVAEConfig", "VAE", "VAEConfig", "build_model"]

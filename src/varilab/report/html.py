@@ -9,6 +9,7 @@ import time
 import torch
 
 from ..core import sample_latent
+from ..core.conditioning import bind
 from ..evaluate import evaluate_run
 from ..run import Run
 from ..train import read_metrics, test_inputs
@@ -40,22 +41,35 @@ def _table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) 
 
 
 @torch.no_grad()
-def _figures(run: Run, n_show: int = 10) -> tuple[bytes, bytes]:
+def _figures(run: Run, n_show: int = 10) -> tuple[bytes, bytes, str]:
     model, ds = run.model, run.data
     device = next(model.parameters()).device
     torch.manual_seed(0)
     x = test_inputs(ds.x_test.to(device), ds)[:n_show]
-    recon = model.decode(model.encode(x).mean).mean  # decoder mean at the posterior mean
-    samples = model.decode(sample_latent(model, max(n_show, 500))).mean
+    c = None if ds.c_test is None else ds.c_test[:n_show].to(device)
+    bound = bind(model, c)
+    recon = bound.decode(bound.encode(x).mean).mean  # decoder mean at the posterior mean
+    n_samples = 3 * n_show if c is not None else max(n_show, 500)
+    z = sample_latent(model, n_samples)
+    samples = bind(model, None if c is None else c.repeat(3, 1)).decode(z).mean
+    note = "Decoder means of z ~ p(z)."
+    shape = ds.image_shape
+    if c is not None:
+        note = "Decoder means of z ~ p(z) given the condition of each column's test point."
+        if ds.condition == "top-half":  # show the given top half above the generated bottom half
+            x, recon, samples = (torch.cat([cc, t], 1) for cc, t in ((c, x), (c, recon), (c.repeat(3, 1), samples)))
+            shape = (ds.image_shape[0] + ds.c_test.shape[1] // ds.image_shape[1], ds.image_shape[1])
+            note = "The top half is the condition (from the test point); the bottom half is generated from z ~ p(z)."
     x, recon, samples = (t.float().cpu().numpy() for t in (x, recon, samples))
-    if ds.image_shape is not None:
-        rec_fig = plots.image_rows([("input", x), ("reconstruction", recon)], ds.image_shape)
-        sample_fig = plots.image_rows([("", samples[i * n_show:(i + 1) * n_show]) for i in range(3)], ds.image_shape)
+    if shape is not None:
+        rec_fig = plots.image_rows([("input", x), ("reconstruction", recon)], shape)
+        sample_fig = plots.image_rows([("", samples[i * n_show:(i + 1) * n_show]) for i in range(3)], shape)
     else:
         rec_fig = plots.vector_rows([("input", x[:5]), ("reconstruction", recon[:5])])
         x_all = ds.x_test[:2000].numpy()
         sample_fig = plots.scatter_pairs(x_all, samples) if ds.x_dim >= 2 else plots.vector_rows([("sample", samples[:5])])
-    return rec_fig, sample_fig
+        note = "First two coordinates of decoder means of z ~ p(z), over the test data."
+    return rec_fig, sample_fig, note
 
 
 @torch.no_grad()
@@ -65,7 +79,8 @@ def _diagnostics_section(run: Run, metrics: list[dict]) -> str:
     model, ds = run.model, run.data
     device = next(model.parameters()).device
     x = test_inputs(ds.x_test.to(device), ds)
-    d = diagnose(model, x)
+    cond = None if ds.c_test is None else ds.c_test.to(device)
+    d = diagnose(model, x, cond=cond)
     kinds = ["passive"] * d.posteriors.dim
     for i in d.active:
         kinds[i] = "active"
@@ -86,7 +101,7 @@ def _diagnostics_section(run: Run, metrics: list[dict]) -> str:
                   "the sampled one; active variables look alike in both (Bonheme &amp; Grze&#347;).</p>",
                   _img(plots.mean_vs_sampled(examples), "mean vs sampled representations")]
     top = [int(i) for i in torch.argsort(d.kl_per_dim, descending=True)[:5]]
-    if hasattr(model, "decode") and post.gaussian:
+    if hasattr(model, "decode") and post.gaussian and cond is None:
         z0 = post.mean[0]
         outs = traversals(model, z0, top, span=3.0, steps=9).float().cpu().numpy()
         rows = [(f"z_{i} ({float(d.kl_per_dim[i]):.2f} nats)", outs[r]) for r, i in enumerate(top)]
@@ -106,7 +121,7 @@ def render(run: Run) -> str:
     metrics = read_metrics(run.dir)
     final = evaluate_run(run)
     cfg = run.config
-    rec_fig, sample_fig = _figures(run)
+    rec_fig, sample_fig, samples_note = _figures(run)
     diagnostics = _diagnostics_section(run, metrics)
     last = metrics[-1] if metrics else {}
     verdict = (f"After {last.get('epoch', 0)} epochs, the test ELBO is {final['elbo']:.2f} nats per point: "
@@ -125,8 +140,6 @@ def render(run: Run) -> str:
                    for k, v in dataclasses.asdict(cfg).items() if v is not None]
     config_rows.append(("data (as loaded)", run.data.summary().removeprefix("data ")))
     curves = _img(plots.training_curves(metrics), "training curves") if metrics else "<p>No metrics recorded.</p>"
-    samples_note = ("Decoder means of z ~ p(z)." if run.data.image_shape
-                    else "First two coordinates of decoder means of z ~ p(z), over the test data.")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>varilab report: {html.escape(run.dir.name)}</title>
 <style>{CSS}</style></head><body>
