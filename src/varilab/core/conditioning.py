@@ -3,6 +3,8 @@ condition of a batch, so every objective, estimator and diagnostic written for `
 `decode(z)` applies to conditional models unchanged."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
@@ -31,5 +33,5 @@ def bind(model, cond: torch.Tensor | None):
 
 
 def split(cond: torch.Tensor | None, size: int):
-    """Chunks of the condition matching x.split(size), or Nones."""
-    return (None,) * 10**9 if cond is None else cond.split(size)
+    """Chunks of the condition matching x.split(size), or an endless run of None."""
+    return itertools.repeat(None) if cond is None else cond.split(size)
