@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["linear_vae_collapse"]
+ORDER = ["linear_vae_collapse", "be_more_active"]
 
 
 def load(name: str):
