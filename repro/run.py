@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["linear_vae_collapse", "be_more_active", "conditional_hierarchical_collapse"]
+ORDER = ["linear_vae_collapse", "be_more_active", "conditional_hierarchical_collapse", "ard_vae",
+         "likelihood_table"]
 
 
 def load(name: str):
@@ -28,7 +29,9 @@ def write(result: dict, name: str, out: Path, command: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     held = "held" if result["held"] else "did NOT hold"
     md = [f"# {result['title']}", "", f"Finding: {result['finding']}", "", f"**Result: the finding {held}.**", "",
-          result["table"], "", result.get("notes", ""), "", f"Command: `{command}` ({result['seconds']:.0f} s).", ""]
+          result["table"], "", result.get("notes", ""), "",
+          *([("Checks: " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in result["checks"].items())), ""]
+            if "checks" in result else []), f"Command: `{command}` ({result['seconds']:.0f} s).", ""]
     (out / f"{name}.md").write_text("\n".join(md))
 
 
