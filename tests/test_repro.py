@@ -16,3 +16,11 @@ def test_linear_vae_collapse_quick(tmp_path):
     assert [r["active_units"] for r in result["rows"]] == [r["predicted_active"] for r in result["rows"]] == [5, 3]
     md = (tmp_path / "linear_vae_collapse.md").read_text()
     assert "| 0.8 | 5 | 5 | +0 |" in md and "the finding held" in md
+
+
+def test_ard_vae_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "ard_vae", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "ard_vae.json").read_text())
+    assert result["held"] is True and result["rows"][0]["ard_relevant"] == 3
