@@ -92,10 +92,9 @@ def kl_bars(kl: np.ndarray, activity: np.ndarray, kinds: list[str], threshold: f
     axes[0].bar(x, kl, color=colors)
     axes[0].set_title("KL(q(z_i|x) || p(z_i)) per dimension (nats)")
     axes[1].bar(x, activity, color=colors)
-    axes[1].axhline(threshold, color="#c0392b", lw=1, ls="--", label=f"active-unit threshold {threshold:g}")
+    axes[1].axhline(threshold, color="#c0392b", lw=1, ls="--")
     axes[1].set_yscale("log")
-    axes[1].set_title("activity Cov_x(E[z_i|x])")
-    axes[1].legend(frameon=False, fontsize=7)
+    axes[1].set_title(f"activity Cov_x(E[z_i|x]); dashed: active-unit threshold {threshold:g}", fontsize=8.5)
     for ax in axes:
         ax.set_xlabel("latent dimension")
         ax.set_xticks(x if d <= 32 else x[:: max(1, d // 16)])
