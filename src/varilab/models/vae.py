@@ -45,6 +45,7 @@ class VAE(nn.Module):
         if config.likelihood == "gaussian":
             likelihoods.register_obs_log_var(self, config.obs_var)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
+        self.register_buffer("prior_scale", torch.ones(config.latent_dim))
 
     def encode(self, x: torch.Tensor) -> Independent:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
@@ -57,4 +58,4 @@ class VAE(nn.Module):
         return likelihoods.gaussian(out, self.obs_log_var)
 
     def prior(self) -> Independent:
-        return Independent(Normal(self.prior_loc, torch.ones_like(self.prior_loc), validate_args=False), 1)
+        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
