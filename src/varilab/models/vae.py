@@ -23,13 +23,20 @@ class VAEConfig:
     obs_var: float | str = 1.0  # Gaussian only: a fixed variance or "learned"
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+class MLP(nn.ModuleList):
+    """Linear layers with ReLU between them (a plain loop: fewer module calls than nn.Sequential)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self) - 1
+        for i, layer in enumerate(self):
+            x = layer(x)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+def mlp(sizes: list[int]) -> MLP:
+    return MLP(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 class VAE(nn.Module):
