@@ -23,9 +23,6 @@ class Conditioned:
     def prior(self):
         return self.model.prior()
 
-    def parameters(self):
-        return self.model.parameters()
-
 
 def bind(model, cond: torch.Tensor | None):
     """The model itself when there is no condition, else the model with the condition bound."""
