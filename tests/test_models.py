@@ -96,3 +96,17 @@ def test_condition_is_checked(tmp_path, capsys):
                "--hidden", "32", "--latent-dim", "2", "--quiet"])
     assert rc == 0
     assert main(["report", str(tmp_path / "d")]) == 0
+
+
+def test_convolutional_vae_trains_on_digits(tmp_path, capsys):
+    out = tmp_path / "conv"
+    assert main(["train", "--arch", "conv", "--epochs", "6", "--latent-dim", "4", "--lr", "2e-3", "--batch-size", "64",
+                 "--out", str(out), "--quiet"]) == 0
+    m = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert m[-1]["loss"] < m[0]["loss"] - 2.0
+    model = build_model("vae", 64, latent_dim=4, arch="conv", image_shape=(8, 8))
+    assert any(isinstance(layer, torch.nn.Conv2d) for layer in model.modules())
+    capsys.readouterr()
+    rc = main(["train", "--arch", "conv", "--data", "linear-gaussian", "--likelihood", "gaussian",
+               "--out", str(tmp_path / "x"), "--epochs", "1"])
+    assert rc == 2 and "needs image data" in capsys.readouterr().err

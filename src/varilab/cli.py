@@ -10,7 +10,7 @@ from pathlib import Path
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
-              "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition",
+              "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
               "n", "spectrum", "dim", "size")
 
 
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--latent-dim-2", type=int, help="hvae: size of the second latent level (default 8)")
     t.add_argument("--enc-var-1", type=float, help="hvae: fix the first level's encoder variance (default: learned)")
     t.add_argument("--pseudo-inputs", type=int, help="vampprior: number of pseudo-inputs (default 100)")
+    t.add_argument("--arch", help="vae family: mlp or conv (convolutional encoder and decoder; default mlp)")
     t.add_argument("--condition", help="cvae: label (one-hot class) or top-half (complete an image's bottom half)")
     t.add_argument("--n", type=int, help="generated data sets: number of samples (default 10000)")
     t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
@@ -109,7 +110,7 @@ def cmd_train(args) -> int:
     print(ds.summary(), file=sys.stderr)
     for w in R.preflight(cfg, ds):
         print(w, file=sys.stderr)
-    model = R.make_model(cfg, ds.x_dim, R.cond_dim(ds))
+    model = R.make_model(cfg, ds.x_dim, R.cond_dim(ds), ds.image_shape)
     if not args.resume:
         R.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ class RunConfig:
     enc_var_1: float | None = None  # hvae: fixed encoder variance of z_1 (None: learned)
     pseudo_inputs: int = 100  # vampprior: number of pseudo-inputs
     condition: str = "none"  # cvae: "label" or "top-half"
+    arch: str = "mlp"  # vae and its relatives: "mlp" or "conv"
     n: int | None = None  # generated data: number of samples
     spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
     dim: int | None = None  # linear-gaussian: data dimension
@@ -103,7 +104,8 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
         clean[key] = value
     cfg = RunConfig(**clean)
     choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE),
-               "condition": list(vdata.CONDITIONS), "objective": list(OBJECTIVES), "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
+               "condition": list(vdata.CONDITIONS), "arch": ["mlp", "conv"], "objective": list(OBJECTIVES),
+               "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             what = "unknown model" if key == "model" else f"{key} must be one of {', '.join(valid)}, got"
@@ -186,8 +188,8 @@ def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
                       n=cfg.n, spectrum=cfg.spectrum, dim=cfg.dim, size=cfg.size, condition=cfg.condition)
 
 
-def make_model(cfg: RunConfig, x_dim: int, cond_dim: int | None = None) -> nn.Module:
-    return build_model(cfg.model, x_dim, cond_dim=cond_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
+def make_model(cfg: RunConfig, x_dim: int, cond_dim: int | None = None, image_shape=None) -> nn.Module:
+    return build_model(cfg.model, x_dim, cond_dim=cond_dim, arch=cfg.arch, image_shape=image_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
                        likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories,
                        latent_dim_2=cfg.latent_dim_2, enc_var_1=cfg.enc_var_1, pseudo_inputs=cfg.pseudo_inputs)
 
@@ -250,7 +252,7 @@ def load_run(run_dir: str | Path, data: str | None = None) -> Run:
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     ds = load_data(cfg, data)
-    model = make_model(cfg, ds.x_dim, cond_dim(ds))
+    model = make_model(cfg, ds.x_dim, cond_dim(ds), ds.image_shape)
     try:
         load_weights(run_dir / WEIGHTS, model)
     except ValueError as e:

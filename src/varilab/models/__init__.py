@@ -41,6 +41,8 @@ def build_model(name: str, x_dim: int, **options) -> nn.Module:
     if hidden is not None and any(int(h) < 1 for h in hidden):
         raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
     kwargs = {k: v for k, v in options.items() if k in fields and v is not None}
+    if "image_shape" in kwargs:
+        kwargs["image_shape"] = tuple(kwargs["image_shape"])
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(int(h) for h in kwargs["hidden"])
     return model_cls(config_cls(x_dim=x_dim, **kwargs))

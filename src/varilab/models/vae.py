@@ -21,6 +21,8 @@ class VAEConfig:
     hidden: tuple[int, ...] = (512,)
     likelihood: str = "bernoulli"  # or "gaussian"
     obs_var: float | str = 1.0  # Gaussian only: a fixed variance or "learned"
+    arch: str = "mlp"  # or "conv": two stride-2 convolutions each way (images with sides divisible by 4)
+    image_shape: tuple[int, int] | None = None  # (H, W), needed by "conv"
 
 
 class MLP(nn.ModuleList):
@@ -39,6 +41,45 @@ def mlp(sizes: list[int]) -> MLP:
     return MLP(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+class _Images(nn.Module):
+    """Rows [..., H*W] -> images [N, 1, H, W] through `net` -> rows [..., out] (leading dims kept)."""
+
+    def __init__(self, net: nn.Module, shape: tuple[int, int], image_in: bool):
+        super().__init__()
+        self.net, self.shape, self.image_in = net, tuple(shape), image_in
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, x.shape[-1])
+        if self.image_in:
+            flat = flat.reshape(-1, 1, *self.shape)
+        return self.net(flat).reshape(*lead, -1)
+
+
+def _check_conv(config) -> tuple[int, int]:
+    if config.image_shape is None or len(config.image_shape) != 2:
+        raise ValueError("arch 'conv' needs image data ([N, H, W]); this data has no image shape")
+    h, w = config.image_shape
+    if h % 4 or w % 4:
+        raise ValueError(f"arch 'conv' needs image sides divisible by 4, got {h} x {w}")
+    return h, w
+
+
+def conv_encoder(config) -> nn.Module:
+    h, w = _check_conv(config)
+    net = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(64 * (h // 4) * (w // 4), 2 * config.latent_dim))
+    return _Images(net, (h, w), image_in=True)
+
+
+def conv_decoder(config) -> nn.Module:
+    h, w = _check_conv(config)
+    net = nn.Sequential(nn.Linear(config.latent_dim, 64 * (h // 4) * (w // 4)), nn.ReLU(),
+                        nn.Unflatten(1, (64, h // 4, w // 4)), nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+                        nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Flatten())
+    return _Images(net, (h, w), image_in=False)
+
+
 class VAE(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -47,8 +88,13 @@ class VAE(nn.Module):
                              f"got {config.likelihood!r}")
         self.config = config
         h = list(config.hidden)
-        self.encoder = mlp([config.x_dim, *h, 2 * config.latent_dim])
-        self.decoder = mlp([config.latent_dim, *reversed(h), config.x_dim])
+        if config.arch == "conv":
+            self.encoder, self.decoder = conv_encoder(config), conv_decoder(config)
+        elif config.arch == "mlp":
+            self.encoder = mlp([config.x_dim, *h, 2 * config.latent_dim])
+            self.decoder = mlp([config.latent_dim, *reversed(h), config.x_dim])
+        else:
+            raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
         if config.likelihood == "gaussian":
             likelihoods.register_obs_log_var(self, config.obs_var)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
