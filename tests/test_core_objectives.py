@@ -213,3 +213,14 @@ def test_estimator_for_an_unknown_latent_is_named():
         elbo_terms(model, model.x, estimator={"w": "score"})
     with pytest.raises(ValueError, match="IWAE needs densities"):
         iwae_bound(model, model.x, 4, estimator={"z": "reparam", "c": "gumbel"})
+
+
+def test_fixed_prior_kl_path_equals_torch_closed_form():
+    from varilab.core.objectives import _kl_normal_fixed_prior
+
+    g = torch.Generator().manual_seed(0)
+    q = Independent(Normal(torch.randn(5, 4, generator=g), torch.rand(5, 4, generator=g) + 0.2), 1)
+    p = Independent(Normal(torch.randn(4, generator=g), torch.rand(4, generator=g) + 0.5), 1)
+    torch.testing.assert_close(_kl_normal_fixed_prior(q, p), torch.distributions.kl_divergence(q, p))
+    learned = Independent(Normal(torch.zeros(4, requires_grad=True), torch.ones(4)), 1)
+    assert _kl_normal_fixed_prior(q, learned) is None  # a learned prior takes the general path
