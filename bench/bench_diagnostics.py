@@ -3,7 +3,6 @@ by hand with numpy and scipy (there is no peer library for them). Both start fro
 encoder and the data; target: varilab under 2 seconds."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -12,6 +11,8 @@ from scipy.special import logsumexp
 
 from varilab.diagnostics import diagnose
 from varilab.models import build_model
+
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py)
 
 
 def by_hand(model, x: torch.Tensor) -> dict:
@@ -63,12 +64,7 @@ def run(quick: bool = False) -> dict:
         times["numpy + scipy by hand"].append(time.perf_counter() - t0)
     agree = bool(np.allclose(d.kl_per_dim.numpy(), ref["kl_per_dim"], rtol=1e-4, atol=1e-6)
                  and d.active_units == ref["active_units"] and abs(d.information.mutual_information - ref["mi"]) < 0.05)
-    base = statistics.median(times["numpy + scipy by hand"])
-    contenders = []
-    for name, ts in times.items():
-        q = np.percentile(ts, [10, 90])
-        contenders.append({"name": name, "median_s": statistics.median(ts), "p10_s": float(q[0]), "p90_s": float(q[1]),
-                           "ratio": statistics.median(ts) / base, "peak_rss_mb": None, "runs": reps})
+    contenders = timing.contenders(times, "numpy + scipy by hand")
     v = contenders[0]["median_s"]
     return {"title": f"Diagnostics on {n:,} points x 64 latents (MLP VAE 784-512-64)",
             "description": "KL per dimension, activity and active units, active/passive/mixed variables, I(x; z) and "

@@ -2,13 +2,13 @@
 `python -c "import torch"` alone, each a fresh process, alternating. Target: at most 0.3 s above torch."""
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py)
+
 
 CASES = {
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
@@ -28,12 +28,8 @@ def run(quick: bool = False) -> dict:
             t0 = time.perf_counter()
             subprocess.run(cmd, capture_output=True, check=True)
             times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["python -c 'import torch'"])
-    contenders = []
-    for name, ts in times.items():
-        q = np.percentile(ts, [10, 90])
-        contenders.append({"name": name, "median_s": statistics.median(ts), "p10_s": float(q[0]), "p90_s": float(q[1]),
-                           "ratio": statistics.median(ts) / base, "peak_rss_mb": None, "runs": reps})
+    contenders = timing.contenders(times, "python -c 'import torch'")
+    base = contenders[0]["median_s"]
     worst = max(c["median_s"] for c in contenders) - base
     return {"title": "Start-up time", "description": "Wall time of a fresh Python process for each command, median of "
             f"{reps} alternating runs.", "unit": "s", "baseline": "python -c 'import torch'", "contenders": contenders,

@@ -30,6 +30,7 @@ ROOT = BENCH_DIR.parent
 DEFAULT_OUT = BENCH_DIR / "results.json"
 QUICK_OUT = BENCH_DIR / "results-quick.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(BENCH_DIR))  # benchmarks share bench/timing.py
 
 
 def discover() -> dict[str, Path]:

@@ -114,7 +114,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
     x_train = data.x_train.to(device)
-    x_test = data.x_test.to(device)
+    x_test = test_inputs(data.x_test.to(device), data)  # binarised once when training binarises dynamically
     c_train = None if data.c_train is None else data.c_train.to(device)
     c_test = None if data.c_test is None else data.c_test.to(device)
     n = len(x_train)
@@ -170,10 +170,10 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
         if rank == 0:
             test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
-            test = evaluate(model, test_inputs(x_test, data), test_objective, cond=c_test)
+            test = evaluate(model, x_test, test_objective, cond=c_test)
             metrics.update({f"test_{k}": v for k, v in test.items()})
             if diagnostics:
-                metrics.update(_collapse_metrics(model, test_inputs(x_test, data), c_test))
+                metrics.update(_collapse_metrics(model, x_test, c_test))
             metrics["seconds"] = time.perf_counter() - t0
             save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
             save_weights(out / WEIGHTS, model)
