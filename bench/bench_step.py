@@ -42,7 +42,7 @@ GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
 VARILAB, PLAIN = "varilab", "plain PyTorch"
 
 # (warm-up steps, timed steps) per contender, and the steps each contender runs in the RSS process
-FULL = {"warmup": 200, "steps": 2000, "rss_steps": 100}
+FULL = {"warmup": 300, "steps": 3000, "rss_steps": 100}
 QUICK = {"warmup": 20, "steps": 100, "rss_steps": 10}
 
 

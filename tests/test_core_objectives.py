@@ -224,3 +224,39 @@ def test_fixed_prior_kl_path_equals_torch_closed_form():
     torch.testing.assert_close(_kl_normal_fixed_prior(q, p), torch.distributions.kl_divergence(q, p))
     learned = Independent(Normal(torch.zeros(4, requires_grad=True), torch.ones(4)), 1)
     assert _kl_normal_fixed_prior(q, learned) is None  # a learned prior takes the general path
+
+
+def test_fixed_prior_kl_path_with_log_scale_standard_prior_and_changed_buffers():
+    from varilab.core.distributions import FixedPrior, diag_normal
+    from varilab.core.objectives import _kl_normal_fixed_prior
+
+    g = torch.Generator().manual_seed(1)
+    mu, log_var = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    q = diag_normal(mu, log_var)
+    torch.testing.assert_close(q.base_dist.log_scale, q.base_dist.scale.log())
+    loc, scale = torch.zeros(3), torch.ones(3)
+    prior = FixedPrior()
+    p = prior(loc, scale)
+    assert prior(loc, scale) is p  # unchanged buffers: the same object, constants computed once
+    torch.testing.assert_close(_kl_normal_fixed_prior(q, p), torch.distributions.kl_divergence(q, p))
+    # changed in place (as load_state_dict does): a new prior, and the KL follows the new values
+    loc.fill_(0.5)
+    scale.fill_(2.0)
+    p2 = prior(loc, scale)
+    assert p2 is not p
+    torch.testing.assert_close(_kl_normal_fixed_prior(q, p2), torch.distributions.kl_divergence(q, p2))
+    # a prior object whose tensors change after its constants were cached is not served stale ones
+    loc.fill_(-1.0)
+    torch.testing.assert_close(_kl_normal_fixed_prior(q, p2), torch.distributions.kl_divergence(q, p2))
+
+
+def test_vae_prior_follows_its_buffers():
+    from varilab.models import VAE, VAEConfig
+
+    model = VAE(VAEConfig(x_dim=5, latent_dim=2, hidden=(4,)))
+    p = model.prior()
+    assert model.prior() is p
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["prior_scale"] = torch.full((2,), 3.0)
+    model.load_state_dict(state)
+    assert torch.equal(model.prior().base_dist.scale, torch.full((2,), 3.0))

@@ -3,9 +3,9 @@ gradient estimators chosen per latent."""
 from .estimators import ESTIMATORS, MovingAverage, draw, leave_one_out, score_term, vimco_signal
 from .hierarchical import hierarchical_elbo_terms, hierarchical_log_weights, hierarchical_loss, sample_latent
 from .likelihood import log_likelihood
-from .objectives import elbo, elbo_terms, free_bits, iwae_bound, iwae_loss, kl, kl_per_dim, log_weights, vae_loss
+from .objectives import elbo, elbo_terms, free_bits, iwae_bound, iwae_loss, kl, kl_per_dim, log_weights, negative_elbo_terms, nll, vae_loss
 from .schedules import cyclical, linear_warmup
 
 __all__ = ["ESTIMATORS", "MovingAverage", "cyclical", "draw", "elbo", "elbo_terms", "hierarchical_elbo_terms", "hierarchical_log_weights", "hierarchical_loss", "free_bits", "iwae_bound", "iwae_loss", "kl",
-           "kl_per_dim", "leave_one_out", "linear_warmup", "log_likelihood", "log_weights", "sample_latent", "score_term",
+           "kl_per_dim", "leave_one_out", "linear_warmup", "log_likelihood", "log_weights", "negative_elbo_terms", "nll", "sample_latent", "score_term",
            "vae_loss", "vimco_signal"]

@@ -36,18 +36,38 @@ def kl(q: Distribution, p: Distribution, z: torch.Tensor | None = None, analytic
 
 
 def _kl_normal_fixed_prior(q: Distribution, p: Distribution) -> torch.Tensor | None:
-    """Closed-form KL between factorised Normals when the prior's parameters are constants (no gradient):
-    log s - log sigma + (sigma^2 + (mu - m)^2) / (2 s^2) - 1/2, summed; fewer recorded operations than the
-    general formula. None when the pair is not of that kind."""
+    """Closed-form KL between factorised Normals when the prior's parameters are constants (no gradient),
+    with fewer recorded operations than the general formula; None when the pair is not of that kind.
+    The prior's constants are computed once per prior object (see `distributions.FixedPrior`)."""
     if not (isinstance(q, Independent) and isinstance(p, Independent) and q.reinterpreted_batch_ndims == 1
             and p.reinterpreted_batch_ndims == 1 and type(q.base_dist) is Normal and type(p.base_dist) is Normal):
         return None
     qb, pb = q.base_dist, p.base_dist
     if pb.loc.requires_grad or pb.scale.requires_grad:
         return None
-    inv_2s2 = 0.5 / pb.scale.pow(2)
-    kl_dims = (qb.scale.pow(2) + (qb.loc - pb.loc).pow(2)) * inv_2s2 - qb.scale.log() + (pb.scale.log() - 0.5)
-    return kl_dims.sum(-1)
+    c = _prior_constants(pb)
+    mu, sigma = qb.loc, qb.scale
+    log_sigma = getattr(qb, "log_scale", None)
+    log_sigma = sigma.log() if log_sigma is None else log_sigma
+    if c["standard"]:  # sum_i (mu_i^2 + sigma_i^2) / 2 - log sigma_i - 1/2
+        return (torch.addcmul(mu * mu, sigma, sigma) * 0.5 - log_sigma).sum(-1) - 0.5 * mu.shape[-1]
+    # sum_i (sigma_i^2 + (mu_i - m_i)^2) / (2 s_i^2) - log sigma_i + log s_i - 1/2
+    d = mu - c["loc"]
+    return (torch.addcmul(d * d, sigma, sigma) * c["inv_2s2"] - log_sigma + c["log_s_half"]).sum(-1)
+
+
+def _prior_constants(pb: Normal) -> dict:
+    """m, 1 / (2 s^2), log s - 1/2 and whether p is N(0, I), cached on the prior object while its
+    parameters are unchanged."""
+    versions = (pb.loc._version, pb.scale._version)
+    c = getattr(pb, "_kl_constants", None)
+    if c is None or c["versions"] != versions:
+        with torch.no_grad():
+            loc, scale = pb.loc, pb.scale
+            c = {"versions": versions, "loc": loc, "inv_2s2": 0.5 / scale.pow(2), "log_s_half": scale.log() - 0.5,
+                 "standard": bool((loc == 0).all() and (scale == 1).all())}
+        pb._kl_constants = c
+    return c
 
 
 def kl_per_dim(q: Distribution, p: Distribution) -> torch.Tensor:
@@ -79,14 +99,19 @@ def _decode(model, z: dict, like):
     return model.decode(z if isinstance(like, dict) else z["z"])
 
 
-def log_prob(p: Distribution, x: torch.Tensor) -> torch.Tensor:
-    """p.log_prob(x), with a shorter path for a factorised Bernoulli given by logits:
-    log p(x|z) = -sum_d BCE(logits_d, x_d), negated after the sum (one op on [B] instead of [B, D])."""
+def nll(p: Distribution, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x), with a shorter path for a factorised Bernoulli given by logits:
+    -log p(x|z) = sum_d BCE(logits_d, x_d)."""
     base = p.base_dist if isinstance(p, Independent) else None
     if isinstance(base, Bernoulli) and p.reinterpreted_batch_ndims == 1 and "logits" in base.__dict__:
         logits = base.logits
-        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-    return p.log_prob(x)
+        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    return -p.log_prob(x)
+
+
+def log_prob(p: Distribution, x: torch.Tensor) -> torch.Tensor:
+    """p.log_prob(x), by the same shorter path as `nll` for a factorised Bernoulli given by logits."""
+    return -nll(p, x)
 
 
 def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k: int = 1,
@@ -98,6 +123,15 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
     free_bits > 0 replaces each latent dimension's KL by max(lambda, its batch mean) in "elbo" (the
     training objective then); "kl" stays the true KL.
     """
+    t = negative_elbo_terms(model, x, beta, estimator, k, baseline, analytic_kl, temperature, free_bits)
+    return {"elbo": -t["loss"], "recon": -t["nll"], "kl": t["kl"]}
+
+
+def negative_elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k: int = 1,
+                        baseline: str | MovingAverage | None = None, analytic_kl: bool | None = None,
+                        temperature: float = 0.5, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
+    """`elbo_terms` with the signs a loss wants, each [B]: "loss" = -ELBO_beta, "nll" = -E_q log p(x|z),
+    "kl". Computed in this form, a training step records no negations."""
     posterior = model.encode(x)
     qs, ps = _sites(posterior), _sites(model.prior())
     est = _estimators(estimator, qs)
@@ -105,7 +139,7 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
     z, log_q = {}, {}
     for name, q in qs.items():
         z[name], log_q[name] = draw(q, est[name], shape, temperature)
-    recon = log_prob(_decode(model, z, posterior), x)  # log p(x|z), [K, B] or [B]
+    rec = nll(_decode(model, z, posterior), x)  # -log p(x|z), [K, B] or [B]
     kls, mc_kl = [], 0.0
     for name, q in qs.items():
         relaxed = est[name] in ("gumbel", "straight-through")  # always the closed-form discrete KL
@@ -123,10 +157,10 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
         kls.append(kl_s)
     kl_z = kls[0] if len(kls) == 1 else sum(kls)
     kl_train = kl_z if free_bits <= 0 else sum(_free_bits_per_example(q, ps[n], free_bits) for n, q in qs.items())
-    value = recon - (kl_train if beta == 1 else beta * kl_train)  # ELBO_beta = E_q log p(x|z) - beta KL(q(z|x) || p(z))
+    loss = rec + (kl_train if beta == 1 else beta * kl_train)  # -ELBO_beta = -E_q log p(x|z) + beta KL(q(z|x) || p(z))
     scored = [n for n in qs if log_q[n] is not None]
     if scored:
-        signal = recon - beta * mc_kl  # the sample-dependent part of the ELBO
+        signal = -(rec + beta * mc_kl)  # the sample-dependent part of the ELBO
         if baseline == "leave-one-out":
             b = leave_one_out(signal)
         elif isinstance(baseline, MovingAverage):
@@ -135,10 +169,10 @@ def elbo_terms(model, x: torch.Tensor, beta: float = 1.0, estimator="reparam", k
             b = 0.0
         else:
             raise ValueError(f"baseline must be None, 'leave-one-out' or a MovingAverage, got {baseline!r}")
-        value = value + sum(score_term(log_q[n], signal, b) for n in scored)
+        loss = loss - sum(score_term(log_q[n], signal, b) for n in scored)
     if k > 1:
-        value, recon, kl_z = value.mean(0), recon.mean(0), kl_z.mean(0) if kl_z.dim() > 1 else kl_z
-    return {"elbo": value, "recon": recon, "kl": kl_z}
+        loss, rec, kl_z = loss.mean(0), rec.mean(0), kl_z.mean(0) if kl_z.dim() > 1 else kl_z
+    return {"loss": loss, "nll": rec, "kl": kl_z}
 
 
 def _free_bits_per_example(q: Distribution, p: Distribution, lam: float) -> torch.Tensor:
@@ -156,8 +190,8 @@ def elbo(model, x: torch.Tensor, **options) -> torch.Tensor:
 
 def vae_loss(model, x: torch.Tensor, beta: float = 1.0, **options) -> dict[str, torch.Tensor]:
     """Training loss -mean(ELBO_beta) under "loss", with the batch means of recon and KL beside it."""
-    t = elbo_terms(model, x, beta, **options)
-    return {"loss": -t["elbo"].mean(), "recon": t["recon"].detach().mean(), "kl": t["kl"].detach().mean()}
+    t = negative_elbo_terms(model, x, beta, **options)
+    return {"loss": t["loss"].mean(), "recon": -t["nll"].detach().mean(), "kl": t["kl"].detach().mean()}
 
 
 def iwae_loss(model, x: torch.Tensor, k: int = 5, estimator="reparam", dreg: bool = False) -> dict[str, torch.Tensor]:

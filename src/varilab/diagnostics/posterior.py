@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from ..core.conditioning import split
+from ..core.distributions import diag_normal
 
 
 class MeanLogVar(nn.Module):
@@ -24,7 +25,7 @@ class MeanLogVar(nn.Module):
 
     def encode(self, x):
         mean, log_var = self.fn(x)
-        return Independent(Normal(mean, (0.5 * log_var).exp(), validate_args=False), 1)
+        return diag_normal(mean, log_var)
 
 
 def standard_normal(d: int, device=None) -> Independent:

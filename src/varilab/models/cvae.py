@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
+from ..core.distributions import diag_normal
 from . import likelihoods
 from .vae import mlp
 
@@ -57,7 +58,7 @@ class CVAE(nn.Module):
     def encode(self, x, c=None):
         self._check(c)
         mu, log_var = self.encoder(torch.cat([x, c], -1)).chunk(2, -1)
-        return Independent(Normal(mu, (0.5 * log_var).exp(), validate_args=False), 1)
+        return diag_normal(mu, log_var)
 
     def decode(self, z, c=None):
         self._check(c)

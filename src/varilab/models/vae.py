@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent
 
+from ..core.distributions import FixedPrior, diag_normal
 from . import likelihoods
 
 
@@ -99,10 +100,11 @@ class VAE(nn.Module):
             likelihoods.register_obs_log_var(self, config.obs_var)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
         self.register_buffer("prior_scale", torch.ones(config.latent_dim))
+        self._prior = FixedPrior()  # one N(0, I) object while the buffers are unchanged
 
     def encode(self, x: torch.Tensor) -> Independent:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
-        return Independent(Normal(mu, (0.5 * log_var).exp(), validate_args=False), 1)
+        return diag_normal(mu, log_var)
 
     def decode(self, z: torch.Tensor) -> Independent:
         out = self.decoder(z)
@@ -111,4 +113,4 @@ class VAE(nn.Module):
         return likelihoods.gaussian(out, self.obs_log_var)
 
     def prior(self) -> Independent:
-        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+        return self._prior(self.prior_loc, self.prior_scale)
