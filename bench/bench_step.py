@@ -40,6 +40,12 @@ LOSS_RTOL = 1e-4  # losses at initialisation, same weights and noise
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
 
 VARILAB, PLAIN = "varilab", "plain PyTorch"
+DEVICE = torch.device("cpu")  # `--device cuda` times the same step on a GPU (not part of make bench)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 # (warm-up steps, timed steps) per contender, and the steps each contender runs in the RSS process
 FULL = {"warmup": 300, "steps": 3000, "rss_steps": 100}
@@ -74,19 +80,19 @@ def varilab_loss(model: VAE, x: torch.Tensor) -> torch.Tensor:
 
 def build_varilab() -> VAE:
     torch.manual_seed(SEED)
-    return VAE(VAEConfig(x_dim=X_DIM, latent_dim=LATENT, hidden=(HIDDEN,)))
+    return VAE(VAEConfig(x_dim=X_DIM, latent_dim=LATENT, hidden=(HIDDEN,))).to(DEVICE)
 
 
 def build_hand(like: VAE | None = None) -> HandVAE:
     """A HandVAE from the same seed; with `like`, its weights are then copied from that VAE."""
     torch.manual_seed(SEED)
-    model = HandVAE()
+    model = HandVAE().to(DEVICE)
     if like is not None:
         with torch.no_grad():
             for mine, theirs in zip(_layers(model), _varilab_layers(like)):
                 mine.weight.copy_(theirs.weight)
                 mine.bias.copy_(theirs.bias)
-    return model
+    return model.to(DEVICE)
 
 
 def _layers(model: HandVAE) -> list[nn.Linear]:
@@ -103,7 +109,7 @@ def _varilab_layers(model: VAE) -> list[nn.Linear]:
 
 def make_batches() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(DATA_SEED)
-    return [torch.bernoulli(torch.full((BATCH, X_DIM), 0.5), generator=g) for _ in range(N_BATCHES)]
+    return [torch.bernoulli(torch.full((BATCH, X_DIM), 0.5), generator=g).to(DEVICE) for _ in range(N_BATCHES)]
 
 
 def check_equal_work(x: torch.Tensor) -> dict:
@@ -164,8 +170,10 @@ def time_interleaved(warmup: int, steps: int, batches: list[torch.Tensor]) -> di
     for i in range(warmup + steps):
         x = batches[i % len(batches)]
         for name in (order if i % 2 == 0 else order[::-1]):  # ABBA: neither always goes first
+            _sync()
             t0 = time.perf_counter()
             run[name](x)
+            _sync()
             dt = time.perf_counter() - t0
             if i >= warmup:
                 times[name][i - warmup] = dt
@@ -240,7 +248,8 @@ def run(quick: bool) -> dict:
     batches = make_batches()
     equal = check_equal_work(batches[0])
     times, other = other_cpu_busy(lambda: time_interleaved(plan["warmup"], plan["steps"], batches))
-    mem = {name: memory_mb(name, plan["rss_steps"]) for name in (VARILAB, PLAIN)}
+    mem = {name: memory_mb(name, plan["rss_steps"]) if DEVICE.type == "cpu" else
+           {"peak_rss_mb": None, "import_rss_mb": None} for name in (VARILAB, PLAIN)}
 
     base = float(np.median(times[PLAIN]))
     contenders = []
@@ -254,7 +263,7 @@ def run(quick: bool) -> dict:
     lo, hi = ratio_interval(times[VARILAB], times[PLAIN])
     paired = float(np.median(times[VARILAB] / times[PLAIN]))
     return {
-        "title": "One training step of the MLP VAE (784-512-16, Bernoulli, batch 128, CPU)",
+        "title": f"One training step of the MLP VAE (784-512-16, Bernoulli, batch 128, {DEVICE.type.upper()})",
         "description": ("Forward, backward and Adam step of the same network: through `varilab.models.VAE` and "
                         "`varilab.core.vae_loss`, and written by hand in plain PyTorch (`nn.Linear`, the "
                         "reparameterisation, BCE-with-logits and the closed-form Gaussian KL). Same weights, same "
@@ -274,7 +283,7 @@ def run(quick: bool) -> dict:
         "checks": {"equal_work": equal, "other_cpu_busy_while_timing": other},
         "settings": {"x_dim": X_DIM, "hidden": [HIDDEN], "latent_dim": LATENT, "batch_size": BATCH,
                      "likelihood": "bernoulli", "optimizer": f"Adam(lr={LR})", "dtype": "float32",
-                     "device": "cpu", "threads": torch.get_num_threads(), "data": "random binary vectors",
+                     "device": str(DEVICE) if DEVICE.type == "cpu" else torch.cuda.get_device_name(DEVICE), "threads": torch.get_num_threads(), "data": "random binary vectors",
                      "warmup_steps": plan["warmup"], "timed_steps": plan["steps"],
                      "rss_steps": plan["rss_steps"], "order": "alternating, ABBA"},
         "seconds": time.perf_counter() - t_start,
@@ -286,9 +295,11 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu (the benchmark) or cuda (the same step on a GPU)")
     ap.add_argument("--rss-child", choices=[VARILAB, PLAIN], help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    DEVICE = torch.device(args.device)
     if args.rss_child:
         _rss_child(args.rss_child, args.steps)
     else:

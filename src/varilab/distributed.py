@@ -19,6 +19,10 @@ def init() -> tuple[int, int, torch.device]:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     rank, size, local = world()
     if torch.cuda.is_available():
+        if size > 1 and local >= torch.cuda.device_count():
+            raise RuntimeError(f"torchrun started more processes per node than this machine has GPUs "
+                               f"({torch.cuda.device_count()}): use --nproc_per_node {torch.cuda.device_count()}, "
+                               "or CUDA_VISIBLE_DEVICES= to train on the CPU")
         device = torch.device("cuda", local if size > 1 else torch.cuda.current_device())
     else:
         device = torch.device("cpu")

@@ -6,6 +6,7 @@ Works on anything with `encode(x) -> Distribution` (a factorised posterior over 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,14 @@ class Posteriors:
 
 
 @torch.no_grad()
+def model_device(model, default: torch.device) -> torch.device:
+    """The device of a module's first parameter or buffer; `default` for anything else."""
+    if isinstance(model, nn.Module):
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            return t.device
+    return default
+
+
 def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.Tensor | None = None) -> Posteriors:
     """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d]).
     A conditional model gets its conditions `cond` [N, C] alongside."""
@@ -75,7 +84,9 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.T
         model.eval()
     means, variances, kls = [], [], []
     prior, gaussian = None, True
+    device = model_device(model, x.device)  # a model on the GPU gets its data there, batch by batch
     for xb, cb in zip(x.split(batch_size), split(cond, batch_size)):
+        xb, cb = xb.to(device), None if cb is None else cb.to(device)
         q = model.encode(xb) if cb is None else model.encode(xb, cb)
         if not isinstance(q, Distribution):
             raise TypeError(f"encode(x) must return a torch.distributions.Distribution, got {type(q).__name__}")
