@@ -211,6 +211,8 @@ def render(data: dict) -> str:
                 detail.append(f"median of step-by-step ratios {t['paired_median_ratio']:.3f}")
             verdict = "met" if t.get("met") else "**not met**"
             lines += [f"Target: {t['text']}: {verdict}" + (f" ({', '.join(detail)})." if detail else "."), ""]
+        for note in r.get("notes", []):
+            lines += [note, ""]
         eq = r.get("checks", {}).get("equal_work")
         if eq:
             lines += [f"Equal work: from the same weights and noise the two losses are {eq['loss_varilab']:.6g} "

@@ -64,7 +64,6 @@ class Posteriors:
         return self.mean.shape[1]
 
 
-@torch.no_grad()
 def model_device(model, default: torch.device) -> torch.device:
     """The device of a module's first parameter or buffer; `default` for anything else."""
     if isinstance(model, nn.Module):
@@ -73,6 +72,7 @@ def model_device(model, default: torch.device) -> torch.device:
     return default
 
 
+@torch.no_grad()
 def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.Tensor | None = None) -> Posteriors:
     """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d]).
     A conditional model gets its conditions `cond` [N, C] alongside."""
