@@ -156,3 +156,50 @@ def test_training_lowers_the_loss_and_writes_the_run(tmp_path, digits_small):
 def test_bad_hyperparameters_are_refused(tmp_path, digits_small):
     with pytest.raises(ValueError, match="batch_size"):
         fit(small_vae(64), digits_small, out=tmp_path, epochs=1, batch_size=0)
+
+
+def test_trainer_uses_fused_adam_and_bf16_autocast_when_asked(tmp_path, digits_small):
+    from varilab.train import adam
+
+    assert adam(small_vae(64), 1e-3, torch.device("cpu")).defaults["fused"] is True
+    seen = []
+
+    def watching(model, x, **kw):
+        if torch.is_grad_enabled():  # training steps (the test split is evaluated in float32)
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return vae_loss(model, x, **kw)
+
+    fp32 = fit(small_vae(64), digits_small, out=tmp_path / "fp32", epochs=4, batch_size=64, seed=1, quiet=True,
+               objective=watching)
+    assert not any(on for on, _ in seen)
+    seen.clear()
+    bf16 = fit(small_vae(64), digits_small, out=tmp_path / "bf16", epochs=4, batch_size=64, seed=1, quiet=True,
+               objective=watching, precision="bf16")
+    assert seen and all(on and dtype == torch.bfloat16 for on, dtype in seen)
+    # same run in bfloat16: the weights stay float32 and the loss follows the float32 run closely
+    assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
+    assert bf16[-1]["test_loss"] == pytest.approx(fp32[-1]["test_loss"], rel=0.02)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        fit(small_vae(64), digits_small, out=tmp_path / "x", epochs=1, quiet=True, precision="fp16")
+
+
+def test_compile_falls_back_to_eager_with_a_notice(tmp_path, digits_small, monkeypatch, capsys):
+    def broken_compile(module, **kw):
+        def fail(*a, **k):
+            raise RuntimeError("inductor found no C++ compiler")
+        return fail
+
+    eager = fit(small_vae(64), digits_small, out=tmp_path / "eager", epochs=2, batch_size=64, seed=2, quiet=True)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fell = fit(small_vae(64), digits_small, out=tmp_path / "fell", epochs=2, batch_size=64, seed=2, compile=True)
+    assert "torch.compile failed (RuntimeError); training continues in eager mode" in capsys.readouterr().err
+    assert fell[-1]["loss"] == eager[-1]["loss"]  # the failed attempt drew no random numbers
+
+
+def test_compiled_training_matches_eager_in_expectation(tmp_path, digits_small):
+    # inductor draws its own random numbers, so the runs differ sample by sample, not in what they learn
+    kw = dict(epochs=3, batch_size=64, quiet=True)
+    eager = [fit(small_vae(64, seed=s), digits_small, out=tmp_path / f"e{s}", seed=s, **kw)[-1]["test_loss"] for s in (0, 1)]
+    compiled = fit(small_vae(64), digits_small, out=tmp_path / "c", seed=0, compile=True, **kw)[-1]["test_loss"]
+    spread = abs(eager[0] - eager[1])
+    assert abs(compiled - eager[0]) < max(3 * spread, 0.02 * eager[0])

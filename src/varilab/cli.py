@@ -11,7 +11,7 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADir
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
               "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
-              "n", "spectrum", "dim", "size")
+              "n", "spectrum", "dim", "size", "precision", "compile")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--spectrum", help="linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5")
     t.add_argument("--dim", type=int, help="linear-gaussian: data dimension (the last eigenvalue repeats)")
     t.add_argument("--size", type=int, help="shapes: image side in pixels (default 32)")
+    t.add_argument("--precision", help="fp32, or bf16 for the forward pass under bfloat16 autocast (default fp32)")
+    t.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training step (eager, with a notice, when compiling fails)")
     t.add_argument("--config", help="a .json or .toml file of these options; flags override it")
     t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -117,7 +120,8 @@ def cmd_train(args) -> int:
         R.save_config(out, cfg)
     objective, beta = R.make_objective(cfg, -(-len(ds.x_train) // cfg.batch_size))
     history = fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=beta,
-                  objective=objective, seed=cfg.seed, resume=args.resume, quiet=args.quiet, diagnostics=args.diagnostics)
+                  objective=objective, seed=cfg.seed, resume=args.resume, quiet=args.quiet, diagnostics=args.diagnostics,
+                  precision=cfg.precision, compile=cfg.compile)
     if history:
         m = history[-1]
         print(f"trained {cfg.model} for {m['epoch']} epochs: train loss {m['loss']:.4f}, "

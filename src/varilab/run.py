@@ -20,7 +20,7 @@ from .checkpoint import atomic_write, load_weights
 from .core import ESTIMATORS, MovingAverage, cyclical, hierarchical_loss, iwae_loss, linear_warmup, vae_loss
 from .models import CONDITIONAL, MODELS, build_model
 from .models.likelihoods import LIKELIHOODS, parse_obs_var
-from .train import CHECKPOINT, METRICS, WEIGHTS
+from .train import CHECKPOINT, METRICS, PRECISIONS, WEIGHTS
 
 CONFIG = "config.json"
 REPORT = "report.html"
@@ -61,6 +61,8 @@ class RunConfig:
     spectrum: list[float] | None = None  # linear-gaussian: leading covariance eigenvalues
     dim: int | None = None  # linear-gaussian: data dimension
     size: int | None = None  # shapes: image side in pixels
+    precision: str = "fp32"  # or "bf16": the forward pass under bfloat16 autocast
+    compile: bool = False  # torch.compile the training step (eager when compiling fails)
 
 
 KEYS = [f.name for f in dataclasses.fields(RunConfig)]
@@ -69,6 +71,16 @@ INTS = {"latent_dim", "epochs", "batch_size", "seed", "n", "dim", "size", "sampl
 FLOATS = {"lr", "beta", "test_fraction", "temperature", "free_bits", "beta2", "enc_var_1"}
 OBJECTIVES = ("elbo", "iwae")
 BASELINES = ("none", "moving-average", "leave-one-out")
+
+
+def _boolean(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no"):
+        return False
+    raise ValueError
 
 
 def config_from_dict(d: dict, where: str = "config") -> RunConfig:
@@ -95,6 +107,8 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
                 value = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
             elif key == "obs_var":
                 value = parse_obs_var(value)
+            elif key == "compile":
+                value = _boolean(value)
             else:
                 value = str(value)
         except (TypeError, ValueError) as e:
@@ -105,7 +119,7 @@ def config_from_dict(d: dict, where: str = "config") -> RunConfig:
     cfg = RunConfig(**clean)
     choices = {"model": list(MODELS), "likelihood": list(LIKELIHOODS), "binarize": list(vdata.BINARIZE),
                "condition": list(vdata.CONDITIONS), "arch": ["mlp", "conv"], "objective": list(OBJECTIVES),
-               "estimator": list(ESTIMATORS), "baseline": list(BASELINES)}
+               "estimator": list(ESTIMATORS), "baseline": list(BASELINES), "precision": list(PRECISIONS)}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             what = "unknown model" if key == "model" else f"{key} must be one of {', '.join(valid)}, got"

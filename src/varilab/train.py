@@ -5,6 +5,7 @@ at an epoch boundary holds all the state needed to continue exactly: weights, op
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
@@ -46,6 +47,53 @@ class _Step(nn.Module):
         return self.objective(bind(self.model, cond), x, **kwargs)
 
 
+class _Compiled(nn.Module):
+    """torch.compile of a step module, falling back to the eager module (with a one-line notice) when
+    compiling fails."""
+
+    def __init__(self, step: nn.Module, quiet: bool):
+        super().__init__()
+        self.eager, self.quiet, self.failed = step, quiet, False
+        self.compiled = torch.compile(step)
+
+    def forward(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eager
+                if isinstance(e, ValueError) and "dynamo" not in type(e).__module__:
+                    raise  # the objective's own error (e.g. a distribution refusing NaN), not the compiler's
+                self.failed = True
+                if not self.quiet:
+                    print(f"torch.compile failed ({type(e).__name__}); training continues in eager mode", file=sys.stderr)
+        return self.eager(*args, **kwargs)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str, device: torch.device):
+    """A context factory for the forward pass: nothing for fp32, bfloat16 autocast for bf16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision bf16 needs a GPU with bfloat16 support; use fp32")
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+
+
+def adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam, fused into one kernel per parameter group where PyTorch has that for the device."""
+    params = [p for p in model.parameters()]
+    if device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=lr)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -79,7 +127,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size
 
 def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, batch_size: int = 128,
         lr: float = 1e-3, beta: float | Callable[[int], float] = 1.0, objective: Objective | None = None,
-        seed: int = 0, resume: bool = False, quiet: bool = False, diagnostics: bool = False) -> list[dict]:
+        seed: int = 0, resume: bool = False, quiet: bool = False, diagnostics: bool = False,
+        precision: str = "fp32", compile: bool = False) -> list[dict]:
     """Train `model` on `data` with Adam, writing metrics, weights and a checkpoint to `out` each epoch.
 
     `objective(model, x)` returns a dict with a scalar "loss" (and any other scalars to log); the
@@ -88,6 +137,12 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
 
     With `diagnostics=True` each epoch's metrics also hold the test split's KL per latent dimension,
     activity Cov_x(E_q[z_i|x]) and active-unit count, so collapse over training can be followed.
+
+    Speed: Adam is the fused implementation where the device has one, and malloc keeps freed buffers
+    (varilab.perf). `precision="bf16"` runs the forward pass under bfloat16 autocast (weights, gradients
+    and the optimizer stay float32). `compile=True` compiles the objective with torch.compile and falls
+    back to eager with a one-line notice when that fails; it is off by default because on CPU it measured
+    slower than eager for the MLP VAE (docs/benchmarks.md).
 
     Under torchrun each process takes its share of every global
     batch of `batch_size` and gradients are averaged (DDP). Returns the metrics of every epoch.
@@ -104,7 +159,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model, lr, device)
+    autocast = precision_context(precision, device)
     start = 0
     history: list[dict] = []
     if resume:
@@ -115,6 +171,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     step_fn: nn.Module = _Step(model, objective)
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
+    if compile:
+        step_fn = _Compiled(step_fn, quiet or rank != 0)
     x_train = data.x_train.to(device)
     x_test = test_inputs(data.x_test.to(device), data)  # binarised once when training binarises dynamically
     c_train = None if data.c_train is None else data.c_train.to(device)
@@ -144,7 +202,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                 kwargs = {"beta": schedule(epoch * len(batches) + step)} if schedule else {}
                 if c_train is not None:
                     kwargs["cond"] = c_train[idx]
-                logs = step_fn(xb, **kwargs)
+                with autocast():
+                    logs = step_fn(xb, **kwargs)
             except ValueError:  # a distribution refusing non-finite parameters is divergence too
                 if all(torch.isfinite(p).all() for p in model.parameters()):
                     raise

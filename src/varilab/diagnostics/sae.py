@@ -1,0 +1,131 @@
+"""Health of a sparse autoencoder: sparsity, reconstruction and dead latents, with pinned definitions.
+
+For codes z [N, F], activations x [N, d] and reconstructions x_hat [N, d]:
+    L0 = (1/N) sum_n #{j : z_nj != 0}
+    FVU = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - x_bar||^2,  x_bar = (1/N) sum_n x_n
+    explained variance = 1 - FVU
+    density_j = (1/N) #{n : z_nj != 0}
+    a latent is alive when it fired within the last `window` tokens.
+The model only needs `encode(x) -> z [B, F]` and `decode(z) -> x_hat [B, d]`.
+
+>>> import torch
+>>> x = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+>>> fraction_of_variance_unexplained(x, x.mean(0).expand_as(x)).item(), fraction_of_variance_unexplained(x, x).item()
+(1.0, 0.0)
+"""
+from __future__ import annotations
+
+import torch
+
+FVU_WARNING = "FVU > 1: the SAE explains less than the mean does; likely the wrong layer or unnormalised input"
+
+
+def l0(z: torch.Tensor) -> torch.Tensor:
+    """Mean number of non-zero codes per token, (1/N) sum_n #{j : z_nj != 0}, a scalar."""
+    return (z != 0).sum(-1).float().mean()
+
+
+def fraction_of_variance_unexplained(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """FVU = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - x_bar||^2 with x_bar the mean over the N tokens, a scalar."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat must have the same shape, got {list(x.shape)} and {list(x_hat.shape)}")
+    return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+
+
+def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """1 - FVU, a scalar."""
+    return 1.0 - fraction_of_variance_unexplained(x, x_hat)
+
+
+def feature_density(z: torch.Tensor) -> torch.Tensor:
+    """Per-latent firing frequency density_j = (1/N) #{n : z_nj != 0}, [F]."""
+    return (z != 0).float().mean(0)
+
+
+def log10_density(density: torch.Tensor, floor: float = 1e-10) -> torch.Tensor:
+    """log10 max(density_j, floor), [F], ready for a histogram: latents that never fired sit at log10(floor)."""
+    return density.clamp_min(floor).log10()
+
+
+def fraction_alive(tokens_since_fired: torch.Tensor, window: int) -> float:
+    """Share of latents with tokens_since_fired < window (fired within the last `window` tokens)."""
+    return float((tokens_since_fired < window).float().mean())
+
+
+class Firing:
+    """Streams codes batch by batch and counts, per latent, the tokens it fired on and the tokens since it
+    last fired (a latent that never fired counts every token of the pass)."""
+
+    def __init__(self, features: int, device=None):
+        self.tokens = 0
+        self.counts = torch.zeros(features, dtype=torch.long, device=device)  # [F] tokens fired on
+        self.since = torch.zeros(features, dtype=torch.long, device=device)  # [F] tokens since last fired
+
+    def update(self, z: torch.Tensor) -> None:
+        """Add a batch of codes z [B, F] (tokens in order)."""
+        on = z != 0  # [B, F]
+        n = len(z)
+        self.counts += on.sum(0)
+        # position of the last firing in this batch: tokens after it are n - 1 - last
+        last = torch.where(on, torch.arange(n, device=z.device)[:, None], -1).amax(0)  # [F], -1 if silent
+        self.since = torch.where(last >= 0, n - 1 - last, self.since + n)
+        self.tokens += n
+
+    @property
+    def fired(self) -> torch.Tensor:
+        """Bool [F]: latents that fired at least once in the pass."""
+        return self.counts > 0
+
+    @property
+    def density(self) -> torch.Tensor:
+        """Per-latent firing frequency over the pass, [F]."""
+        return self.counts.float() / max(self.tokens, 1)
+
+    def alive(self, window: int) -> torch.Tensor:
+        """Bool [F]: latents that fired within the last min(window, tokens) tokens of the pass."""
+        return self.fired & (self.since < window)
+
+    def fraction_alive(self, window: int) -> float:
+        """Share of latents alive over the last `window` tokens of the pass."""
+        return float(self.alive(window).float().mean())
+
+
+@torch.no_grad()
+def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size: int = 4096) -> dict:
+    """Run `model` over activations x [N, d] in batches (eval mode, no gradients) and return
+    {"l0", "fvu", "explained_variance", "fraction_alive", "dead", "window_tokens", "tokens",
+    "density" [F], "log10_density" [F], "warning"}.
+
+    fraction_alive counts the latents that fired within the last `window_tokens` tokens of this pass
+    (all of it when N <= window_tokens); "warning" is a sentence when FVU > 1, else None.
+    """
+    if not torch.is_tensor(x) or x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"x must be a tensor of activations [N >= 2, d], got "
+                         f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+    if window_tokens < 1 or batch_size < 1:
+        raise ValueError(f"window_tokens and batch_size must be positive, got {window_tokens} and {batch_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        x_bar = x.mean(0)
+        sq_err, total, nonzero, firing = 0.0, 0.0, 0, None
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            z = model.encode(xb)
+            x_hat = model.decode(z)
+            if firing is None:
+                firing = Firing(z.shape[-1], device=z.device)
+            firing.update(z)
+            sq_err += float((xb - x_hat).pow(2).sum())  # sum_n ||x_n - x_hat_n||^2
+            total += float((xb - x_bar).pow(2).sum())  # sum_n ||x_n - x_bar||^2
+            nonzero += int((z != 0).sum())
+    finally:
+        model.train(was_training)
+    fvu = sq_err / total if total > 0 else float("nan")
+    alive = firing.alive(window_tokens)
+    return {
+        "l0": nonzero / len(x), "fvu": fvu, "explained_variance": 1.0 - fvu, "fraction_alive": float(alive.float().mean()),
+        "dead": int((~alive).sum()), "window_tokens": window_tokens, "tokens": len(x),
+        "density": firing.density, "log10_density": log10_density(firing.density),
+        "warning": FVU_WARNING if fvu > 1 else None,
+    }
