@@ -25,8 +25,20 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# The benchmarks run in their own environment, so that the peers they compare against (pythae, Pyro;
+# bench/requirements.txt) never enter varilab's dependencies. pythae pulls the old `dataclasses`
+# backport, which shadows the standard library on Python 3.11: it is removed again.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -e . -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip uninstall -q -y dataclasses
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/run.py
 
 repro: $(STAMP)
 	$(BIN)/python repro/run.py

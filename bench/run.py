@@ -117,7 +117,8 @@ def run_all(names: list[str], files: dict[str, Path], quick: bool) -> tuple[dict
 
 def summary(result: dict) -> str:
     target = result.get("target", {})
-    parts = [f"{c['name']} {fmt_time(c['median_s'])} (x{c['ratio']:.3f})" for c in result.get("contenders", [])]
+    parts = [f"{c['name']} {fmt_time(c['median_s'])} (x{c['ratio']:.3f})" if "median_s" in c else f"{c['name']} missing"
+             for c in result.get("contenders", [])]
     if target:
         parts.append("target met" if target.get("met") else "target NOT met")
     return ", ".join(parts)
@@ -188,12 +189,19 @@ def render(data: dict) -> str:
         if r.get("description"):
             lines += [r["description"], ""]
         baseline = r.get("baseline", "plain PyTorch")
-        lines += [f"| contender | median | spread (p10-p90) | ratio to {baseline} | peak RSS |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        extra = r.get("columns", [])  # [{"key", "header", "format"}]: more figures per contender
+        lines += [f"| contender | median | spread (p10-p90) | ratio to {baseline} | peak RSS |"
+                  + "".join(f" {c['header']} |" for c in extra),
+                  "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(extra)]
         for c in r.get("contenders", []):
+            if "median_s" not in c:
+                lines.append(f"| {c['name']} | {c.get('error', 'no figure')} | | | |" + " |" * len(extra))
+                continue
             lines.append(f"| {c['name']} | {fmt_time(c.get('median_s'))} | "
                          f"{fmt_time(c.get('p10_s'))} - {fmt_time(c.get('p90_s'))} | "
-                         f"{c['ratio']:.3f} | {fmt_mb(c.get('peak_rss_mb'))} |")
+                         f"{c['ratio']:.3f} | {fmt_mb(c.get('peak_rss_mb'))} |"
+                         + "".join(f" {x['format'].format(c[x['key']]) if c.get(x['key']) is not None else '-'} |"
+                                   for x in extra))
         lines.append("")
         imports = [c["import_rss_mb"] for c in r.get("contenders", []) if c.get("import_rss_mb")]
         if imports:

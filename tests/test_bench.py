@@ -24,6 +24,9 @@ def test_quick_harness_writes_json_and_keeps_docs(tmp_path):
     for result in data["benchmarks"].values():
         assert "error" not in result
         for c in result["contenders"]:
+            if "error" in c:  # a peer that only the benchmark environment (.venv-bench) has
+                assert "not installed" in c["error"]
+                continue
             assert 0 < c["p10_s"] <= c["median_s"] <= c["p90_s"]
         base = next(c for c in result["contenders"] if c["name"] == result["baseline"])
         assert base["ratio"] == 1.0

@@ -111,7 +111,7 @@ class _TopKEncoder(torch.autograd.Function):
         x_c = x - b_dec
         pre = torch.addmm(b_enc, x_c, W_enc.T)  # W_enc (x - b_dec) + b_enc, [B, F]
         values, indices = pre.topk(k, dim=-1, sorted=False)
-        values = values.clamp_min(0.0)  # TopK(ReLU(pre)) = ReLU(TopK(pre)): ReLU is monotone
+        values = values.clamp_min(0.0).to(W_enc.dtype)  # TopK(ReLU(pre)) = ReLU(TopK(pre)): ReLU is monotone
         ctx.save_for_backward(x_c, W_enc, values, indices)
         ctx.mark_non_differentiable(indices)
         return values, indices
@@ -119,7 +119,7 @@ class _TopKEncoder(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_values, _grad_indices):
         x_c, W_enc, values, indices = ctx.saved_tensors
-        g = grad_values * (values > 0)  # through the ReLU, [B, k]
+        g = (grad_values * (values > 0)).to(W_enc.dtype)  # through the ReLU, [B, k]
         features = W_enc.shape[0]
         need_x, need_b_dec, need_w, need_b = ctx.needs_input_grad[:4]
         grad_b_enc = torch.zeros(features, dtype=g.dtype, device=g.device).index_add_(0, indices.reshape(-1), g.reshape(-1))
@@ -151,13 +151,15 @@ class _SparseDecoder(torch.autograd.Function):
 
 def topk_encode(x: torch.Tensor, b_dec: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices), [B, k] each, of TopK(ReLU(W_enc (x - b_dec) + b_enc)), with a sparse backward."""
+    """(values, indices), [B, k] each, of TopK(ReLU(W_enc (x - b_dec) + b_enc)), with a sparse backward.
+    Under autocast the dense matmul runs in the autocast dtype; values and gradients come back in W_enc's."""
     return _TopKEncoder.apply(x, b_dec, W_enc, b_enc, k)
 
 
 def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    """W_dec z for codes given as (values, indices) [B, k] and W_dec [F, d]: sum_i values_i d_{indices_i}, [B, d]."""
-    return _SparseDecoder.apply(values, indices, W_dec)
+    """W_dec z for codes given as (values, indices) [B, k] and W_dec [F, d]: sum_i values_i d_{indices_i}, [B, d].
+    Computed in W_dec's dtype (under autocast too: the gather and the sparse products are cheap)."""
+    return _SparseDecoder.apply(values.to(W_dec.dtype), indices, W_dec)
 
 
 def scatter_codes(values: torch.Tensor, indices: torch.Tensor, features: int) -> torch.Tensor:
@@ -256,15 +258,17 @@ class SAE(nn.Module):
         """tokens_since_fired += B, then 0 for the latents that fired (fired: bool [F])."""
         self.tokens_since_fired.add_(n_tokens).masked_fill_(fired, 0)
 
-    def _aux(self, x: torch.Tensor, e: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-        """AuxK: mean_b ||e_b - W_dec TopK_aux(ReLU(dead pre-activations))_b||^2 with e detached, a scalar."""
+    def _aux(self, x: torch.Tensor, e: torch.Tensor, dead: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """AuxK: (mean_b ||e_b - W_dec TopK_aux(ReLU(dead pre-activations))_b||^2 with e detached, the number
+        of distinct dead latents it used in this batch)."""
         dead_ids = dead.nonzero().squeeze(1)
         if len(dead_ids) == 0 or self.config.aux_coef == 0:
-            return e.new_zeros(())
+            return e.new_zeros(()), 0
         k_aux = min(self.config.aux_k or 2 * self.config.k, len(dead_ids))
         values, idx = topk_encode(x, self.b_dec, self.W_enc[dead_ids], self.b_enc[dead_ids], k_aux)
         e_hat = sparse_decode(values, dead_ids[idx], self.W_dec)  # W_dec z_aux, no bias
-        return (e.detach() - e_hat).pow(2).sum(-1).mean()  # target e = x - x_hat, detached
+        used = int(torch.unique(idx[values > 0]).numel())
+        return (e.detach() - e_hat).pow(2).sum(-1).mean(), used  # target e = x - x_hat, detached
 
     # ---- objective -------------------------------------------------------------------------------
     def terms(self, x: torch.Tensor, step: int | None = None, total_steps: int | None = None) -> dict:
@@ -279,7 +283,7 @@ class SAE(nn.Module):
             if c.kind == "topk":
                 values, indices = topk_encode(x, self.b_dec, self.W_enc, self.b_enc, c.k)
             else:
-                mu, z, kl = self._vsae(x)
+                _, z, kl = self._vsae(x)
                 indices = z.abs().topk(c.k, dim=-1, sorted=False).indices  # TopK on |z|; KL was over all F
                 values = z.gather(1, indices)
                 out["kl"], out["kappa"] = kl.mean(), kl_weight(step, total_steps, c.kl_coef, c.kl_warmup)
@@ -300,7 +304,7 @@ class SAE(nn.Module):
         e = x - x_hat
         out["recon"] = e.pow(2).sum(-1).mean()  # mean_b ||x_b - x_hat_b||^2
         if c.kind in ("topk", "batchtopk"):
-            out["aux"] = self._aux(x, e, dead)
+            out["aux"], out["aux_latents"] = self._aux(x, e, dead)
         out["dead"] = int(dead.sum())
         if self.training:
             self._record_firing(fired, len(x))
@@ -308,7 +312,8 @@ class SAE(nn.Module):
 
     def loss(self, x: torch.Tensor, step: int | None = None, total_steps: int | None = None) -> dict:
         """{"loss": the scalar to minimise, plus detached "recon", "l0" and "aux" / "l1" / "kl" as the kind has,
-        "kappa" (vsae) and "dead" (latents dead before this batch)}."""
+        "kappa" (vsae), "dead" (latents dead before this batch) and "aux_latents" (topk, batchtopk: dead
+        latents AuxK used in this batch)}."""
         t = self.terms(x, step, total_steps)
         c = self.config
         if c.kind == "relu":
