@@ -239,12 +239,13 @@ def _train_planted(aux_coef, steps=1000):
 
 
 def test_auxk_revives_dead_latents_and_recovers_the_planted_dictionary():
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same numbers on every machine
     try:
         with_aux, rec_aux, x_test = _train_planted(1 / 32)
         without, rec_plain, _ = _train_planted(0.0)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
     alive_aux = fraction_alive(with_aux.tokens_since_fired, 2048)
     alive_plain = fraction_alive(without.tokens_since_fired, 2048)
     assert alive_aux > alive_plain + 0.3, (alive_aux, alive_plain)
