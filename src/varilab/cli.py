@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError,
+               ModuleNotFoundError)
 TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", "epochs", "batch_size", "lr", "beta",
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
               "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
@@ -82,6 +83,34 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="report path (default RUN/report.html)")
     r.add_argument("--data", help="report on another data set or file with the same number of features")
     r.add_argument("--force", action="store_true", help="overwrite an existing report")
+
+    s = sub.add_parser("sae", help="sparse autoencoders on transformer activations (needs varilab[sae] to collect)")
+    ssub = s.add_subparsers(dest="sae_command", required=True, metavar="ACTION")
+    c = ssub.add_parser("collect", help="store MiniLM activations of one layer as memory-mapped shards")
+    c.add_argument("--layer", type=int, default=3, help="transformer block whose output is stored (1-6; default 3)")
+    c.add_argument("--tokens", type=int, default=500_000, help="word-piece tokens to store (default 500000)")
+    c.add_argument("--text", help="your own UTF-8 text file (default: offline Wikipedia extracts)")
+    c.add_argument("--out", required=True, help="activation folder (an interrupted collection resumes there)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    st = ssub.add_parser("train", help="train an SAE on stored activations and write a run folder")
+    st.add_argument("--model", default="topk", help="topk, batchtopk, relu or vsae (default topk)")
+    st.add_argument("--activations", required=True, help="a folder from `sae collect`, or a .npy file [N, d]")
+    st.add_argument("--features", type=int, default=3072, help="dictionary size F (default 3072)")
+    st.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
+    st.add_argument("--epochs", type=int, default=2, help="passes over the training tokens (default 2)")
+    st.add_argument("--batch-size", type=int, default=512, help="tokens per step (default 512)")
+    st.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate (default 4e-4)")
+    st.add_argument("--kl-coef", type=float, default=1.0, help="vsae: kappa, reached after a 10%% warm-up (default 1)")
+    st.add_argument("--vsae-variance", default="fixed", help="vsae: fixed (z = mu) or learned (default fixed)")
+    st.add_argument("--l1-coef", type=float, default=5.0, help="relu: L1 weight (default 5)")
+    st.add_argument("--aux-coef", type=float, default=1 / 32, help="topk, batchtopk: AuxK weight, 0 turns it off (default 1/32)")
+    st.add_argument("--dead-window", type=int, default=100_000, help="a latent is dead after this many tokens without firing")
+    st.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--no-embedding", action="store_true", help="skip the embedding-recovered measurement after training")
+    st.add_argument("--out", required=True, help="run folder")
+    st.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    st.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("data", help="data sets")
     d.add_argument("action", choices=["list"], help="list the data sets and whether each is available here")
@@ -158,10 +187,60 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def cmd_sae(args) -> int:
+    from . import sae_run
+
+    if args.sae_command == "collect":
+        from .data.activations import collect
+
+        cur = collect(args.out, layer=args.layer, tokens=args.tokens, text_file=args.text, progress=not args.quiet)
+        print(f"{cur['tokens']:,} activations of layer {args.layer} in {len(cur['shards'])} shards in {args.out}")
+        return 0
+    from .run import check_out_dir, clear_run
+
+    out = Path(args.out)
+    check_out_dir(out, False, args.force)
+    clear_run(out)
+    cfg = sae_run.SAERunConfig(activations=args.activations, kind=args.model, features=args.features, k=args.k,
+                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                               kl_coef=args.kl_coef, vsae_variance=args.vsae_variance, l1_coef=args.l1_coef,
+                               aux_coef=args.aux_coef, dead_window_tokens=args.dead_window, precision=args.precision)
+    history = sae_run.train(cfg, out, quiet=args.quiet)
+    h = sae_run.health(out, embedding=not args.no_embedding)
+    print(f"trained {cfg.kind} SAE for {history[-1]['epoch']} epochs: " + _sae_line(h) + f"; run in {out}")
+    return 0
+
+
+def _sae_line(h: dict) -> str:
+    emb = h["embedding"].get("embedding_recovered")
+    return (f"explained variance {h['explained_variance']:.4f}, L0 {h['l0']:.1f}, fraction alive "
+            f"{h['alive_in_training']:.3f} (last {h['dead_window_tokens']:,} training tokens)"
+            + (f", embedding recovered {emb:.4f}" if emb is not None else ""))
+
+
+def _diagnose_sae(args) -> int:
+    from . import sae_run
+
+    h = sae_run.health(args.run)
+    if args.json:
+        print(json.dumps(h))
+        return 0
+    print(_sae_line(h))
+    print(f"held-out tokens {h['test_tokens']:,}: FVU {h['fvu']:.4f}, {h['dead']} of {h['features']} latents did not "
+          f"fire on them")
+    if h["warning"]:
+        print(h["warning"])
+    return 0
+
+
 def cmd_diagnose(args) -> int:
     from .diagnostics import diagnose
     from .run import load_run
+    from .sae_run import is_sae_run
     from .train import test_inputs
+
+    if is_sae_run(args.run):
+        return _diagnose_sae(args)
 
     run = load_run(args.run, args.data)
     device = next(run.model.parameters()).device
@@ -203,7 +282,7 @@ def cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "eval": cmd_eval, "diagnose": cmd_diagnose, "report": cmd_report,
-               "data": cmd_data}[args.command]
+               "data": cmd_data, "sae": cmd_sae}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as e:

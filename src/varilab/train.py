@@ -120,6 +120,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, objective: Objective, batch_size
     sums: dict[str, float] = {}
     for xb, cb in zip(x.split(batch_size), split(cond, batch_size)):
         for k, v in objective(bind(model, cb), xb).items():  # a per-example [B] value is summed, a scalar is a batch mean
+            v = torch.as_tensor(v)
             sums[k] = sums.get(k, 0.0) + (float(v.sum()) if v.ndim else float(v) * len(xb))
     model.train(was_training)
     return {k: v / len(x) for k, v in sums.items()}
@@ -169,6 +170,9 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
         if rank == 0:  # drop lines written after the checkpoint (a crash between the two writes)
             _write_metrics(out, history)
     step_fn: nn.Module = _Step(model, objective)
+    # a model may constrain its own updates: before_optimizer_step() after backward, after_optimizer_step() after it
+    before_step = getattr(model, "before_optimizer_step", None)
+    after_step = getattr(model, "after_optimizer_step", None)
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
     if compile:
@@ -219,8 +223,12 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                        if epoch > 0 else "stopped before any checkpoint was written"))
             optimizer.zero_grad(set_to_none=True)
             (loss * scale).backward()
+            if before_step is not None:
+                before_step()  # e.g. an SAE removes the gradient along its unit-norm decoder columns
             optimizer.step()
-            vals = torch.stack([v.detach().float() for v in logs.values()]) * len(xb)
+            if after_step is not None:
+                after_step()  # e.g. an SAE renormalises its decoder columns
+            vals = torch.stack([torch.as_tensor(v, device=device).detach().float() for v in logs.values()]) * len(xb)
             if not keys:
                 keys, sums = list(logs), torch.zeros(len(logs), device=device)
             sums += vals

@@ -49,6 +49,7 @@ class SAEConfig:
     log_var_init: float = -2.0  # vsae "learned": initial log sigma^2 (the log-variance head starts constant)
     normalize_input: bool = False  # scale x by a constant fitted in `init_from_data` so that E||x||^2 = d
     threshold_decay: float = 0.99  # batchtopk: EMA decay of the inference threshold
+    total_steps: int | None = None  # vsae: the run's length in optimizer steps, for the kappa warm-up
 
 
 def check_config(config: SAEConfig) -> None:
@@ -192,6 +193,7 @@ class SAE(nn.Module):
         self.register_buffer("input_scale", torch.tensor(1.0))
         self.register_buffer("tokens_since_fired", torch.zeros(f, dtype=torch.long))
         self.register_buffer("threshold", torch.tensor(-1.0))  # batchtopk inference threshold; < 0: not yet set
+        self.register_buffer("steps_done", torch.tensor(0, dtype=torch.long))  # optimizer steps so far (checkpointed)
 
     # ---- set-up -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -314,6 +316,8 @@ class SAE(nn.Module):
         """{"loss": the scalar to minimise, plus detached "recon", "l0" and "aux" / "l1" / "kl" as the kind has,
         "kappa" (vsae), "dead" (latents dead before this batch) and "aux_latents" (topk, batchtopk: dead
         latents AuxK used in this batch)}."""
+        step = int(self.steps_done) if step is None else step
+        total_steps = self.config.total_steps if total_steps is None else total_steps
         t = self.terms(x, step, total_steps)
         c = self.config
         if c.kind == "relu":
@@ -323,6 +327,14 @@ class SAE(nn.Module):
         else:
             loss = t["recon"] + c.aux_coef * t["aux"]  # ||x - x_hat||^2 + alpha ||e - e_hat||^2
         return {"loss": loss, **{n: v.detach() if torch.is_tensor(v) else v for n, v in t.items()}}
+
+    # ---- the trainer's hooks (varilab.train.fit) ---------------------------------------------------
+    def before_optimizer_step(self) -> None:
+        remove_parallel_grad(self)
+
+    def after_optimizer_step(self) -> None:
+        normalize_decoder(self)
+        self.steps_done += 1
 
     @torch.no_grad()
     def _update_threshold(self, z: torch.Tensor) -> None:
@@ -366,7 +378,7 @@ def train_step(model: SAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, st
     optimizer.zero_grad(set_to_none=True)
     out = model.loss(x, step, total_steps)
     out["loss"].backward()
-    remove_parallel_grad(model)
+    model.before_optimizer_step()  # remove_parallel_grad
     optimizer.step()
-    normalize_decoder(model)
+    model.after_optimizer_step()  # normalize_decoder, count the step
     return out
