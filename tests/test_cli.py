@@ -177,8 +177,9 @@ def test_bernoulli_on_data_outside_unit_interval_is_refused(tmp_path, capsys, np
 def test_gaussian_on_raw_pixels_warns(tmp_path, capsys, npy):
     x = np.random.default_rng(0).integers(0, 256, size=(100, 4, 4)).astype(np.float32)
     rc, _, err = cli(capsys, "train", "--data", npy(x), "--likelihood", "gaussian", "--out", tmp_path / "r", *FAST)
-    assert rc == 0, err
     assert re.search(r"warning: .*0, 255.*divide by 255", err)
+    # training goes ahead (on a GPU, raw pixels have also been seen to diverge: then the NaN guard speaks)
+    assert rc == 0 or (rc == 1 and "loss became" in err), err
 
 
 def test_bad_obs_var_and_likelihood(tmp_path, capsys):
@@ -271,3 +272,11 @@ def test_diagnose_json_and_the_report_section(tmp_path, capsys):
     assert cli(capsys, "report", out)[0] == 0
     page = (out / "report.html").read_text()
     assert "Latent diagnostics" in page and "Collapse over training" in page and "latents are active" in page
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path, capsys):
+    runs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for out, seed in zip(runs, ("3", "3", "4")):
+        assert cli(capsys, "train", "--seed", seed, "--out", out, *FAST)[0] == 0
+    a, b, c = ((r / "model.safetensors").read_bytes() for r in runs)
+    assert a == b and a != c  # initial weights, batches and noise all follow --seed

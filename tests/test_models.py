@@ -74,7 +74,7 @@ def test_cvae_samples_depend_on_the_condition(tmp_path):
     torch.manual_seed(0)
     model = build_model("cvae", ds.x_dim, cond_dim=10, latent_dim=4, hidden=[128])
     fit(model, ds, out=tmp_path, epochs=25, batch_size=64, lr=2e-3, quiet=True)
-    model.eval()
+    model.cpu().eval()  # fit moves it to the GPU where there is one
     with torch.no_grad():
         z = model.prior().sample((200,))
         per_label = torch.stack([model.decode(z, torch.eye(10)[k].expand(200, 10)).mean.mean(0) for k in range(10)])

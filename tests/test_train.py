@@ -163,10 +163,11 @@ def test_trainer_uses_fused_adam_and_bf16_autocast_when_asked(tmp_path, digits_s
 
     assert adam(small_vae(64), 1e-3, torch.device("cpu")).defaults["fused"] is True
     seen = []
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # where fit trains
 
     def watching(model, x, **kw):
         if torch.is_grad_enabled():  # training steps (the test split is evaluated in float32)
-            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            seen.append((torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)))
         return vae_loss(model, x, **kw)
 
     fp32 = fit(small_vae(64), digits_small, out=tmp_path / "fp32", epochs=4, batch_size=64, seed=1, quiet=True,

@@ -203,6 +203,7 @@ def load_data(cfg: RunConfig, spec: str | None = None) -> vdata.Dataset:
 
 
 def make_model(cfg: RunConfig, x_dim: int, cond_dim: int | None = None, image_shape=None) -> nn.Module:
+    torch.manual_seed(cfg.seed)  # the initial weights follow --seed
     return build_model(cfg.model, x_dim, cond_dim=cond_dim, arch=cfg.arch, image_shape=image_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
                        likelihood=cfg.likelihood, obs_var=cfg.obs_var, categories=cfg.categories,
                        latent_dim_2=cfg.latent_dim_2, enc_var_1=cfg.enc_var_1, pseudo_inputs=cfg.pseudo_inputs)
