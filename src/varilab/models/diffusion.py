@@ -208,15 +208,17 @@ def _normal_kl(m1, v1, m2, v2) -> torch.Tensor:
 
 
 def ddpm_nll_bound(net, x0: torch.Tensor, schedule: VPSchedule, kind: str = "eps", n_steps: int | None = None,
-                   chunk: int = 65536) -> torch.Tensor:
+                   reverse_var: str = "posterior", chunk: int = 65536) -> torch.Tensor:
     """The negative ELBO of the discrete-time DDPM, an upper bound on -log p(x0) in nats, per example [B]
     (Ho et al., 2020, eq. 5; Sohl-Dickstein et al., 2015):
 
         L = KL(q(x_T|x0) || N(0, I)) + sum_{i=2}^T E_q KL(q(x_{i-1}|x_i, x0) || p(x_{i-1}|x_i)) - E_q log p(x0|x1)
 
-    Choices: p(x_{i-1}|x_i) = N(mu~_i(x_i, x0_hat), beta~_i I), the forward posterior with x0 replaced
-    by the network's x0_hat and its variance beta~_i = beta_i (1 - abar_{i-1}) / (1 - abar_i), so each KL is
-    c_i^2 ||x0 - x0_hat||^2 / (2 beta~_i) with c_i = sqrt(abar_{i-1}) beta_i / (1 - abar_i). The decoder is a
+    Choices: p(x_{i-1}|x_i) = N(mu~_i(x_i, x0_hat), v_i I), the forward posterior's mean with x0 replaced
+    by the network's x0_hat, so mu~ - mu_hat = c_i (x0 - x0_hat) with c_i = sqrt(abar_{i-1}) beta_i / (1 - abar_i).
+    `reverse_var` picks Ho et al.'s two fixed variances: "posterior", v_i = beta~_i = beta_i (1 - abar_{i-1}) /
+    (1 - abar_i) (exact when x0 is a point; each KL is then c_i^2 ||x0 - x0_hat||^2 / (2 beta~_i)), or "beta",
+    v_i = beta_i (right when the data is broad on the noise scale, as in the first steps). The decoder is a
     Gaussian p(x0|x1) = N(x0_hat(x1), (1 - abar_1) / abar_1 I), the spread of x0 that x1 = sqrt(abar_1) x0 +
     sqrt(1 - abar_1) eps leaves (a density for continuous data, not Ho et al.'s discretised decoder).
     `n_steps=None` sums all T - 1 middle terms, each with its own x_i; an int K estimates the sum
@@ -252,16 +254,21 @@ def ddpm_nll_bound(net, x0: torch.Tensor, schedule: VPSchedule, kind: str = "eps
         steps, weight = torch.arange(2, T + 1, device=dev)[:, None].expand(T - 1, B), 1.0
     else:
         steps, weight = torch.randint(2, T + 1, (n_steps, B), device=dev), (T - 1) / n_steps
+    if reverse_var not in ("posterior", "beta"):
+        raise ValueError(f"reverse_var must be 'posterior' or 'beta', got {reverse_var!r}")
     c2 = abar[:-1] * betas.pow(2) / (1 - abar[1:]).pow(2)  # c_i^2, index i - 1
     beta_tilde = betas * (1 - abar[:-1]) / (1 - abar[1:])  # beta~_i, index i - 1
-    w = (c2 / (2 * beta_tilde)).to(dt)
+    v = beta_tilde if reverse_var == "posterior" else betas
+    w = (c2 / (2 * v)).to(dt)
+    # per dimension: KL(N(mu~, beta~) || N(mu_hat, v)) = log(v / beta~)/2 + (beta~ - v)/(2 v) + c^2 (x0 - x0_hat)^2/(2 v)
+    const = (0.5 * torch.log(v / beta_tilde) + (beta_tilde - v) / (2 * v)).to(dt) * x0[0].numel()
     rows_per_chunk = max(1, chunk // B)
     middle = torch.zeros(B, dtype=dt, device=dev)
     for k in range(0, steps.shape[0], rows_per_chunk):
         i = steps[k:k + rows_per_chunk]  # [K', B]
         rows = x0.unsqueeze(0).expand(i.shape[0], *x0.shape).reshape(-1, *x0.shape[1:])
         xh, _ = x0_hat(i.reshape(-1), rows)
-        kl_i = w[i.reshape(-1) - 1] * _sq(rows - xh)  # c_i^2 ||x0 - x0_hat||^2 / (2 beta~_i)
+        kl_i = const[i.reshape(-1) - 1] + w[i.reshape(-1) - 1] * _sq(rows - xh)
         middle = middle + kl_i.reshape(i.shape).sum(0)
     return prior + decoder + weight * middle
 
