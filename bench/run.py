@@ -41,6 +41,7 @@ def discover() -> dict[str, Path]:
 def load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a real module for code that looks itself up (pythae pickles its classes by module)
     spec.loader.exec_module(module)
     if not callable(getattr(module, "run", None)):
         raise TypeError(f"{path} has no run(quick) function")

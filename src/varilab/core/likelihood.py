@@ -16,12 +16,13 @@ from .objectives import log_weights
 
 @torch.no_grad()
 def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None = None,
-                   max_elements: int = 2**26, estimator="score", cond: torch.Tensor | None = None) -> dict:
+                   max_elements: int = 2**21, estimator="score", cond: torch.Tensor | None = None) -> dict:
     """Per-point log p(x) estimates and their summary.
 
     Returns {"log_px": [N], "nll": mean -log p(x), "nll_se": its standard error over points,
     "elbo": mean ELBO (average log-weight), "elbo_gap": IWAE_K - ELBO (>= 0), "k": K}.
-    `max_elements` caps K_chunk * B_chunk * D, the largest array held at once (floats). No gradients
+    `max_elements` caps K_chunk * B_chunk * D, the largest array held at once (floats); the default (8 MB
+    arrays) keeps the elementwise likelihood work in cache, about twice as fast as 256 MB chunks. No gradients
     are taken, so plain sampling ("score") serves every latent type.
     """
     if k < 1:
