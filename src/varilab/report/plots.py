@@ -21,20 +21,8 @@ def png(fig) -> bytes:
 
 def training_curves(metrics: list[dict]) -> bytes:
     """Loss, reconstruction log-likelihood and KL per epoch, train and test."""
-    epochs = [m["epoch"] for m in metrics]
     panels = [("loss", "loss (negative ELBO, nats)"), ("recon", "reconstruction log p(x|z)"), ("kl", "KL(q(z|x) || p(z))")]
-    panels = [(k, t) for k, t in panels if k in metrics[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
-        ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8")
-        if f"test_{key}" in metrics[0]:
-            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(frameon=False)
-    fig.tight_layout()
-    return png(fig)
+    return metric_curves(metrics, [(k, t) for k, t in panels if k in metrics[0]], width=3.6, markers=False)
 
 
 def image_rows(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, int]) -> bytes:
@@ -152,15 +140,18 @@ def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, i
     return png(fig)
 
 
-def metric_curves(metrics: list[dict], keys: list[str]) -> bytes:
-    """One panel per logged quantity, train (and test where logged) per epoch."""
+def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
+                  markers: bool = True) -> bytes:
+    """One panel per logged quantity (a key, or (key, title)), train and, where logged, test per epoch."""
     epochs = [m["epoch"] for m in metrics]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", marker="o", ms=3)
+    panels = [(p, p) if isinstance(p, str) else p for p in panels]
+    style = {"marker": "o", "ms": 3} if markers else {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.7), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", **style)
         if f"test_{key}" in metrics[0]:
-            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
-        ax.set_title(key)
+            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", **style)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0][0].legend(frameon=False)
