@@ -7,6 +7,7 @@ estimate -log p(x) with K = 1,000 importance samples from q(z|x), float32; a thi
 estimate under bfloat16 autocast. varilab runs on all 10,000 test images. pythae's `get_nll` loops over
 the points one by one (its time is linear in their number), so it runs on the first 500 and its time
 is scaled to 10,000; on those 500 the two float32 estimates must agree within their Monte-Carlo error.
+Peak RSS: each contender alone in a fresh process, estimating on those 500 points (untrained weights).
 
 --quick runs 200 generated points with K = 100. Run alone: `python bench/bench_nll.py [--quick]`.
 """
@@ -24,6 +25,8 @@ from varilab.core import log_likelihood
 from varilab.data import Dataset, load
 from varilab.models import VAE, VAEConfig
 from varilab.train import fit
+
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py and when run alone)
 
 X_DIM, HIDDEN, LATENT = 784, 512, 16
 FULL = {"k": 1000, "n_test": None, "epochs": 3, "n_peer": 500}
@@ -124,6 +127,7 @@ def run(quick: bool) -> dict:
     for r in rows:
         if "median_s" in r:
             r["p10_s"] = r["p90_s"] = r["median_s"]
+            r["peak_rss_mb"] = timing.child_peak_rss(__file__, r["name"], *(["--quick"] if quick else []))
     ref = next(r for r in rows if r["name"] == VARILAB)
     base_name = PYTHAE if peer is not None else VARILAB
     base = next(r for r in rows if r["name"] == base_name)["median_s"]
@@ -159,6 +163,21 @@ def run(quick: bool) -> dict:
     }
 
 
+def _rss_child(name: str, plan: dict) -> None:
+    """One contender alone, on the first n_peer points (the same for each), then its peak RSS."""
+    model = VAE(VAEConfig(x_dim=X_DIM, latent_dim=LATENT, hidden=(HIDDEN,))).eval()
+    x = data(plan).x_test[: plan["n_peer"]]
+    if name == PYTHAE:
+        with torch.no_grad():
+            pythae_copy(model).get_nll(x, n_samples=plan["k"], batch_size=100)
+    elif name == VARILAB_BF16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_likelihood(model, x, k=plan["k"])
+    else:
+        log_likelihood(model, x, k=plan["k"])
+    timing.print_peak_rss()
+
+
 def _note(rows, est, checks, plan, ref) -> str:
     text = (f"-log p(x) over all test points: varilab {est[VARILAB][0]:.3f} (standard error over points "
             f"{ref['nll_se']:.3f}), varilab bf16 {est[VARILAB_BF16][0]:.3f}.")
@@ -175,5 +194,9 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_child:
+        _rss_child(args.rss_child, QUICK if args.quick else FULL)
+        raise SystemExit(0)
     print(json.dumps(run(args.quick), indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))

@@ -14,7 +14,8 @@
 All train on the same batches of activations (MiniLM block-3 activations when `make repro` has
 collected them, else Gaussian vectors of the same width) from the same seed, alternating step by step
 after a warm-up. After the timed steps each reports its explained variance on held-out activations,
-to show equal work. Peers that are not installed are reported as missing.
+to show equal work. Peak RSS: each contender alone in a fresh process, 20 steps. Peers that are not
+installed are reported as missing.
 Run alone: `python bench/bench_sae.py [--quick]`.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from varilab.models.sae import SAE, SAEConfig, train_step
+
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py and when run alone)
 
 D, FEATURES, K, BATCH, LR = 384, 3072, 32, 512, 4e-4
 FULL = {"warmup": 20, "steps": 150}
@@ -185,8 +188,8 @@ def run(quick: bool) -> dict:
         med = statistics.median(ts)
         q10, q90 = np.percentile(ts, [10, 90])
         rows.append({"name": name, "median_s": med, "p10_s": float(q10), "p90_s": float(q90), "ratio": med / base,
-                     "tokens_per_s": BATCH / med, "explained_variance": evals[name](held_out), "peak_rss_mb": None,
-                     "runs": len(ts)})
+                     "tokens_per_s": BATCH / med, "explained_variance": evals[name](held_out),
+                     "peak_rss_mb": timing.child_peak_rss(__file__, name), "runs": len(ts)})
     by = {r["name"]: r for r in rows}
     target = {"text": "varilab at least as fast as sparsify's SparseCoder, with and without AuxK",
               "metric": "tokens_per_s", "met": False, "value": None}
@@ -220,5 +223,12 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_child:  # one contender alone: 20 steps on Gaussian activations, then its peak RSS
+        step, _ = CONTENDERS[args.rss_child]()
+        for xb in torch.randn(20 * BATCH, D, generator=torch.Generator().manual_seed(0)).split(BATCH):
+            step(xb)
+        timing.print_peak_rss()
+        raise SystemExit(0)
     print(json.dumps(run(args.quick), indent=2))

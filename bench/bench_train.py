@@ -16,7 +16,7 @@ levels, batch 100, Adam lr 1e-3, float32 unless a row says bf16. An epoch is a s
 The contenders run one after another in ABBA order (each twice unless --quick); a row's figure is the
 median of its epochs after the first of each run (the first carries warm-up and, for --compile, the
 compilation). The last column is the final test loss (negative ELBO per image), to show equal work.
-The float32 matmul roofline is measured in the same process (a 2048 x 2048 product), and each row's
+Peak RSS: each contender alone in a fresh process, loading the data and training one epoch. The float32 matmul roofline is measured in the same process (a 2048 x 2048 product), and each row's
 share of it counts the matmul FLOPs of its epoch.
 
 Needs the peers (make bench installs them into .venv-bench); a peer that is not installed is reported
@@ -39,6 +39,8 @@ from torch import nn
 from varilab.data import Dataset, load
 from varilab.models import VAE, VAEConfig
 from varilab.train import fit
+
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py and when run alone)
 
 X_DIM, HIDDEN, LATENT, BATCH, LR = 784, 512, 16, 100, 1e-3
 FULL = {"epochs": 3, "rounds": 2, "n_train": None, "n_test": None}
@@ -263,8 +265,11 @@ def run(quick: bool) -> dict:
         ts = times[name]
         med = statistics.median(ts)
         rows.append({"name": name, "median_s": med, "p10_s": min(ts), "p90_s": max(ts), "ratio": med / base,
-                     "speedup": base / med, "test_loss": statistics.mean(tests[name]), "peak_rss_mb": None,
+                     "speedup": base / med, "test_loss": statistics.mean(tests[name]),
                      "roofline_fp32": flops / med / peak, "runs": len(tests[name]), "epochs_timed": len(ts)})
+    for r in rows:  # peak memory: each contender alone in a fresh process, one epoch on the same data
+        if "median_s" in r:
+            r["peak_rss_mb"] = timing.child_peak_rss(__file__, r["name"], *(["--quick"] if quick else []))
     by = {r["name"]: r for r in rows}
     v = by["varilab"]
     peers = [by[n] for n in ("plain PyTorch", "pythae 0.1.2") if "median_s" in by.get(n, {})]
@@ -304,5 +309,10 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_child:
+        CONTENDERS[args.rss_child](data(QUICK if args.quick else FULL), 1, 0)
+        timing.print_peak_rss()
+        raise SystemExit(0)
     print(json.dumps(run(args.quick), indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))

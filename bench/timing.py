@@ -15,3 +15,31 @@ def contenders(times: dict[str, list[float]], baseline: str) -> list[dict]:
         rows.append({"name": name, "median_s": statistics.median(ts), "p10_s": float(q10), "p90_s": float(q90),
                      "ratio": statistics.median(ts) / base, "peak_rss_mb": None, "runs": len(ts)})
     return rows
+
+
+def status_mb(field: str) -> float:
+    """A /proc/self/status field in MB (VmHWM: this process's peak resident memory; VmRSS: now)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def child_peak_rss(script: str, name: str, *args: str, timeout: float = 600) -> float | None:
+    """Peak RSS (MB) of a fresh process running `script --rss-child name *args`, which prints
+    {"peak_rss_mb": ...} last; None if it failed. Each contender alone, so none inherits another's memory."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, script, "--rss-child", name, *args], capture_output=True, text=True,
+                             timeout=timeout, check=True).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def print_peak_rss() -> None:
+    """The last line a --rss-child process prints (VmHWM, not ru_maxrss, which Linux carries over exec)."""
+    import json
+
+    print(json.dumps({"peak_rss_mb": status_mb("VmHWM")}))
