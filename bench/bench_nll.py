@@ -7,7 +7,8 @@ estimate -log p(x) with K = 1,000 importance samples from q(z|x), float32; a thi
 estimate under bfloat16 autocast. varilab runs on all 10,000 test images. pythae's `get_nll` loops over
 the points one by one (its time is linear in their number), so it runs on the first 500 and its time
 is scaled to 10,000; on those 500 the two float32 estimates must agree within their Monte-Carlo error.
-Peak RSS: each contender alone in a fresh process, estimating on those 500 points (untrained weights).
+Peak RSS: each contender alone in a fresh process, estimating on those 500 points (untrained weights),
+counted from after the data set was loaded.
 
 --quick runs 200 generated points with K = 100. Run alone: `python bench/bench_nll.py [--quick]`.
 """
@@ -166,7 +167,8 @@ def run(quick: bool) -> dict:
 def _rss_child(name: str, plan: dict) -> None:
     """One contender alone, on the first n_peer points (the same for each), then its peak RSS."""
     model = VAE(VAEConfig(x_dim=X_DIM, latent_dim=LATENT, hidden=(HIDDEN,))).eval()
-    x = data(plan).x_test[: plan["n_peer"]]
+    x = data(plan).x_test[: plan["n_peer"]].clone()
+    timing.reset_peak_rss()  # leave out loading the data set
     if name == PYTHAE:
         with torch.no_grad():
             pythae_copy(model).get_nll(x, n_samples=plan["k"], batch_size=100)

@@ -43,3 +43,13 @@ def print_peak_rss() -> None:
     import json
 
     print(json.dumps({"peak_rss_mb": status_mb("VmHWM")}))
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh from the current RSS (Linux: writing 5 to /proc/self/clear_refs), so that a
+    child's peak measures its contender's work, not the loading of data every contender shares."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
