@@ -14,8 +14,6 @@ counted from after the data set was loaded.
 """
 from __future__ import annotations
 
-import json
-import math
 import tempfile
 import time
 
@@ -177,7 +175,6 @@ def _rss_child(name: str, plan: dict) -> None:
             log_likelihood(model, x, k=plan["k"])
     else:
         log_likelihood(model, x, k=plan["k"])
-    timing.print_peak_rss()
 
 
 def _note(rows, est, checks, plan, ref) -> str:
@@ -192,13 +189,4 @@ def _note(rows, est, checks, plan, ref) -> str:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.rss_child:
-        _rss_child(args.rss_child, QUICK if args.quick else FULL)
-        raise SystemExit(0)
-    print(json.dumps(run(args.quick), indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))
+    timing.main(__doc__, run, lambda name, quick: _rss_child(name, QUICK if quick else FULL))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import statistics
 import time
 from pathlib import Path
@@ -218,17 +217,12 @@ def run(quick: bool) -> dict:
     }
 
 
-if __name__ == "__main__":
-    import argparse
+def _rss_child(name: str, quick: bool) -> None:
+    """One contender alone: 20 steps on Gaussian activations."""
+    step, _ = CONTENDERS[name]()
+    for xb in torch.randn(20 * BATCH, D, generator=torch.Generator().manual_seed(0)).split(BATCH):
+        step(xb)
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.rss_child:  # one contender alone: 20 steps on Gaussian activations, then its peak RSS
-        step, _ = CONTENDERS[args.rss_child]()
-        for xb in torch.randn(20 * BATCH, D, generator=torch.Generator().manual_seed(0)).split(BATCH):
-            step(xb)
-        timing.print_peak_rss()
-        raise SystemExit(0)
-    print(json.dumps(run(args.quick), indent=2))
+
+if __name__ == "__main__":
+    timing.main(__doc__, run, _rss_child)

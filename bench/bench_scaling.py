@@ -7,7 +7,6 @@ generated images and smaller sizes. Run alone: `python bench/bench_scaling.py [-
 """
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -80,8 +79,6 @@ def seconds_at(rows: list[dict], n: int, d: int) -> float:
 
 
 if __name__ == "__main__":
-    import argparse
+    import timing  # bench/timing.py
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    print(json.dumps(run(ap.parse_args().quick), indent=2))
+    timing.main(__doc__, run)

@@ -26,9 +26,7 @@ as missing, not skipped silently. Run alone: `python bench/bench_train.py [--qui
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import statistics
 import tempfile
 import time
@@ -305,17 +303,11 @@ def run(quick: bool) -> dict:
     }
 
 
-if __name__ == "__main__":
-    import argparse
+def _rss_child(name: str, quick: bool) -> None:
+    ds = data(QUICK if quick else FULL)
+    timing.reset_peak_rss()  # the data stay resident; the peak is what training adds on top
+    CONTENDERS[name](ds, 1, 0)
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.rss_child:
-        ds = data(QUICK if args.quick else FULL)
-        timing.reset_peak_rss()  # the data stay resident; the peak is what training adds on top
-        CONTENDERS[args.rss_child](ds, 1, 0)
-        timing.print_peak_rss()
-        raise SystemExit(0)
-    print(json.dumps(run(args.quick), indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))
+
+if __name__ == "__main__":
+    timing.main(__doc__, run, _rss_child)

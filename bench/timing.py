@@ -53,3 +53,21 @@ def reset_peak_rss() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def main(doc: str, run, rss_child=None) -> None:
+    """The command line of a benchmark run alone: `[--quick]` prints run(quick) as JSON; with `rss_child`,
+    `--rss-child NAME [--quick]` runs that contender alone (rss_child(name, quick)) and prints its peak RSS."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    if rss_child is not None:
+        ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if rss_child is not None and args.rss_child:
+        rss_child(args.rss_child, args.quick)
+        print_peak_rss()
+        return
+    print(json.dumps(run(args.quick), indent=2))
