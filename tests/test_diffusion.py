@@ -109,16 +109,21 @@ def test_wrong_score_is_caught():
     assert sliced_w1(x, ref, 1) > 0.3
 
 
+def train_eps(net, batch, schedule, steps: int, lr: float = 3e-3) -> None:
+    """Adam on the epsilon loss, a fresh batch() each step."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = eps_loss(net, batch(), schedule).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_trained_mlp_matches_exact_score():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(4)
     net = DiffusionMLP(DiffusionMLPConfig(x_dim=1, hidden=64, depth=2, time_dim=32))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(600):
-        loss = eps_loss(net, MIX1.sample(512, g).float(), VP).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_eps(net, lambda: MIX1.sample(512, g).float(), VP, steps=600)
     # times where sigma_t is in [0.5, 0.9]; x_t drawn from the noised mixture
     ts = torch.linspace(0, 1, 1001, dtype=D64)
     ts = ts[(VP.sigma(ts) >= 0.5) & (VP.sigma(ts) <= 0.9)]
@@ -211,12 +216,7 @@ def test_losses_and_bound_decrease_with_training():
             return eps_loss(net, x_eval, sched).mean().item(), ddpm_nll_bound(net, x_eval, sched).mean().item()
 
     loss0, bound0 = evaluate()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = eps_loss(net, MIX2.sample(256, g).float(), sched).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_eps(net, lambda: MIX2.sample(256, g).float(), sched, steps=300)
     loss1, bound1 = evaluate()
     assert loss1 < 0.6 * loss0
     assert bound1 < bound0 - 1.0  # nats per example
