@@ -24,3 +24,16 @@ def test_ard_vae_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "ard_vae.json").read_text())
     assert result["held"] is True and result["rows"][0]["ard_relevant"] == 3
+
+
+def test_linear_mhvae_meets_the_closed_form_collapse_thresholds():
+    """Dang et al.'s MHVAE optimum: both regimes, counts exact and encoder singular values within 5%."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chc", ROOT / "repro/conditional_hierarchical_collapse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.hvae_sweep(quick=True)
+    assert [(r["regime"], r["predicted_active"]) for r in rows] == [(1, 6), (1, 3), (2, 5)]
+    assert all(r["active_units"] == r["predicted_active"] for r in rows)
+    assert max(r["max_rel_error_lambda"] for r in rows) < 0.05

@@ -3,8 +3,12 @@
 Inference runs bottom-up, generation top-down (as in Dang et al., 2023, for the two-level MHVAE):
 q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}),   p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2) p(x|z_1).
 
-ELBO = E_q[log p(x|z_1)] - sum_l beta_l E_q[KL(q(z_l|z_{l-1}) || p(z_l|z_{l+1}))], each KL in closed form
-given the sampled neighbours (Monte-Carlo over the conditioning samples), z_0 = x, and p(z_L|z_{L+1}) = p(z_L).
+ELBO = E_q[log p(x|z_1)] - sum_l beta_l R_l, with z_0 = x and p(z_L|z_{L+1}) = p(z_L), where the rate of level l is
+R_l = E_q[log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})].
+Below the top, z_{l+1} is drawn from q(z_{l+1}|z_l) at the sampled z_l, so z_l and z_{l+1} are dependent and
+R_l is estimated at that very z_l: -H[q(z_l|z_{l-1})] - log p(z_l|z_{l+1}) (entropy in closed form). A closed-form
+KL(q(z_l|z_{l-1}) || p(z_l|z_{l+1})) would average z_l afresh, independently of z_{l+1}, and is not the ELBO.
+Only the top level's rate is the closed-form KL(q(z_L|z_{L-1}) || p(z_L)).
 
 The model provides `levels` (L), `encode(x)` = q(z_1|x), `encode_up(l, z_l)` = q(z_{l+1}|z_l),
 `prior()` = p(z_L), `prior_down(l, z_{l+1})` = p(z_l|z_{l+1}) and `decode(z_1)` = p(x|z_1).
@@ -17,7 +21,7 @@ from .objectives import kl
 
 
 def hierarchical_elbo_terms(model, x: torch.Tensor, betas=None) -> dict[str, torch.Tensor]:
-    """Per-example ELBO, reconstruction and per-level KLs ("kl_1", ..., "kl_L"), each [B]."""
+    """Per-example ELBO, reconstruction and per-level rates ("kl_1", ..., "kl_L", see above), each [B]."""
     levels = model.levels
     betas = [1.0] * levels if betas is None else list(betas)
     if len(betas) != levels:
@@ -30,9 +34,11 @@ def hierarchical_elbo_terms(model, x: torch.Tensor, betas=None) -> dict[str, tor
     recon = model.decode(zs[0]).log_prob(x)  # log p(x|z_1)
     out = {"recon": recon}
     value = recon
-    for level in range(levels):  # KL(q(z_l|z_{l-1}) || p(z_l|z_{l+1}))
-        p = model.prior() if level == levels - 1 else model.prior_down(level + 1, zs[level + 1])
-        kl_l = kl(qs[level], p, zs[level])
+    for level in range(levels):
+        if level == levels - 1:
+            kl_l = kl(qs[level], model.prior(), zs[level])  # KL(q(z_L|z_{L-1}) || p(z_L))
+        else:  # -H[q(z_l|z_{l-1})] - log p(z_l|z_{l+1}) at the z_l that z_{l+1} was drawn from
+            kl_l = -qs[level].entropy() - model.prior_down(level + 1, zs[level + 1]).log_prob(zs[level])
         out[f"kl_{level + 1}"] = kl_l
         value = value - betas[level] * kl_l
     out["kl"] = sum(out[f"kl_{i + 1}"] for i in range(levels))
