@@ -13,6 +13,7 @@ TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", 
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
               "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
               "n", "spectrum", "dim", "size", "precision", "compile")
+DIFFUSION_KEYS = ("loss", "timesteps", "channels", "mults", "depth", "downscale", "vae_epochs", "vae_hidden")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,8 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and write a run folder")
     t.add_argument("--model", help="model family: vae, linear-vae, discrete-vae, vampprior, cvae, linear-cvae, hvae, linear-hvae, "
-                                    "ard-vae "
-                                    "(default vae)")
+                                    "ard-vae; diffusion: ddpm, flow, diffusevae (default vae)")
     t.add_argument("--data", help="data set name or a .npy/.npz/.csv path; default digits")
     t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 16)")
     t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default 512)")
@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", help="fp32, or bf16 for the forward pass under bfloat16 autocast (default fp32)")
     t.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (eager, with a notice, when compiling fails)")
+    t.add_argument("--loss", help="ddpm, diffusevae: eps (default) or dsm (denoising score matching); flow: flow")
+    t.add_argument("--timesteps", type=int, help="ddpm, diffusevae: steps T of the noise schedule (default 1000)")
+    t.add_argument("--channels", type=int, help="diffusion on images: U-Net width (default 32)")
+    t.add_argument("--mults", help="diffusion on images: U-Net width multipliers per level, comma-separated (default 1,2)")
+    t.add_argument("--depth", type=int, help="diffusion on vectors: hidden layers of the MLP (default 3; width: --hidden)")
+    t.add_argument("--downscale", type=int, help="diffusion on images: average-pool by this factor (default 1)")
+    t.add_argument("--vae-epochs", type=int, help="diffusevae: epochs of the VAE stage (default 50)")
+    t.add_argument("--vae-hidden", help="diffusevae: the VAE's hidden sizes, comma-separated (default 512)")
     t.add_argument("--config", help="a .json or .toml file of these options; flags override it")
     t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -114,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     st.add_argument("--quiet", action="store_true")
 
+    sm = sub.add_parser("sample", help="draw samples from a trained diffusion run (ddpm, flow, diffusevae)")
+    sm.add_argument("run", help="run folder")
+    sm.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
+    sm.add_argument("--sampler", default="ddim", help="ddpm (ancestral), ddim, euler-maruyama, pf-euler or pf-heun "
+                                                     "(probability-flow ODE) (default ddim)")
+    sm.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", help=".npy file (default RUN/samples-SAMPLER-STEPS.npy; DiffuseVAE adds ...-vae.npy)")
+
     d = sub.add_parser("data", help="data sets")
     d.add_argument("action", choices=["list"], help="list the data sets and whether each is available here")
     return p
@@ -123,9 +140,17 @@ def cmd_train(args) -> int:
     from . import run as R
     from .train import fit
 
-    given = {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in TRAIN_KEYS + DIFFUSION_KEYS if getattr(args, k) is not None}
     settings = R.read_config_file(args.config) if args.config else {}
     settings.update(given)
+    from .diffusion_run import MODELS as DIFFUSION
+
+    if settings.get("model") in DIFFUSION or (args.resume and args.out and _is_diffusion(args.out)):
+        return _train_diffusion(args, settings)
+    extra = [k for k in DIFFUSION_KEYS if k in settings]
+    if extra:
+        raise ValueError(f"--{extra[0].replace('_', '-')} applies to the diffusion models ({', '.join(DIFFUSION)}), "
+                         f"not to {settings.get('model', 'vae')}")
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run folder to continue")
@@ -157,6 +182,70 @@ def cmd_train(args) -> int:
         m = history[-1]
         print(f"trained {cfg.model} for {m['epoch']} epochs: train loss {m['loss']:.4f}, "
               f"test loss {m.get('test_loss', float('nan')):.4f}; run in {out}")
+    return 0
+
+
+def _is_diffusion(run_dir) -> bool:
+    from .diffusion_run import is_diffusion_run
+
+    return is_diffusion_run(run_dir)
+
+
+def _train_diffusion(args, settings: dict) -> int:
+    from . import diffusion_run as D
+    from .run import check_out_dir, clear_run
+
+    if args.diagnostics:
+        raise ValueError("--diagnostics applies to the VAE family, not to the diffusion models")
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the run folder to continue")
+        raw = json.loads((Path(args.out) / D.CONFIG).read_text())
+        saved = D.config_from_dict({k: v for k, v in raw.items() if k != "family"}, where=str(Path(args.out) / D.CONFIG))
+        keep = D.dataclasses.asdict(saved)
+        for key, value in settings.items():
+            if key not in ("epochs", "vae_epochs") and getattr(D.config_from_dict({**keep, key: value}), key) != keep[key]:
+                raise ValueError(f"--{key.replace('_', '-')} differs from the run's configuration; a resumed run keeps it "
+                                 "(only --epochs and --vae-epochs may change)")
+        cfg = D.config_from_dict({**keep, **{k: v for k, v in settings.items() if k in ("epochs", "vae_epochs")}})
+    else:
+        cfg = D.config_from_dict(settings, where=args.config or "arguments")
+    out = Path(args.out or f"runs/{cfg.model}-{Path(cfg.data).stem}")
+    check_out_dir(out, args.resume, args.force)
+    if not args.resume:
+        clear_run(out)
+        if (out / D.VAE_DIR).is_dir():
+            import shutil
+
+            shutil.rmtree(out / D.VAE_DIR)
+    print(D.load_data(cfg).summary(), file=sys.stderr)
+    history = D.train(cfg, out, quiet=args.quiet, resume=args.resume)
+    m = history[-1] if history else {}
+    print(f"trained {cfg.model} for {m.get('epoch', cfg.epochs)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
+          f"test loss {m.get('test_loss', float('nan')):.4f}; run in {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from . import diffusion_run as D
+
+    run = D.load(args.run)
+    result = D.sample(run, args.n, args.steps, args.sampler, seed=args.seed)
+    out = Path(args.out) if args.out else run.dir / f"samples-{args.sampler}-{args.steps}.npy"
+    if out.suffix != ".npy":
+        raise ValueError(f"--out must be a .npy file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shape = run.data.image_shape
+    arrays = {k: (v.reshape(len(v), *shape) if shape else v).numpy() for k, v in result.items()}
+    np.save(out, arrays["samples"])
+    line = f"{args.n} samples, {args.sampler} with {args.steps} steps: {out}"
+    if "vae" in arrays:
+        vae_out = out.with_name(out.stem + "-vae.npy")
+        np.save(vae_out, arrays["vae"])
+        line += f" (the VAE outputs they refine: {vae_out})"
+    print(line)
     return 0
 
 
@@ -285,7 +374,7 @@ def cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "eval": cmd_eval, "diagnose": cmd_diagnose, "report": cmd_report,
-               "data": cmd_data, "sae": cmd_sae}[args.command]
+               "data": cmd_data, "sae": cmd_sae, "sample": cmd_sample}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as e:

@@ -14,6 +14,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, force: bool
     path = Path(out) if out else Path(run_dir) / REPORT
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    from ..diffusion_run import is_diffusion_run
+
+    if is_diffusion_run(run_dir):
+        from .diffusion_page import render as render_diffusion
+
+        atomic_write(path, render_diffusion(run_dir))
+        return path
     if is_sae_run(run_dir):
         from .sae_page import render as render_sae
 

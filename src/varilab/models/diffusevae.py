@@ -1,0 +1,53 @@
+"""DiffuseVAE (Pandey et al., 2022), first form: a VAE gives a low-dimensional latent z and a blurry image
+x_hat = E[x|z]; a DDPM conditioned on x_hat, concatenated to x_t as an input channel, refines it.
+
+Training is in two stages: the VAE on the data by its ELBO, then the conditional DDPM on pairs
+(x, x_hat(x)) where x_hat(x) is the VAE's reconstruction at the posterior mean. Sampling draws
+z ~ p(z), decodes x_hat = E[x|z] and runs the conditional sampler from noise. With a deterministic
+sampler (DDIM) and fixed noise, the refined sample is a function of z alone, so moving z moves it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .denoiser import Denoiser
+
+
+class DiffuseVAE(nn.Module):
+    def __init__(self, vae: nn.Module, denoiser: Denoiser):
+        super().__init__()
+        if denoiser.config.cond_channels != 1:
+            raise ValueError("DiffuseVAE's denoiser takes the VAE output as one conditioning channel (cond_channels=1)")
+        self.vae, self.denoiser = vae, denoiser
+
+    @torch.no_grad()
+    def vae_output(self, z: torch.Tensor) -> torch.Tensor:
+        """x_hat = E[x|z], the VAE decoder's mean, [B, D]."""
+        return self.vae.decode(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x_hat(x) = E[x | z = E_q[z|x]], the condition the DDPM is trained on."""
+        return self.vae_output(self.vae.encode(x).mean)
+
+    def loss(self, x: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The conditional DDPM's loss on data x with its VAE reconstructions `cond`."""
+        return self.denoiser.loss(x, cond)
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, steps: int = 50, sampler: str = "ddim", z: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None, chain: bool = False, generator: torch.Generator | None = None):
+        """(vae_output, refined[, chain]): x_hat = E[x|z] for z ~ p(z) (or the given z) and the DDPM's
+        refinement of each, both [n, D] in the data's range."""
+        device = next(self.parameters()).device
+        if z is None:
+            if n is None:
+                raise ValueError("pass n, the number of samples, or z, the latents to decode")
+            prior = self.vae.prior()
+            z = prior.base_dist.loc + prior.base_dist.scale * torch.randn(
+                n, prior.event_shape[0], generator=generator, device=device)
+        x_hat = self.vae_output(z.to(device))
+        out = self.denoiser.sample(len(x_hat), steps=steps, sampler=sampler, cond=x_hat, chain=chain,
+                                   generator=generator, noise=noise)
+        return (x_hat, *out) if chain else (x_hat, out)
