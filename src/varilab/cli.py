@@ -254,7 +254,14 @@ def cmd_eval(args) -> int:
     from .run import load_run
 
     ks = _int_list(args.k, "--k") if args.nll else None
-    result = evaluate_run(load_run(args.run, args.data), nll_k=ks)
+    if _is_diffusion(args.run):
+        from . import diffusion_run as D
+
+        if args.data or args.nll:
+            raise ValueError("--data and --nll apply to the VAE family; a DDPM's eval reports its bound in bits/dim")
+        result = D.evaluate_run(D.load(args.run))
+    else:
+        result = evaluate_run(load_run(args.run, args.data), nll_k=ks)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -333,6 +340,10 @@ def cmd_diagnose(args) -> int:
 
     if is_sae_run(args.run):
         return _diagnose_sae(args)
+    if _is_diffusion(args.run):
+        raise ValueError(f"{args.run} is a diffusion run: its noise has no learned posterior to diagnose"
+                         + (f"; diagnose its VAE with `varilab diagnose {Path(args.run) / 'vae'}`"
+                            if (Path(args.run) / "vae").is_dir() else "; `varilab eval` gives its bound in bits/dim"))
 
     run = load_run(args.run, args.data)
     device = next(run.model.parameters()).device

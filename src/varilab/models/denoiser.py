@@ -73,9 +73,7 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The raw network output (of kind `self.kind`)."""
-        if cond is not None:
-            return self.net(x_t, t, cond=cond)
-        return self.net(x_t, t) if isinstance(self.net, DiffusionMLP) else self.net(x_t, t, cond=None)
+        return self.net(x_t, t) if cond is None else self.net(x_t, t, cond=cond)
 
     def prediction(self, x_t: torch.Tensor, t, cond=None, to: str = "eps") -> torch.Tensor:
         return convert(self(x_t, t, cond), self.kind, to, x_t, t, self.schedule)

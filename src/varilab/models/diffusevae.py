@@ -2,7 +2,8 @@
 x_hat = E[x|z]; a DDPM conditioned on x_hat, concatenated to x_t as an input channel, refines it.
 
 Training is in two stages: the VAE on the data by its ELBO, then the conditional DDPM on pairs
-(x, x_hat(x)) where x_hat(x) is the VAE's reconstruction at the posterior mean. Sampling draws
+(x, x_hat) where x_hat = E[x|z] at a fresh posterior sample z ~ q(z|x) for every batch, so that the
+condition seen in training spreads like the one seen in generation, x_hat = E[x|z] with z ~ p(z). Sampling draws
 z ~ p(z), decodes x_hat = E[x|z] and runs the conditional sampler from noise. With a deterministic
 sampler (DDIM) and fixed noise, the refined sample is a function of z alone, so moving z moves it.
 """
@@ -27,13 +28,15 @@ class DiffuseVAE(nn.Module):
         return self.vae.decode(z).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """x_hat(x) = E[x | z = E_q[z|x]], the condition the DDPM is trained on."""
-        return self.vae_output(self.vae.encode(x).mean)
+    def reconstruct(self, x: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """x_hat = E[x|z] at z ~ q(z|x) (the training condition), or at the posterior mean with sample=False."""
+        q = self.vae.encode(x)
+        return self.vae_output(q.sample() if sample else q.mean)
 
-    def loss(self, x: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The conditional DDPM's loss on data x with its VAE reconstructions `cond`."""
-        return self.denoiser.loss(x, cond)
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The conditional DDPM's loss on data x, conditioned on `cond` or, by default, on reconstructions
+        from fresh posterior samples."""
+        return self.denoiser.loss(x, self.reconstruct(x) if cond is None else cond)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, steps: int = 50, sampler: str = "ddim", z: torch.Tensor | None = None,

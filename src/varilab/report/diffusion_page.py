@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 import time
 from pathlib import Path
 
@@ -22,24 +21,6 @@ N_SHOW = 10
 def _rows_figure(rows, shape):
     rows = [(label, np.asarray(a)) for label, a in rows]
     return plots.image_rows(rows, shape) if shape else plots.vector_rows(rows[:2])
-
-
-def nll_bits_per_dim(run, points: int = 128, n_steps: int = 20, seed: int = 0) -> dict:
-    """The DDPM's negative ELBO on test points (unbiased over steps), in nats on the model's scale and in
-    bits per dimension of the density on the data's own scale (images: [0, 1], so D log 2 less)."""
-    from ..models.diffusevae import DiffuseVAE
-
-    model = run.model.denoiser if isinstance(run.model, DiffuseVAE) else run.model
-    device = next(model.parameters()).device
-    x = run.data.x_test[:points].to(device)
-    torch.manual_seed(seed)
-    cond = run.model.reconstruct(x) if isinstance(run.model, DiffuseVAE) else None
-    nats = model.nll_bound(x, n_steps=n_steps, cond=cond)
-    d = x.shape[1]
-    shift = d * math.log(2) if model.config.unit_range else 0.0
-    per_dim = (nats - shift) / (d * math.log(2))
-    return {"nats_model_scale": float(nats.mean()), "bits_per_dim": float(per_dim.mean()),
-            "bits_per_dim_se": float(per_dim.std() / math.sqrt(len(per_dim))), "points": len(x), "steps": n_steps}
 
 
 def render(run_dir: str | Path) -> str:
@@ -80,10 +61,11 @@ def render(run_dir: str | Path) -> str:
                  ("final test loss", metrics[-1].get("test_loss", float("nan")))]
     verdict = f"{cfg.model} on {run.data.name}"
     if cfg.process == "ddpm":
-        b = nll_bits_per_dim(run)
-        rows += [(f"DDPM bound, bits/dim ({b['points']} test points, {b['steps']} steps each)",
+        b = D.bound_bits_per_dim(run)
+        what = "conditional DDPM bound on -log p(x | x_hat)" if isinstance(run.model, DiffuseVAE) else "DDPM bound"
+        rows += [(f"{what}, bits/dim ({b['points']} test points, {b['steps']} steps each)",
                   f"{b['bits_per_dim']:.3f} +- {b['bits_per_dim_se']:.3f}")]
-        verdict += f": bound {b['bits_per_dim']:.3f} bits per dimension"
+        verdict += f": {what} {b['bits_per_dim']:.3f} bits per dimension"
     curves = _img(plots.metric_curves(metrics, ["loss"]), "training curves") if metrics else "<p>No metrics.</p>"
     body = "".join(f"<h2>{html.escape(t)}</h2><p class=\"note\">{html.escape(note)}</p>{_img(fig, t)}"
                    for t, note, fig in sections)
