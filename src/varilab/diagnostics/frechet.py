@@ -8,6 +8,8 @@ same data and names it as such.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -28,8 +30,10 @@ def frechet_distance(a, b) -> float:
     (ma, sa), (mb, sb) = gaussian_fit(a), gaussian_fit(b)
     if ma.shape != mb.shape:
         raise ValueError(f"feature widths differ: {ma.shape[0]} and {mb.shape[0]}")
-    root = linalg.sqrtm(sa @ sb)  # (S_a S_b)^{1/2}; its imaginary part is round-off for PSD inputs
-    if not np.isfinite(root).all():  # a singular product: regularise as is customary
-        eps = 1e-6 * np.eye(len(sa))
-        root = linalg.sqrtm((sa + eps) @ (sb + eps))
+    with warnings.catch_warnings():  # scipy warns when the product is near-singular; checked below
+        warnings.simplefilter("ignore")
+        root = linalg.sqrtm(sa @ sb)  # (S_a S_b)^{1/2}; its imaginary part is round-off for PSD inputs
+        if not np.isfinite(root).all():  # a singular product: regularise as is customary
+            eps = 1e-6 * np.eye(len(sa))
+            root = linalg.sqrtm((sa + eps) @ (sb + eps))
     return float(((ma - mb) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.trace(root.real))
