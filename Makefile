@@ -38,6 +38,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py
 	$(BENCH_VENV)/bin/python bench/run.py
 
 repro: $(STAMP)

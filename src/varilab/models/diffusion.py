@@ -50,10 +50,18 @@ class VPSchedule:
         """abar_0..abar_T, [T + 1] (float64), with abar_0 = 1."""
         return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - self.betas(), 0)])
 
+    def _knots(self, device) -> torch.Tensor:
+        """log abar_0..log abar_T on `device`, computed once per schedule and device (samplers ask often)."""
+        key = (self.T, self.beta_start, self.beta_end, str(device))
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = self.alpha_bar().log().to(device)
+        return cache[key]
+
     def _log_alpha2(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log alpha_t^2 and its slope in t, piecewise linear between the knots i / T."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        knots = self.alpha_bar().log().to(t.device)  # [T + 1]
+        knots = self._knots(t.device)  # [T + 1]
         s = (t.clamp(0, 1) * self.T)
         i = s.floor().clamp(max=self.T - 1).long()
         slope = knots[i + 1] - knots[i]  # per unit of s = T t
