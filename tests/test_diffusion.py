@@ -144,15 +144,15 @@ def test_ddim_is_deterministic_and_inverts():
     x = MIX2.sample(50, g)
     score = lambda x, t: mixture_score(x, t, VP, MIX2)
     # data is taken as x at t_min: a step out of t = 0 itself sees eps_hat = 0 and cannot be undone
-    z = samplers.ddim(score, VP, x, steps=4000, kind="score", t_min=1e-2, invert=True)
-    assert torch.equal(z, samplers.ddim(score, VP, x, steps=4000, kind="score", t_min=1e-2, invert=True))
+    short = samplers.ddim(score, VP, x, steps=200, kind="score", t_min=1e-2, invert=True)
+    assert torch.equal(short, samplers.ddim(score, VP, x, steps=200, kind="score", t_min=1e-2, invert=True))
+    z = samplers.ddim(score, VP, x, steps=8000, kind="score", t_min=1e-2, invert=True)
     assert 0.8 < z.std().item() < 1.2  # the encoding is noise-like
-    back = samplers.ddim(score, VP, z, steps=4000, kind="score", t_min=1e-2)
-    assert torch.equal(back, samplers.ddim(score, VP, z, steps=4000, kind="score", t_min=1e-2))
-    # DDIM is first order: the round trip's error shrinks like 1/steps (median ~3e-3 at 1000 steps, measured);
-    # points near a boundary between modes, where the flow separates, are the slowest.
+    back = samplers.ddim(score, VP, z, steps=8000, kind="score", t_min=1e-2)
+    # DDIM is first order: the round trip's error shrinks like 1/steps (measured max over these 50 points:
+    # 1.5e-3 at 4,000 steps, 3.7e-4 at 16,000); points near a boundary between modes are the slowest.
     err = (back - x).abs().max(1)[0]
-    assert err.median().item() < 1e-3 and err.max().item() < 2e-2
+    assert err.max().item() < 1e-3
 
 
 @pytest.mark.parametrize("schedule", [VP, FLOW], ids=["vp", "flow"])
