@@ -31,11 +31,9 @@ A peer that is not installed is reported as missing.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 from varilab import samplers
@@ -146,16 +144,6 @@ def check_equal_work(model: Denoiser, plan) -> dict:
             "rel_diff": diff / max(scale, 1e-12), "rtol": CHECK_RTOL, "ok": bool(diff <= CHECK_RTOL * scale)}
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(total, busy) clock ticks of all CPUs so far, from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(a) for a in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return sum(v), sum(v) - v[3] - v[4]
-
-
 def run(quick: bool) -> dict:
     plan = QUICK if quick else FULL
     t_start = time.perf_counter()
@@ -171,33 +159,28 @@ def run(quick: bool) -> dict:
     z = noise(plan["batch"])
     times = {n: [] for n in names}
     outputs = {}
-    ticks0, own0 = _cpu_ticks(), time.process_time()
-    with torch.inference_mode():
-        for name in names:
-            fns[name](z, WARMUP_STEPS)
-        for r in range(plan["rounds"]):
-            for name in (names if r % 2 == 0 else names[::-1]):  # ABBA: none always goes first
-                t0 = time.perf_counter()
-                outputs[name] = fns[name](z, plan["steps"])
-                times[name].append(time.perf_counter() - t0)
-    ticks1, own1 = _cpu_ticks(), time.process_time()
-    other_busy = None
-    if ticks0 and ticks1 and ticks1[0] > ticks0[0]:
-        hz = 100  # /proc/stat counts USER_HZ ticks
-        other = (ticks1[1] - ticks0[1]) - (own1 - own0) * hz
-        other_busy = round(max(0.0, other / (ticks1[0] - ticks0[0])), 3)
-    base = statistics.median(times[BASELINE])
+
+    def timed():
+        with torch.inference_mode():
+            for name in names:
+                fns[name](z, WARMUP_STEPS)
+            for r in range(plan["rounds"]):
+                for name in (names if r % 2 == 0 else names[::-1]):  # ABBA: none always goes first
+                    t0 = time.perf_counter()
+                    outputs[name] = fns[name](z, plan["steps"])
+                    times[name].append(time.perf_counter() - t0)
+
+    _, other_busy = timing.other_cpu_busy(timed)
+    by_name = {r["name"]: r for r in timing.contenders(times, BASELINE)}
     rows = []
     for name in (VARILAB, PLAIN, DIFFUSERS):
         if name in missing:
             rows.append({"name": name, "error": missing[name]})
             continue
-        ts = times[name]
-        med = statistics.median(ts)
-        q10, q90 = np.percentile(ts, [10, 90])
-        rows.append({"name": name, "median_s": med, "p10_s": float(q10), "p90_s": float(q90), "ratio": med / base,
-                     "images_per_s": plan["batch"] / med, "ms_per_step": 1e3 * med / plan["steps"],
-                     "params": params[name], "runs": len(ts)})
+        r = by_name[name]
+        r.pop("peak_rss_mb")
+        rows.append({**r, "images_per_s": plan["batch"] / r["median_s"], "ms_per_step": 1e3 * r["median_s"] / plan["steps"],
+                     "params": params[name]})
     for r in rows:
         if "median_s" in r:
             r["peak_rss_mb"] = timing.child_peak_rss(__file__, r["name"], *(["--quick"] if quick else []))

@@ -34,6 +34,8 @@ from varilab.core import vae_loss
 from varilab.models import VAE, VAEConfig
 from varilab.perf import tune_malloc
 
+import timing  # bench/timing.py (bench/ is on the path under bench/run.py and when run alone)
+
 X_DIM, HIDDEN, LATENT, BATCH, LR = 784, 512, 16, 128, 1e-3
 SEED, DATA_SEED, N_BATCHES = 0, 1234, 16
 TARGET_RATIO = 1.05  # varilab's median step time at most 5% above the hand-written one
@@ -181,28 +183,6 @@ def time_interleaved(warmup: int, steps: int, batches: list[torch.Tensor]) -> di
     return times
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(total, busy) clock ticks of all CPUs so far, from /proc/stat; None where there is none."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(a) for a in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return sum(v), sum(v) - v[3] - v[4]
-
-
-def other_cpu_busy(fn):
-    """Run fn(); return (its result, the fraction of all CPUs that other processes kept busy meanwhile)."""
-    before, own0 = _cpu_ticks(), time.process_time()
-    result = fn()
-    after, own1 = _cpu_ticks(), time.process_time()
-    if before is None or after is None:
-        return result, None
-    total, busy = after[0] - before[0], after[1] - before[1]
-    own = (own1 - own0) * os.sysconf("SC_CLK_TCK")
-    return result, round(max(0.0, (busy - own) / max(total, 1)), 3)
-
-
 def ratio_interval(num: np.ndarray, den: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of median(num) / median(den), resampling the interleaved pairs together."""
     rng = np.random.default_rng(seed)
@@ -252,7 +232,7 @@ def run(quick: bool) -> dict:
     # first with the process's default malloc, then with the setting varilab's trainer applies
     untuned = time_interleaved(plan["warmup"], plan["steps"], batches)
     tuned = tune_malloc()
-    times, other = other_cpu_busy(lambda: time_interleaved(plan["warmup"], plan["steps"], batches))
+    times, other = timing.other_cpu_busy(lambda: time_interleaved(plan["warmup"], plan["steps"], batches))
     mem = {name: memory_mb(name, plan["rss_steps"]) if DEVICE.type == "cpu" else
            {"peak_rss_mb": None, "import_rss_mb": None} for name in (VARILAB, PLAIN)}
 

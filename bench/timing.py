@@ -1,7 +1,9 @@
 """Shared by the benchmarks: one contender row per list of timings, ratios against a baseline."""
 from __future__ import annotations
 
+import os
 import statistics
+import time
 
 import numpy as np
 
@@ -71,3 +73,25 @@ def main(doc: str, run, rss_child=None) -> None:
         print_peak_rss()
         return
     print(json.dumps(run(args.quick), indent=2))
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(total, busy) clock ticks of all CPUs so far, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(a) for a in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return sum(v), sum(v) - v[3] - v[4]
+
+
+def other_cpu_busy(fn):
+    """Run fn(); return (its result, the fraction of all CPUs that other processes kept busy meanwhile)."""
+    before, own0 = _cpu_ticks(), time.process_time()
+    result = fn()
+    after, own1 = _cpu_ticks(), time.process_time()
+    if before is None or after is None:
+        return result, None
+    total, busy = after[0] - before[0], after[1] - before[1]
+    own = (own1 - own0) * os.sysconf("SC_CLK_TCK")
+    return result, round(max(0.0, (busy - own) / max(total, 1)), 3)

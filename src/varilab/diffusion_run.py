@@ -9,7 +9,6 @@ the conditional DDPM (stage 2).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -80,11 +79,9 @@ KEYS = [f.name for f in dataclasses.fields(DiffusionRunConfig)]
 
 
 def config_from_dict(d: dict, where: str = "config") -> DiffusionRunConfig:
-    for key in d:
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(KEYS)}"
-            raise ValueError(f"{where}: unknown config key {key!r} for a diffusion model{hint}")
+    from .run import check_keys
+
+    check_keys(d, KEYS, where, " for a diffusion model")
     clean = {}
     for key, value in d.items():
         if value is None:

@@ -83,13 +83,18 @@ def _boolean(value) -> bool:
     raise ValueError
 
 
+def check_keys(d: dict, keys: list[str], where: str, what: str = "") -> None:
+    """Refuse a key not in `keys`, naming the closest valid one (or all of them)."""
+    for key in d:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(keys)}"
+            raise ValueError(f"{where}: unknown config key {key!r}{what}{hint}")
+
+
 def config_from_dict(d: dict, where: str = "config") -> RunConfig:
     """Build a RunConfig, refusing unknown keys (with the closest valid one) and ill-typed values."""
-    for key in d:
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(KEYS)}"
-            raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+    check_keys(d, KEYS, where)
     clean = {}
     for key, value in d.items():
         if value is None:
