@@ -71,7 +71,7 @@ def run(quick: bool = False) -> dict:
         base = dict(data="digits", epochs=3, vae_epochs=5, channels=8, batch_size=64, latent_dim=8)
         steps_list, n_samples, clf_epochs = [5, 20], 200, 3
     else:
-        base = dict(data="fashion-mnist", downscale=2, epochs=8, vae_epochs=20, channels=16, batch_size=128,
+        base = dict(data="fashion-mnist", downscale=2, epochs=12, vae_epochs=20, channels=16, batch_size=128,
                     latent_dim=16)
         steps_list, n_samples, clf_epochs = [10, 25, 50], 1000, 2
     root = "/tmp/varilab-repro-diffusevae"
