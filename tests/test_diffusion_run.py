@@ -155,3 +155,32 @@ def test_diffusion_cli_errors(tmp_path, capsys):
     assert "resumed run keeps it" in capsys.readouterr().err
     assert main(["sample", str(tmp_path)]) == 2
     assert "not a diffusion run" in capsys.readouterr().err
+
+
+def test_weight_average_follows_its_formula_samples_from_it_and_resumes_exactly(tmp_path):
+    """EMA: theta_ema <- d theta_ema + (1 - d) theta, d = min(decay, (1 + n) / (10 + n)); kept through resume."""
+    torch.manual_seed(0)
+    m = Denoiser(DenoiserConfig(x_dim=2, unit_range=False, ema=0.9, hidden=8, depth=1))
+    expected = [p.detach().clone() for p in m.net.parameters()]
+    opt = torch.optim.SGD(m.net.parameters(), lr=0.1)
+    for n in range(5):
+        opt.zero_grad()
+        m.loss(torch.randn(16, 2))["loss"].backward()
+        opt.step()
+        m.after_optimizer_step()
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, m.net.parameters())]
+    for e, p in zip(expected, m.ema_net.parameters()):
+        assert torch.allclose(e, p, atol=1e-6)
+    assert not all(torch.allclose(a, b) for a, b in zip(m.net.parameters(), m.ema_net.parameters()))
+    x_t, t = torch.randn(4, 2), torch.full((4,), 0.5)
+    assert torch.allclose(m(x_t, t, ema=True), m.ema_net(x_t, t)) and not torch.allclose(m(x_t, t), m(x_t, t, ema=True))
+
+    args = ["--model", "ddpm", "--data", "digits", "--channels", "8", "--timesteps", "100", "--ema", "0.99", "--quiet"]
+    assert main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
+    assert main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "resumed"), "--epochs", "2", "--quiet"]) == 0
+    a, b = D.load(tmp_path / "straight").model, D.load(tmp_path / "resumed").model
+    assert int(a.ema_steps) == int(b.ema_steps) > 0
+    for p, q in zip(a.ema_net.parameters(), b.ema_net.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)

@@ -13,7 +13,7 @@ TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", 
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
               "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
               "n", "spectrum", "dim", "size", "precision", "compile")
-DIFFUSION_KEYS = ("loss", "timesteps", "channels", "mults", "depth", "downscale", "vae_epochs", "vae_hidden")
+DIFFUSION_KEYS = ("loss", "timesteps", "channels", "mults", "depth", "downscale", "vae_epochs", "vae_hidden", "ema")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--downscale", type=int, help="diffusion on images: average-pool by this factor (default 1)")
     t.add_argument("--vae-epochs", type=int, help="diffusevae: epochs of the VAE stage (default 50)")
     t.add_argument("--vae-hidden", help="diffusevae: the VAE's hidden sizes, comma-separated (default 512)")
+    t.add_argument("--ema", type=float, help="diffusion: decay of a moving average of the weights that samples, "
+                                             "e.g. 0.999 (default 0: off)")
     t.add_argument("--config", help="a .json or .toml file of these options; flags override it")
     t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

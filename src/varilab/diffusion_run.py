@@ -51,6 +51,7 @@ class DiffusionRunConfig:
     vae_hidden: list[int] = field(default_factory=lambda: [512])  # diffusevae: the VAE's MLP
     vae_epochs: int = 50  # diffusevae: epochs of stage 1
     beta: float = 1.0  # diffusevae: the VAE's KL weight
+    ema: float = 0.0  # decay of the weight average that samples (e.g. 0.999; 0: off)
     precision: str = "fp32"
     compile: bool = False
 
@@ -130,7 +131,8 @@ def make_denoiser(cfg: DiffusionRunConfig, ds: Dataset, cond_channels: int = 0) 
     torch.manual_seed(cfg.seed)
     return Denoiser(DenoiserConfig(x_dim=ds.x_dim, image_shape=ds.image_shape, process=cfg.process, loss=cfg.loss,
                                    T=cfg.timesteps, channels=cfg.channels, mults=tuple(cfg.mults), hidden=cfg.hidden[0],
-                                   depth=cfg.depth, cond_channels=cond_channels, unit_range=ds.image_shape is not None))
+                                   depth=cfg.depth, cond_channels=cond_channels, unit_range=ds.image_shape is not None,
+                                   ema=cfg.ema))
 
 
 def make_vae(cfg: DiffusionRunConfig, ds: Dataset):

@@ -8,9 +8,12 @@ Whatever it was trained as, `prediction(x_t, t, to=...)` gives eps, the score, x
 `diffusion.convert`, so every sampler in `varilab.samplers` runs on every model. Images in [0, 1] are
 modelled on [-1, 1] (`to_model` / `from_model`). The network is a `UNet` for images and a
 `DiffusionMLP` for vectors; `cond` (a conditioning image, DiffuseVAE) is passed through to the U-Net.
+With `ema` > 0 the model keeps an exponential moving average of the network's weights (updated by the
+trainer's `after_optimizer_step` hook) and samples and bounds from it, as DDPM and DiffuseVAE do.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +42,7 @@ class DenoiserConfig:
     depth: int = 3  # MLP hidden layers
     cond_channels: int = 0
     unit_range: bool = True  # data in [0, 1], modelled as 2x - 1
+    ema: float = 0.0  # decay of an exponential moving average of the weights used for sampling (0: off)
 
     def __post_init__(self):
         if self.process not in LOSSES:
@@ -46,6 +50,8 @@ class DenoiserConfig:
         if self.loss not in LOSSES[self.process]:
             raise ValueError(f"the {self.process} model trains with loss {' or '.join(LOSSES[self.process])}, "
                              f"got {self.loss!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
         if self.cond_channels and self.image_shape is None:
             raise ValueError("a conditioning image needs image data (the U-Net)")
 
@@ -64,6 +70,24 @@ class Denoiser(nn.Module):
                                        channels=c.channels, mults=c.mults))
         else:
             self.net = DiffusionMLP(DiffusionMLPConfig(x_dim=c.x_dim, hidden=c.hidden, depth=c.depth))
+        self.ema_net = None
+        if c.ema:  # a frozen copy; its weights are in the state dict, so checkpoints and resume keep them
+            self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """theta_ema <- d theta_ema + (1 - d) theta with d = min(ema, (1 + n) / (10 + n)) after n updates
+        (the warm-up keeps early averages from remembering the initial weights)."""
+        if self.ema_net is None:
+            return
+        n = int(self.ema_steps)
+        d = min(self.config.ema, (1 + n) / (10 + n))
+        torch._foreach_lerp_(list(self.ema_net.parameters()), list(self.net.parameters()), 1 - d)
+        self.ema_steps += 1
+
+    def _sampling_net(self):
+        return self.net if self.ema_net is None else self.ema_net
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * x - 1 if self.config.unit_range else x
@@ -71,9 +95,10 @@ class Denoiser(nn.Module):
     def from_model(self, x: torch.Tensor) -> torch.Tensor:
         return ((x + 1) / 2).clamp(0, 1) if self.config.unit_range else x
 
-    def forward(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """The raw network output (of kind `self.kind`)."""
-        return self.net(x_t, t) if cond is None else self.net(x_t, t, cond=cond)
+    def forward(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None, ema: bool = False) -> torch.Tensor:
+        """The raw network output (of kind `self.kind`); with ema=True from the averaged weights, if kept."""
+        net = self._sampling_net() if ema else self.net
+        return net(x_t, t) if cond is None else net(x_t, t, cond=cond)
 
     def prediction(self, x_t: torch.Tensor, t, cond=None, to: str = "eps") -> torch.Tensor:
         return convert(self(x_t, t, cond), self.kind, to, x_t, t, self.schedule)
@@ -103,7 +128,7 @@ class Denoiser(nn.Module):
         device = next(self.parameters()).device
         x = torch.randn(n, self.config.x_dim, generator=generator, device=device) if noise is None else noise.to(device)
         c = None if cond is None else self.to_model(cond.to(device))
-        pred = lambda x_t, t: self(x_t, t.to(x_t.dtype), c)  # noqa: E731
+        pred = lambda x_t, t: self(x_t, t.to(x_t.dtype), c, ema=True)  # noqa: E731
         flow = self.config.process == "flow"
         common = dict(kind=self.kind, chain=chain)
         t_max = 1.0 - 1e-3 if flow and sampler in ("ddpm", "euler-maruyama") else 1.0  # g_t diverges at t = 1 there
@@ -129,6 +154,6 @@ class Denoiser(nn.Module):
         c = None if cond is None else self.to_model(cond)
 
         def net(x_t, t):  # the bound evaluates stacked copies of the batch: repeat the condition to match
-            return self(x_t, t, None if c is None else c.repeat(len(x_t) // len(c), 1))
+            return self(x_t, t, None if c is None else c.repeat(len(x_t) // len(c), 1), ema=True)
 
         return ddpm_nll_bound(net, self.to_model(x), self.schedule, kind=self.kind, n_steps=n_steps)

@@ -22,6 +22,9 @@ class DiffuseVAE(nn.Module):
             raise ValueError("DiffuseVAE's denoiser takes the VAE output as one conditioning channel (cond_channels=1)")
         self.vae, self.denoiser = vae, denoiser
 
+    def after_optimizer_step(self) -> None:
+        self.denoiser.after_optimizer_step()  # the denoiser's weight average, if it keeps one
+
     @torch.no_grad()
     def vae_output(self, z: torch.Tensor) -> torch.Tensor:
         """x_hat = E[x|z], the VAE decoder's mean, [B, D]."""

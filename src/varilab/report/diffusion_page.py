@@ -55,7 +55,7 @@ def render(run_dir: str | Path) -> str:
                                    + (f", images {shape[0]} x {shape[1]}" if shape else "")),
             ("loss", {"eps": "eps-prediction ||eps - eps_hat||^2", "dsm": "denoising score matching",
                       "flow": "flow matching (rectified flow)"}[cfg.loss]),
-            ("parameters", sum(p.numel() for p in run.model.parameters()))]
+            ("trained parameters", sum(p.numel() for p in run.model.parameters() if p.requires_grad))]
     if metrics:
         rows += [("epochs", metrics[-1]["epoch"]), ("final train loss", metrics[-1]["loss"]),
                  ("final test loss", metrics[-1].get("test_loss", float("nan")))]
