@@ -72,7 +72,7 @@ def run(quick: bool = False) -> dict:
         steps_list, n_samples, clf_epochs = [5, 20], 200, 3
     else:
         base = dict(data="fashion-mnist", downscale=2, epochs=12, vae_epochs=20, channels=16, batch_size=128,
-                    latent_dim=16)
+                    latent_dim=16, ema=0.999)
         steps_list, n_samples, clf_epochs = [10, 25, 50], 1000, 2
     root = "/tmp/varilab-repro-diffusevae"
     cfg_dvae = D.DiffusionRunConfig(model="diffusevae", **base)
@@ -124,7 +124,8 @@ def run(quick: bool = False) -> dict:
              f"{floor:.2f}, the floor at this sample size. Models: VAE (MLP 512, {cfg_dvae.latent_dim} latents, "
              f"Bernoulli likelihood, {cfg_dvae.vae_epochs} epochs), and for the DDPM and DiffuseVAE the same "
              f"U-Net (width {cfg_dvae.channels}, multipliers {cfg_dvae.mults}, T = {cfg_dvae.timesteps}, "
-             f"eps-prediction, {cfg_dvae.epochs} epochs, batch {cfg_dvae.batch_size}, Adam {cfg_dvae.lr:g}); "
+             f"eps-prediction, {cfg_dvae.epochs} epochs, batch {cfg_dvae.batch_size}, Adam {cfg_dvae.lr:g}, samples "
+             f"from a moving average of the weights with decay {cfg_dvae.ema:g}); "
              "DiffuseVAE's U-Net sees the VAE output as a second input channel and trains on reconstructions from "
              "posterior samples. Sampling: DDIM (eta = 0) from the same noise for both diffusion models; "
              "DiffuseVAE and the VAE from the same z. The paper reports FID on CelebA-HQ 128 with Inception "
