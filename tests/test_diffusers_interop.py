@@ -105,11 +105,11 @@ def _x(seed: int = 0, shape=(4, 1, 6, 6)) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def _close(a, b, tol=TOL):
+def assert_near(a, b, tol=TOL):
     torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
-def _differs(a, b, tol=STEP_TOL):
+def assert_differs(a, b, tol=STEP_TOL):
     """a and b (one of them from a mapping shifted by one index) differ by more than ten times the tolerance
     that the right mapping is held to."""
     assert (a - b).abs().max() > 10 * tol, "the shifted mapping agrees too: the test could not see an off-by-one"
@@ -122,11 +122,11 @@ def test_betas_and_alphas_cumprod_match_with_offset_one(cls):
     s = cls(**SCHEDULE)  # diffusers' own float32 tables
     betas, abar = VP.betas(), VP.alpha_bar()
     assert len(s.betas) == T and len(abar) == T + 1
-    _close(s.betas.to(F64), betas)
-    _close(s.alphas_cumprod.to(F64), abar[1:])  # timestep j <-> abar_{j+1}
+    assert_near(s.betas.to(F64), betas)
+    assert_near(s.alphas_cumprod.to(F64), abar[1:])  # timestep j <-> abar_{j+1}
     t = torch.arange(1, T + 1, dtype=F64) / T
-    _close(s.alphas_cumprod.to(F64), VP.alpha(t) ** 2)  # = alpha_t^2 at t = (j + 1) / T
-    _differs(s.alphas_cumprod.to(F64), abar[:-1], TOL)  # j <-> abar_j is wrong
+    assert_near(s.alphas_cumprod.to(F64), VP.alpha(t) ** 2)  # = alpha_t^2 at t = (j + 1) / T
+    assert_differs(s.alphas_cumprod.to(F64), abar[:-1], TOL)  # j <-> abar_j is wrong
 
 
 def test_add_noise_timestep_j_is_time_j_plus_one_over_T():
@@ -135,9 +135,9 @@ def test_add_noise_timestep_j_is_time_j_plus_one_over_T():
     x0, noise = _x(1, (len(j), 1, 5, 5)), _x(2, (len(j), 1, 5, 5))
     theirs = s.add_noise(x0, noise, j)
     ours, _ = add_noise(x0, (j + 1).to(F64) / T, VP, eps=noise)
-    _close(ours, theirs)
+    assert_near(ours, theirs)
     shifted, _ = add_noise(x0, j.to(F64) / T, VP, eps=noise)
-    _differs(shifted, theirs, TOL)
+    assert_differs(shifted, theirs, TOL)
 
 
 # ---------------------------------------------------------------------------------------------- (b) DDPM step
@@ -188,12 +188,12 @@ def test_ddpm_step_mean_and_variance(j, monkeypatch):
     s, x = _ddpm(), _x(3)
     out = s.step(eps_hat(x, t_of(j)), j, x, generator=torch.Generator().manual_seed(0))
     x0 = convert(eps_hat(x, t_of(j)), "eps", "x0", x, t_of(j), VP)
-    _close(x0, out.pred_original_sample, STEP_TOL)  # the model's x0 from diffusers' j is varilab's at (j + 1)/T
-    _differs(convert(eps_hat(x, t_of(j)), "eps", "x0", x, j / T, VP), out.pred_original_sample)
+    assert_near(x0, out.pred_original_sample, STEP_TOL)  # the model's x0 from diffusers' j is varilab's at (j + 1)/T
+    assert_differs(convert(eps_hat(x, t_of(j)), "eps", "x0", x, j / T, VP), out.pred_original_sample)
 
     mean_d, std_d = _mean_std(lambda: s.step(eps_hat(x, t_of(j)), j, x).prev_sample, monkeypatch)
     mean_v, std_v = _mean_std(lambda: _varilab_first_step(j + 1, x), monkeypatch)  # (j + 1)/T -> j/T
-    _close(mean_v, mean_d, STEP_TOL)
+    assert_near(mean_v, mean_d, STEP_TOL)
     var_d, var_v = std_d.pow(2), std_v.pow(2)
     assert var_d.std() < 1e-15 and var_v.std() < 1e-15  # one variance for every element
     abar = VP.alpha_bar()
@@ -205,7 +205,7 @@ def test_ddpm_step_mean_and_variance(j, monkeypatch):
         torch.testing.assert_close(var_v.mean(), beta_tilde, rtol=STEP_TOL, atol=0.0)
         # off by one: varilab's step from j/T to (j - 1)/T has another mean and variance
         mean_w, std_w = _mean_std(lambda: _varilab_first_step(j, x), monkeypatch)
-        _differs(mean_w, mean_d)
+        assert_differs(mean_w, mean_d)
         assert ((std_w.pow(2).mean() - var_d.mean()) / var_d.mean()).abs() > 100 * STEP_TOL
 
 
@@ -219,7 +219,7 @@ def test_ddpm_full_chain_with_the_same_generator():
         theirs.append(xd)
     theirs = torch.stack(theirs)
     assert ours.shape == theirs.shape == (T + 1, *x.shape)
-    _close(ours, theirs)
+    assert_near(ours, theirs)
     assert ours[-1].abs().max() < 10  # a trajectory of order one, so the tolerance means something
 
 
@@ -241,10 +241,10 @@ def test_ddim_50_steps_trailing_is_varilab_uniform_grid(float64):
     assert [t_of(j) for j in js] == pytest.approx(torch.linspace(1, 0, 51, dtype=F64)[:-1].tolist(), abs=1e-12)
     _, ours = samplers.ddim(eps_hat, VP, x, steps=50, chain=True)
     theirs = _diffusers_ddim_chain(s, x)
-    _close(ours, theirs)
+    assert_near(ours, theirs)
     assert theirs[-1].abs().max() < 10
     # the default spacing ("leading") walks another grid: its trajectory is not varilab's uniform one
-    _differs(ours[-1], _diffusers_ddim_chain(_ddim("leading", float64=float64), x)[-1], TOL)
+    assert_differs(ours[-1], _diffusers_ddim_chain(_ddim("leading", float64=float64), x)[-1], TOL)
 
 
 @pytest.mark.parametrize("spacing,offset,to_one", [("leading", 0, True), ("leading", 1, True),
@@ -260,14 +260,14 @@ def test_ddim_each_step_is_a_varilab_step(spacing, offset, to_one):
         p = j - T // 50
         t, t_min = t_of(j), (t_of(p) if p >= 0 else final)
         if t_min == t:  # "leading" without set_alpha_to_one: j = 0 steps to abar_1, where it already is
-            _close(theirs[k + 1], theirs[k], STEP_TOL)
+            assert_near(theirs[k + 1], theirs[k], STEP_TOL)
             chained.append(xs)
             continue
         one = samplers.ddim(eps_hat, VP, theirs[k], steps=1, t_max=t, t_min=t_min)
-        _close(one, theirs[k + 1], STEP_TOL)
+        assert_near(one, theirs[k + 1], STEP_TOL)
         xs = samplers.ddim(eps_hat, VP, xs, steps=1, t_max=t, t_min=t_min)
         chained.append(xs)
         if j > 0 and (k in (0, 25) or p < 0):  # off by one in time: the step from j/T to p/T
             wrong = samplers.ddim(eps_hat, VP, theirs[k], steps=1, t_max=j / T, t_min=max(p, 0) / T)
-            _differs(wrong, theirs[k + 1])
-    _close(torch.stack(chained), theirs)
+            assert_differs(wrong, theirs[k + 1])
+    assert_near(torch.stack(chained), theirs)
