@@ -202,8 +202,7 @@ def _train_diffusion(args, settings: dict) -> int:
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run folder to continue")
-        raw = json.loads((Path(args.out) / D.CONFIG).read_text())
-        saved = D.config_from_dict({k: v for k, v in raw.items() if k != "family"}, where=str(Path(args.out) / D.CONFIG))
+        saved = D.load_config(args.out)
         keep = D.dataclasses.asdict(saved)
         for key, value in settings.items():
             if key not in ("epochs", "vae_epochs") and getattr(D.config_from_dict({**keep, key: value}), key) != keep[key]:

@@ -22,7 +22,7 @@ from .checkpoint import atomic_write, load_weights
 from .data import Dataset
 from .models.denoiser import LOSSES, Denoiser, DenoiserConfig
 from .models.diffusevae import DiffuseVAE
-from .train import CHECKPOINT, METRICS, PRECISIONS, WEIGHTS, fit
+from .train import CHECKPOINT, PRECISIONS, WEIGHTS, fit, read_metrics
 
 MODELS = ("ddpm", "flow", "diffusevae")
 CONFIG = "config.json"
@@ -93,6 +93,11 @@ def config_from_dict(d: dict, where: str = "config") -> DiffusionRunConfig:
     return DiffusionRunConfig(**clean)
 
 
+def load_config(run_dir: str | Path) -> DiffusionRunConfig:
+    raw = json.loads((Path(run_dir) / CONFIG).read_text())
+    return config_from_dict({k: v for k, v in raw.items() if k != "family"}, where=str(Path(run_dir) / CONFIG))
+
+
 def is_diffusion_run(run_dir: str | Path) -> bool:
     p = Path(run_dir) / CONFIG
     return p.exists() and json.loads(p.read_text()).get("family") == "diffusion"
@@ -157,8 +162,6 @@ def _vae_run_config(cfg: DiffusionRunConfig) -> dict:
 def _stage_done(folder: Path, epochs: int) -> bool:
     if not (folder / CHECKPOINT).exists():
         return False
-    from .train import read_metrics
-
     done = read_metrics(folder)
     return bool(done) and done[-1]["epoch"] >= epochs
 
@@ -212,8 +215,7 @@ def load(run_dir: str | Path) -> DiffusionRun:
     run_dir = Path(run_dir)
     if not is_diffusion_run(run_dir):
         raise ValueError(f"{run_dir}: not a diffusion run (its {CONFIG} has no \"family\": \"diffusion\")")
-    raw = json.loads((run_dir / CONFIG).read_text())
-    cfg = config_from_dict({k: v for k, v in raw.items() if k != "family"}, where=str(run_dir / CONFIG))
+    cfg = load_config(run_dir)
     if not (run_dir / WEIGHTS).exists():
         raise FileNotFoundError(f"{run_dir}: no trained weights ({WEIGHTS}); train it first")
     ds = load_data(cfg)
@@ -272,4 +274,4 @@ def evaluate_run(run: DiffusionRun, points: int = 1000, seed: int = 0) -> dict:
 
 
 __all__ = ["DiffusionRunConfig", "MODELS", "config_from_dict", "train", "load", "sample", "is_diffusion_run",
-           "downscale", "bound_bits_per_dim", "evaluate_run", "METRICS"]
+           "downscale", "bound_bits_per_dim", "evaluate_run", "load_config"]
