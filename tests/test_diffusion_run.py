@@ -96,8 +96,14 @@ def test_diffusevae_latent_controls_the_refined_sample():
 def test_diffusion_runs_train_sample_resume_and_report(tmp_path, capsys):
     out = tmp_path / "dvae"
     assert main(["train", "--model", "diffusevae", "--data", "digits", "--epochs", "1", "--vae-epochs", "2",
-                 "--channels", "8", "--timesteps", "100", "--quiet", "--out", str(out)]) == 0
+                 "--channels", "8", "--timesteps", "100", "--expost-gmm", "3", "--quiet", "--out", str(out)]) == 0
     assert (out / "vae" / "model.safetensors").exists() and (out / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    saved = load_file(out / "model.safetensors")
+    assert saved["latent_prior.loc"].shape == (3, 16)  # the ex-post mixture travels with the weights
+    mixture = D.load(out).model.latent_prior
+    assert torch.equal(mixture.loc, saved["latent_prior.loc"]) and float(mixture.loc.abs().sum()) > 0
     assert json.loads((out / "config.json").read_text())["family"] == "diffusion"
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -107,6 +113,8 @@ def test_diffusion_runs_train_sample_resume_and_report(tmp_path, capsys):
     assert main(["sample", str(out), "--steps", "5", "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
     s, v = np.load(tmp_path / "s.npy"), np.load(tmp_path / "s-vae.npy")
     assert s.shape == v.shape == (3, 8, 8) and 0 <= s.min() and s.max() <= 1
+    assert main(["sample", str(out), "--steps", "5", "--n", "3", "--prior", "normal", "--out", str(tmp_path / "n.npy")]) == 0
+    assert not np.allclose(np.load(tmp_path / "n-vae.npy"), v)  # z from N(0, I), not from the mixture
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "VAE output and its refinement" in page and "bits/dim" in page and "http" not in page.split("<body>")[1]

@@ -13,7 +13,8 @@ TRAIN_KEYS = ("model", "data", "latent_dim", "hidden", "likelihood", "obs_var", 
               "seed", "binarize", "test_fraction", "objective", "samples", "estimator", "baseline", "temperature",
               "categories", "free_bits", "kl_warmup", "kl_cycle", "beta2", "latent_dim_2", "enc_var_1", "pseudo_inputs", "condition", "arch",
               "n", "spectrum", "dim", "size", "precision", "compile")
-DIFFUSION_KEYS = ("loss", "timesteps", "channels", "mults", "depth", "downscale", "vae_epochs", "vae_hidden", "ema")
+DIFFUSION_KEYS = ("loss", "timesteps", "channels", "mults", "depth", "downscale", "vae_epochs", "vae_hidden", "ema",
+                 "expost_gmm")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--vae-hidden", help="diffusevae: the VAE's hidden sizes, comma-separated (default 512)")
     t.add_argument("--ema", type=float, help="diffusion: decay of a moving average of the weights that samples, "
                                              "e.g. 0.999 (default 0: off)")
+    t.add_argument("--expost-gmm", type=int, help="diffusevae: sample z from a Gaussian mixture of this many "
+                                                  "components fit to the VAE's codes of the training set (default 0: "
+                                                  "z ~ N(0, I))")
     t.add_argument("--config", help="a .json or .toml file of these options; flags override it")
     t.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -131,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
                                                      "(probability-flow ODE) (default ddim)")
     sm.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--prior", choices=["normal", "expost"],
+                    help="diffusevae: draw z from N(0, I) or the fitted mixture (default: the mixture if fitted)")
     sm.add_argument("--out", help=".npy file (default RUN/samples-SAMPLER-STEPS.npy; DiffuseVAE adds ...-vae.npy)")
 
     d = sub.add_parser("data", help="data sets")
@@ -233,7 +239,7 @@ def cmd_sample(args) -> int:
     from . import diffusion_run as D
 
     run = D.load(args.run)
-    result = D.sample(run, args.n, args.steps, args.sampler, seed=args.seed)
+    result = D.sample(run, args.n, args.steps, args.sampler, seed=args.seed, prior=args.prior)
     out = Path(args.out) if args.out else run.dir / f"samples-{args.sampler}-{args.steps}.npy"
     if out.suffix != ".npy":
         raise ValueError(f"--out must be a .npy file, got {out}")

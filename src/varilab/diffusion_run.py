@@ -22,6 +22,7 @@ from .checkpoint import atomic_write, load_weights
 from .data import Dataset
 from .models.denoiser import LOSSES, Denoiser, DenoiserConfig
 from .models.diffusevae import DiffuseVAE
+from .models.expost import GaussianMixturePrior
 from .train import CHECKPOINT, PRECISIONS, WEIGHTS, fit, read_metrics
 
 MODELS = ("ddpm", "flow", "diffusevae")
@@ -51,6 +52,7 @@ class DiffusionRunConfig:
     vae_hidden: list[int] = field(default_factory=lambda: [512])  # diffusevae: the VAE's MLP
     vae_epochs: int = 50  # diffusevae: epochs of stage 1
     beta: float = 1.0  # diffusevae: the VAE's KL weight
+    expost_gmm: int = 0  # diffusevae: sample z from a K-component mixture fit to q(z|x) after stage 1 (0: z ~ N(0, I))
     ema: float = 0.0  # decay of the weight average that samples (e.g. 0.999; 0: off)
     precision: str = "fp32"
     compile: bool = False
@@ -66,6 +68,9 @@ class DiffusionRunConfig:
         for key in ("timesteps", "channels", "depth", "downscale", "epochs", "batch_size", "latent_dim", "vae_epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        if self.expost_gmm < 0 or (self.expost_gmm and self.model != "diffusevae"):
+            raise ValueError(f"expost_gmm (the latent mixture's components) applies to diffusevae and must be >= 0, "
+                             f"got {self.expost_gmm} for {self.model}")
         if not self.lr > 0 or not 0 < self.test_fraction < 1 or self.beta < 0:
             raise ValueError("lr must be positive, test_fraction in (0, 1) and beta non-negative")
         if self.precision not in PRECISIONS:
@@ -182,7 +187,7 @@ def train(cfg: DiffusionRunConfig, out: str | Path, quiet: bool = False, resume:
 
     vae_dir = out / VAE_DIR
     vae = make_vae(cfg, ds)
-    if not _stage_done(vae_dir, cfg.vae_epochs):
+    if not (resume and _stage_done(vae_dir, cfg.vae_epochs)):  # a fresh run never reuses an old VAE
         if not (resume and (vae_dir / CHECKPOINT).exists()):
             vae_dir.mkdir(parents=True, exist_ok=True)
             save_config(vae_dir, vae_config(_vae_run_config(cfg)))
@@ -195,6 +200,8 @@ def train(cfg: DiffusionRunConfig, out: str | Path, quiet: bool = False, resume:
     model = DiffuseVAE(vae.eval(), make_denoiser(cfg, ds, cond_channels=1))
     for p in model.vae.parameters():
         p.requires_grad_(False)
+    if cfg.expost_gmm:
+        model.fit_latent_prior(ds.x_train, cfg.expost_gmm, cfg.seed)  # kept in the weights file
     if not quiet:
         print(f"stage 2 of 2: the DDPM conditioned on the VAE's reconstructions ({cfg.epochs} epochs)", flush=True)
     return fit(model, ds, out=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, objective=_objective,
@@ -221,7 +228,8 @@ def load(run_dir: str | Path) -> DiffusionRun:
     ds = load_data(cfg)
     if cfg.model == "diffusevae":
         vae = make_vae(cfg, ds)
-        model = DiffuseVAE(vae, make_denoiser(cfg, ds, cond_channels=1))
+        mixture = GaussianMixturePrior(cfg.expost_gmm, cfg.latent_dim) if cfg.expost_gmm else None
+        model = DiffuseVAE(vae, make_denoiser(cfg, ds, cond_channels=1), mixture)
     else:
         model = make_denoiser(cfg, ds)
     load_weights(run_dir / WEIGHTS, model)
@@ -229,16 +237,20 @@ def load(run_dir: str | Path) -> DiffusionRun:
     return DiffusionRun(run_dir, cfg, model.eval().to(device), ds)
 
 
-def sample(run: DiffusionRun, n: int, steps: int, sampler: str, seed: int = 0, chain: bool = False) -> dict:
-    """{"samples": [n, D]} (and "vae" for DiffuseVAE, "chain" [steps + 1, n, D] with chain=True), on the CPU."""
+def sample(run: DiffusionRun, n: int, steps: int, sampler: str, seed: int = 0, chain: bool = False,
+           prior: str | None = None) -> dict:
+    """{"samples": [n, D]} (and "vae" for DiffuseVAE, "chain" [steps + 1, n, D] with chain=True), on the CPU.
+    DiffuseVAE draws z from `prior`: "normal" (p(z)) or "expost" (the fitted mixture, its default if fitted)."""
     device = next(run.model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     if isinstance(run.model, DiffuseVAE):
-        out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g)
+        out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g, prior=prior)
         result = {"vae": out[0], "samples": out[1]}
         if chain:
             result["chain"] = out[2]
     else:
+        if prior is not None:
+            raise ValueError(f"--prior chooses the latent prior of a diffusevae run; {run.config.model} has no latent")
         out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g)
         result = {"samples": out[0], "chain": out[1]} if chain else {"samples": out}
     return {k: v.cpu() for k, v in result.items()}
