@@ -6,7 +6,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from varilab.diagnostics.sae import (FVU_WARNING, Firing, explained_variance, feature_density, fraction_alive,
-                                     fraction_of_variance_unexplained, l0, log10_density, sae_health)
+                                     fraction_of_variance_unexplained, l0, log10_density,
+                                     relative_reconstruction_bias, sae_health)
 from varilab.models.sae import (SAE, SAEConfig, geometric_median, kl_weight, normalize_decoder,
                                 remove_parallel_grad, sparse_decode, topk_encode, train_step)
 
@@ -341,6 +342,14 @@ def test_fvu_and_explained_variance_by_hand():
     x_hat = x + torch.tensor([[1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])  # squared error 1 + 1 + 2 = 4
     assert float(fraction_of_variance_unexplained(x, x_hat)) == pytest.approx(4 / 10)
     assert float(explained_variance(x, x_hat)) == pytest.approx(6 / 10)
+
+
+def test_relative_reconstruction_bias_is_the_shrinkage_factor():
+    x = torch.tensor([[1.0, 2.0], [3.0, 0.0], [2.0, 4.0]])
+    assert float(relative_reconstruction_bias(x, 0.6 * x)) == pytest.approx(0.6)
+    # gamma = sum ||x_hat||^2 / sum x_hat . x; here x_hat = (x_1, 0): (1 + 9 + 4) / (1 + 9 + 4) = 1, unbiased
+    assert float(relative_reconstruction_bias(x, x * torch.tensor([1.0, 0.0]))) == pytest.approx(1.0)
+    assert sae_health(_Fixed(lambda z: 0.6 * z), x, window_tokens=2)["relative_reconstruction_bias"] == pytest.approx(0.6)
 
 
 def test_l0_density_and_fraction_alive_by_hand():

@@ -6,6 +6,8 @@ For codes z [N, F], activations x [N, d] and reconstructions x_hat [N, d]:
     explained variance = 1 - FVU
     density_j = (1/N) #{n : z_nj != 0}
     a latent is alive when it fired within the last `window` tokens.
+    relative reconstruction bias gamma = argmin_g sum_n ||x_hat_n / g - x_n||^2 = sum ||x_hat||^2 / sum x_hat . x
+        (Rajamanoharan et al., 2024): 1 when unbiased, below 1 when the codes are shrunk toward zero.
 The model only needs `encode(x) -> z [B, F]` and `decode(z) -> x_hat [B, d]`.
 
 >>> import torch
@@ -35,6 +37,11 @@ def fraction_of_variance_unexplained(x: torch.Tensor, x_hat: torch.Tensor) -> to
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """1 - FVU, a scalar."""
     return 1.0 - fraction_of_variance_unexplained(x, x_hat)
+
+
+def relative_reconstruction_bias(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """gamma = sum_n ||x_hat_n||^2 / sum_n x_hat_n . x_n: x_hat = c x gives c (shrinkage when below 1)."""
+    return x_hat.pow(2).sum() / (x_hat * x).sum()
 
 
 def feature_density(z: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,7 @@ class Firing:
 def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size: int = 4096) -> dict:
     """Run `model` over activations x [N, d] in batches (eval mode, no gradients) and return
     {"l0", "fvu", "explained_variance", "fraction_alive", "dead", "window_tokens", "tokens",
-    "density" [F], "log10_density" [F], "warning"}.
+    "relative_reconstruction_bias", "density" [F], "log10_density" [F], "warning"}.
 
     fraction_alive counts the latents that fired within the last `window_tokens` tokens of this pass
     (all of it when N <= window_tokens); "warning" is a sentence when FVU > 1, else None.
@@ -108,7 +115,7 @@ def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size:
     model.eval()
     try:
         x_bar = x.mean(0)
-        sq_err, total, nonzero, firing = 0.0, 0.0, 0, None
+        sq_err, total, nonzero, firing, hat_sq, hat_dot = 0.0, 0.0, 0, None, 0.0, 0.0
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             z = model.encode(xb)
@@ -119,6 +126,8 @@ def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size:
             sq_err += float((xb - x_hat).pow(2).sum())  # sum_n ||x_n - x_hat_n||^2
             total += float((xb - x_bar).pow(2).sum())  # sum_n ||x_n - x_bar||^2
             nonzero += int((z != 0).sum())
+            hat_sq += float(x_hat.pow(2).sum())  # sum_n ||x_hat_n||^2
+            hat_dot += float((x_hat * xb).sum())  # sum_n x_hat_n . x_n
     finally:
         model.train(was_training)
     fvu = sq_err / total if total > 0 else float("nan")
@@ -126,6 +135,7 @@ def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size:
     return {
         "l0": nonzero / len(x), "fvu": fvu, "explained_variance": 1.0 - fvu, "fraction_alive": float(alive.float().mean()),
         "dead": int((~alive).sum()), "window_tokens": window_tokens, "tokens": len(x),
+        "relative_reconstruction_bias": hat_sq / hat_dot if hat_dot else float("nan"),
         "density": firing.density, "log10_density": log10_density(firing.density),
         "warning": FVU_WARNING if fvu > 1 else None,
     }

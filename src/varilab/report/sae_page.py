@@ -34,6 +34,7 @@ def render(run_dir: str | Path) -> str:
     if h.get("warning"):
         verdict += " " + h["warning"] + "."
     rows = [("explained variance (held-out)", h["explained_variance"]), ("FVU (held-out)", h["fvu"]), ("L0", h["l0"]),
+            ("relative reconstruction bias (1: codes not shrunk)", h.get("relative_reconstruction_bias", "-")),
             (f"fraction alive (last {h['dead_window_tokens']:,} training tokens)", h["alive_in_training"]),
             ("fraction that fired on the held-out tokens", 1 - h["dead"] / h["features"]),
             ("held-out tokens", h["test_tokens"])]
