@@ -12,11 +12,15 @@ from varilab.models import MODELS, build_model
 from varilab.train import fit
 
 
-@pytest.mark.parametrize("name", ["vae", "vampprior", "hvae", "ard-vae"])
-def test_each_model_trains_on_digits_and_is_diagnosable(tmp_path, capsys, name):
+@pytest.mark.parametrize("name, extra", [
+    ("vae", []), ("vampprior", []), ("hvae", []), ("ard-vae", []), ("cvae", ["--condition", "label"]),
+    ("vae", ["--objective", "iwae", "--samples", "5"]), ("vae", ["--beta", "4"]),
+    ("vae", ["--likelihood", "gaussian", "--obs-var", "learned"])],
+    ids=["vae", "vampprior", "hvae", "ard-vae", "cvae", "iwae", "beta-vae", "gaussian-learned-var"])
+def test_each_model_trains_on_digits_and_is_diagnosable(tmp_path, capsys, name, extra):
     out = tmp_path / name
     rc = main(["train", "--model", name, "--epochs", "6", "--hidden", "64", "--latent-dim", "4", "--batch-size", "64",
-               "--lr", "2e-3", "--out", str(out), "--quiet"])
+               "--lr", "2e-3", "--out", str(out), "--quiet", *extra])
     assert rc == 0, capsys.readouterr().err
     m = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert m[-1]["loss"] < m[0]["loss"] - 2.0
