@@ -83,6 +83,23 @@ def test_decoder_columns_stay_unit_norm_after_each_step(kind):
         assert torch.allclose(model.W_dec.norm(dim=1), torch.ones(64), atol=1e-6)
 
 
+def test_free_decoder_norms_follow_the_plain_gradient_step():
+    """unit_decoder=False: no projection, no renormalisation; the step is Adam's own (checked against a copy
+    stepped by hand), and the column norms leave 1."""
+    model = make("vsae", unit_decoder=False, vsae_encoder="linear")
+    x = data()
+    model.init_from_data(x)
+    twin = make("vsae", unit_decoder=False, vsae_encoder="linear")
+    twin.load_state_dict(model.state_dict())
+    opt, opt_twin = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (model, twin))
+    train_step(model, opt, x[:50], 0, 5)
+    opt_twin.zero_grad()
+    twin.loss(x[:50], 0, 5)["loss"].backward()
+    opt_twin.step()  # no hooks at all
+    assert torch.allclose(model.W_dec, twin.W_dec, atol=1e-7)
+    assert not torch.allclose(model.W_dec.norm(dim=1), torch.ones(64), atol=1e-4)
+
+
 def test_remove_parallel_grad_leaves_only_the_orthogonal_part():
     model = make()
     g = torch.randn_like(model.W_dec)
@@ -128,6 +145,25 @@ def test_vsae_unselected_latent_gets_no_recon_gradient_and_exactly_kappa_mu_from
         assert g_kl[j] == kappa * mu[j]
         assert g_all[j] == kappa * mu[j]
     assert all(g_rec[j] != 0 for j in chosen)
+
+
+def test_linear_vsae_encoder_keeps_signs_and_the_kl_reaches_every_latent():
+    """With mu = pre (no ReLU) the codes are the k largest |mu| with their signs, and the KL gradient
+    kappa * mu_j reaches every unselected latent, negative ones included (ReLU would stop it at 0)."""
+    kappa = 0.5
+    model = make("vsae", kl_coef=kappa, vsae_encoder="linear")
+    with torch.no_grad():
+        model.b_enc.normal_(0.0, 0.3)
+    x = data(1)
+    pre = ((x - model.b_dec) @ model.W_enc.T + model.b_enc).detach()[0]
+    chosen = pre.abs().topk(4).indices
+    z = model.encode(x)[0].detach()
+    assert torch.equal(z.nonzero().flatten().sort().values, chosen.sort().values)
+    assert torch.allclose(z[chosen], pre[chosen]) and (z[chosen] < 0).any()  # signed codes
+    g_kl, = torch.autograd.grad(kappa * model.terms(x)["kl"], model.b_enc)
+    assert torch.allclose(g_kl, kappa * pre, rtol=1e-5, atol=1e-7)  # every latent, of either sign
+    with pytest.raises(ValueError, match="vsae_encoder"):
+        make("vsae", vsae_encoder="gelu")
 
 
 def test_topk_on_abs_z_equals_topk_on_z_when_nonnegative():

@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate (default 4e-4)")
     st.add_argument("--kl-coef", type=float, default=1.0, help="vsae: kappa, reached after a 10%% warm-up (default 1)")
     st.add_argument("--vsae-variance", default="fixed", help="vsae: fixed (z = mu) or learned (default fixed)")
+    st.add_argument("--vsae-encoder", default="relu", help="vsae: relu (mu = ReLU(W_enc x + b_enc)) or linear "
+                                                            "(mu unconstrained) (default relu)")
+    st.add_argument("--decoder-norm", default="unit", help="unit (decoder columns renormalised after each step) or "
+                                                          "free (default unit)")
     st.add_argument("--l1-coef", type=float, default=5.0, help="relu: L1 weight (default 5)")
     st.add_argument("--aux-coef", type=float, default=1 / 32, help="topk, batchtopk: AuxK weight, 0 turns it off (default 1/32)")
     st.add_argument("--dead-window", type=int, default=100_000, help="a latent is dead after this many tokens without firing")
@@ -308,7 +312,8 @@ def cmd_sae(args) -> int:
     clear_run(out)
     cfg = sae_run.SAERunConfig(activations=args.activations, kind=args.model, features=args.features, k=args.k,
                                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                               kl_coef=args.kl_coef, vsae_variance=args.vsae_variance, l1_coef=args.l1_coef,
+                               kl_coef=args.kl_coef, vsae_variance=args.vsae_variance,
+                               vsae_encoder=args.vsae_encoder, decoder_norm=args.decoder_norm, l1_coef=args.l1_coef,
                                aux_coef=args.aux_coef, dead_window_tokens=args.dead_window, precision=args.precision)
     history = sae_run.train(cfg, out, quiet=args.quiet)
     h = sae_run.health(out, embedding=not args.no_embedding, sequences=args.embedding_sequences)

@@ -37,6 +37,8 @@ class SAERunConfig:
     test_fraction: float = 0.05  # the last share of the tokens, held out
     kl_coef: float = 1.0  # vsae: kappa
     vsae_variance: str = "fixed"  # vsae: fixed or learned
+    vsae_encoder: str = "relu"  # vsae: relu (mu = ReLU(pre)) or linear (mu = pre)
+    decoder_norm: str = "unit"  # unit (columns renormalised each step) or free
     l1_coef: float = 5.0  # relu
     aux_coef: float = 1 / 32  # topk, batchtopk: AuxK weight (0: off)
     dead_window_tokens: int = 100_000
@@ -82,9 +84,16 @@ def train(cfg: SAERunConfig, out: str | Path, quiet: bool = False, resume: bool 
     return history
 
 
+def _unit_decoder(norm: str) -> bool:
+    if norm not in ("unit", "free"):
+        raise ValueError(f"decoder_norm must be 'unit' or 'free', got {norm!r}")
+    return norm == "unit"
+
+
 def sae_config(cfg: SAERunConfig, d: int, total_steps: int) -> SAEConfig:
     return SAEConfig(d=d, features=cfg.features, k=cfg.k, kind=cfg.kind, l1_coef=cfg.l1_coef, aux_coef=cfg.aux_coef,
                      dead_window_tokens=cfg.dead_window_tokens, kl_coef=cfg.kl_coef, vsae_variance=cfg.vsae_variance,
+                     vsae_encoder=cfg.vsae_encoder, unit_decoder=_unit_decoder(cfg.decoder_norm),
                      normalize_input=cfg.normalize_input, total_steps=total_steps)
 
 

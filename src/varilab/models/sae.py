@@ -46,6 +46,8 @@ class SAEConfig:
     kl_coef: float = 1.0  # vsae: kappa, reached after the warm-up
     kl_warmup: float = 0.1  # vsae: kappa ramps linearly from 0 over this share of the steps
     vsae_variance: str = "fixed"  # vsae: "fixed" (z = mu) or "learned" (z = mu + sigma * eps)
+    vsae_encoder: str = "relu"  # vsae: mu = ReLU(pre) ("relu") or mu = pre, unconstrained ("linear")
+    unit_decoder: bool = True  # keep decoder columns at unit norm (False: free norms, as in "April update" SAEs)
     log_var_init: float = -2.0  # vsae "learned": initial log sigma^2 (the log-variance head starts constant)
     normalize_input: bool = False  # scale x by a constant fitted in `init_from_data` so that E||x||^2 = d
     threshold_decay: float = 0.99  # batchtopk: EMA decay of the inference threshold
@@ -61,6 +63,8 @@ def check_config(config: SAEConfig) -> None:
         raise ValueError(f"k must be in [1, features={config.features}], got {config.k}")
     if config.vsae_variance not in ("fixed", "learned"):
         raise ValueError(f"vsae_variance must be 'fixed' or 'learned', got {config.vsae_variance!r}")
+    if config.vsae_encoder not in ("relu", "linear"):
+        raise ValueError(f"vsae_encoder must be 'relu' or 'linear', got {config.vsae_encoder!r}")
     if config.aux_k is not None and config.aux_k < 1:
         raise ValueError(f"aux_k must be a positive integer or None (2 * k), got {config.aux_k}")
     if not 0 <= config.kl_warmup <= 1:
@@ -215,8 +219,10 @@ class SAE(nn.Module):
         return a * mask.view_as(a)
 
     def _vsae(self, x: torch.Tensor):
-        """mu = ReLU(pre), z (mu, or mu + sigma * eps while training with learned variance), KL per token [B]."""
-        mu = torch.relu(self._pre(x))  # [B, F]
+        """mu = ReLU(pre) (or pre), z (mu, or mu + sigma * eps while training with learned variance), KL per token [B]."""
+        mu = self._pre(x)  # [B, F]
+        if self.config.vsae_encoder == "relu":
+            mu = torch.relu(mu)
         if self.config.vsae_variance == "fixed":
             return mu, mu, 0.5 * mu.pow(2).sum(-1)  # KL = 0.5 ||mu||^2
         log_var = F.linear(x - self.b_dec, self.W_logvar, self.b_logvar)
@@ -330,10 +336,12 @@ class SAE(nn.Module):
 
     # ---- the trainer's hooks (varilab.train.fit) ---------------------------------------------------
     def before_optimizer_step(self) -> None:
-        remove_parallel_grad(self)
+        if self.config.unit_decoder:
+            remove_parallel_grad(self)
 
     def after_optimizer_step(self) -> None:
-        normalize_decoder(self)
+        if self.config.unit_decoder:
+            normalize_decoder(self)
         self.steps_done += 1
 
     @torch.no_grad()
