@@ -227,15 +227,34 @@ def test_geometric_median_beats_the_mean_with_outliers_and_matches_a_known_case(
 
 def test_init_from_data_puts_b_dec_at_the_geometric_median_and_normalises():
     x = data(300) * 7.0
-    model = make(normalize_input=True)
+    model = make(input_norm="d")
     model.init_from_data(x)
     s = float(model.input_scale)
     assert math.isclose(float((s * x).pow(2).sum(1).mean()), 16.0, rel_tol=1e-5)  # E||s x||^2 = d
     assert torch.allclose(model.b_dec, geometric_median(s * x), atol=1e-5)
-    twin = make(normalize_input=True)  # same weights (same seed), fitted to data 100 times larger
+    twin = make(input_norm="d")  # same weights (same seed), fitted to data 100 times larger
     twin.init_from_data(100 * x)
     with torch.no_grad():
         assert torch.allclose(twin(100 * x), 100 * model(x), rtol=1e-4, atol=1e-3)  # x_hat in input units
+    unit = make(input_norm="unit")
+    unit.init_from_data(x)
+    assert math.isclose(float((unit.input_scale * x).pow(2).sum(1).mean()), 1.0, rel_tol=1e-5)  # E||s x||^2 = 1
+    plain = make()
+    plain.init_from_data(x)
+    assert float(plain.input_scale) == 1.0
+
+
+def test_init_norm_sets_both_weight_norms_and_grad_clip_bounds_the_step():
+    model = make("vsae", init_norm=0.1, grad_clip=0.5, unit_decoder=False)
+    assert torch.allclose(model.W_dec.norm(dim=1), torch.full((64,), 0.1), atol=1e-6)
+    assert torch.equal(model.W_enc, model.W_dec)  # the encoder still starts as the decoder's transpose
+    x = 50 * data(64)  # large inputs: an unclipped gradient norm far above 0.5
+    model.loss(x)["loss"].backward()
+    raw = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    assert raw > 5.0
+    model.before_optimizer_step()
+    clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    assert math.isclose(float(clipped), 0.5, rel_tol=1e-4)  # g <- g * 0.5 / ||g||
 
 
 # ---- AuxK ------------------------------------------------------------------------------------------
@@ -367,6 +386,10 @@ def test_config_errors_name_the_choices():
         SAE(SAEConfig(d=4, features=8, k=9))
     with pytest.raises(ValueError, match=r"\[B, d=4\]"):
         make(d=4).encode(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="none, d, unit"):
+        SAE(SAEConfig(d=4, input_norm="l2"))
+    with pytest.raises(ValueError, match="init_norm and grad_clip must be positive"):
+        SAE(SAEConfig(d=4, grad_clip=0.0))
 
 
 # ---- health metrics --------------------------------------------------------------------------------

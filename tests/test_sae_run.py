@@ -104,6 +104,24 @@ def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path)
     assert "skipped" in h["embedding"] and h["tokens"] == 300
 
 
+def test_paper_code_options_reach_the_model_through_the_cli(tmp_path, capsys):
+    from varilab import sae_run
+
+    x = 3.0 * np.random.default_rng(0).standard_normal((1200, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run"
+    assert main(["sae", "train", "--model", "vsae", "--activations", str(tmp_path / "x.npy"), "--features", "32",
+                 "--k", "4", "--epochs", "1", "--batch-size", "100", "--decoder-norm", "free", "--input-norm", "unit",
+                 "--init-norm", "0.1", "--grad-clip", "1", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    cfg, model, raw = sae_run.load(out)
+    assert (cfg.input_norm, cfg.init_norm, cfg.grad_clip) == ("unit", 0.1, 1.0)
+    assert model.config.grad_clip == 1.0 and model.config.init_norm == 0.1
+    train = torch.from_numpy(x[:-60])
+    assert float((model.input_scale * train).pow(2).sum(1).mean()) == pytest.approx(1.0, rel=0.05)  # E||s x||^2 = 1
+    assert model.W_dec.norm(dim=1).max() < 0.5  # free norms grown from 0.1, not renormalised to 1
+
+
 def test_sae_errors_are_one_line(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "x.npy", np.zeros((10, 4, 2), dtype=np.float32))
     assert main(["sae", "train", "--activations", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r")]) == 2

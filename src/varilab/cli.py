@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                                                             "(mu unconstrained) (default relu)")
     st.add_argument("--decoder-norm", default="unit", help="unit (decoder columns renormalised after each step) or "
                                                           "free (default unit)")
+    st.add_argument("--input-norm", default="d", help="scale the activations so that E||x||^2 = d (d), = 1 (unit), "
+                                                     "or not at all (none) (default d)")
+    st.add_argument("--init-norm", type=float, default=1.0, help="norm of the decoder columns and encoder rows at "
+                                                                 "initialisation (default 1)")
+    st.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm to this (default off)")
     st.add_argument("--l1-coef", type=float, default=5.0, help="relu: L1 weight (default 5)")
     st.add_argument("--aux-coef", type=float, default=1 / 32, help="topk, batchtopk: AuxK weight, 0 turns it off (default 1/32)")
     st.add_argument("--dead-window", type=int, default=100_000, help="a latent is dead after this many tokens without firing")
@@ -314,7 +319,8 @@ def cmd_sae(args) -> int:
                                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                kl_coef=args.kl_coef, vsae_variance=args.vsae_variance,
                                vsae_encoder=args.vsae_encoder, decoder_norm=args.decoder_norm, l1_coef=args.l1_coef,
-                               aux_coef=args.aux_coef, dead_window_tokens=args.dead_window, precision=args.precision)
+                               aux_coef=args.aux_coef, dead_window_tokens=args.dead_window, precision=args.precision,
+                               input_norm=args.input_norm, init_norm=args.init_norm, grad_clip=args.grad_clip)
     history = sae_run.train(cfg, out, quiet=args.quiet)
     h = sae_run.health(out, embedding=not args.no_embedding, sequences=args.embedding_sequences)
     print(f"trained {cfg.kind} SAE for {history[-1]['epoch']} epochs: " + _sae_line(h) + f"; run in {out}")

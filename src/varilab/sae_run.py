@@ -42,7 +42,9 @@ class SAERunConfig:
     l1_coef: float = 5.0  # relu
     aux_coef: float = 1 / 32  # topk, batchtopk: AuxK weight (0: off)
     dead_window_tokens: int = 100_000
-    normalize_input: bool = True  # scale the activations so that E||x||^2 = d
+    input_norm: str = "d"  # scale the activations so that E||x||^2 = d ("d"), 1 ("unit"), or not ("none")
+    init_norm: float = 1.0  # norm of the decoder columns and encoder rows at initialisation
+    grad_clip: float | None = None  # clip the global gradient norm (None: off)
     precision: str = "fp32"
 
 
@@ -94,7 +96,8 @@ def sae_config(cfg: SAERunConfig, d: int, total_steps: int) -> SAEConfig:
     return SAEConfig(d=d, features=cfg.features, k=cfg.k, kind=cfg.kind, l1_coef=cfg.l1_coef, aux_coef=cfg.aux_coef,
                      dead_window_tokens=cfg.dead_window_tokens, kl_coef=cfg.kl_coef, vsae_variance=cfg.vsae_variance,
                      vsae_encoder=cfg.vsae_encoder, unit_decoder=_unit_decoder(cfg.decoder_norm),
-                     normalize_input=cfg.normalize_input, total_steps=total_steps)
+                     input_norm=cfg.input_norm, init_norm=cfg.init_norm, grad_clip=cfg.grad_clip,
+                     total_steps=total_steps)
 
 
 def is_sae_run(run_dir: str | Path) -> bool:
@@ -106,6 +109,8 @@ def load(run_dir: str | Path) -> tuple[SAERunConfig, SAE, dict]:
     """(config, model with its trained weights, the raw config dict) of an SAE run folder."""
     raw = json.loads((Path(run_dir) / "config.json").read_text())
     fields = {f.name for f in dataclasses.fields(SAERunConfig)}
+    if raw.get("normalize_input") is False:  # runs written before input_norm replaced this switch
+        raw["input_norm"] = "none"
     cfg = SAERunConfig(**{k: v for k, v in raw.items() if k in fields})
     model = SAE(sae_config(cfg, raw["d"], raw["total_steps"]))
     load_weights(Path(run_dir) / WEIGHTS, model)

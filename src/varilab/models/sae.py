@@ -12,7 +12,7 @@ which in this layout is the same array.
 
 Loss normalisation: each term is per token, summed over d (or over F for the KL and the L1), and
 averaged over the batch: recon = mean_b ||x_b - x_hat_b||^2. This keeps the paper's recon + kappa KL
-and recon + (1/32) aux in one unit; `normalize_input` rescales x so that E||x||^2 = d, which fixes the
+and recon + (1/32) aux in one unit; `input_norm` rescales x so that E||x||^2 = d (or 1), which fixes the
 scale of these numbers (and the effective KL weight) across layers and models.
 
 TopK trains through a sparse path: the encoder computes all pre-activations, but its backward
@@ -31,6 +31,7 @@ from torch import nn
 from ..core.schedules import linear_warmup
 
 KINDS = ("topk", "batchtopk", "relu", "vsae")
+INPUT_NORMS = ("none", "d", "unit")  # E||x||^2 after scaling: unchanged, d (Anthropic's April update), 1 (dictionary_learning)
 
 
 @dataclass
@@ -49,7 +50,9 @@ class SAEConfig:
     vsae_encoder: str = "relu"  # vsae: mu = ReLU(pre) ("relu") or mu = pre, unconstrained ("linear")
     unit_decoder: bool = True  # keep decoder columns at unit norm (False: free norms, as in "April update" SAEs)
     log_var_init: float = -2.0  # vsae "learned": initial log sigma^2 (the log-variance head starts constant)
-    normalize_input: bool = False  # scale x by a constant fitted in `init_from_data` so that E||x||^2 = d
+    input_norm: str = "none"  # scale x by a constant fitted in `init_from_data`: "d" (E||x||^2 = d), "unit" (= 1) or "none"
+    init_norm: float = 1.0  # norm of the decoder columns and encoder rows at initialisation
+    grad_clip: float | None = None  # clip the global gradient norm to this before each step (None: no clipping)
     threshold_decay: float = 0.99  # batchtopk: EMA decay of the inference threshold
     total_steps: int | None = None  # vsae: the run's length in optimizer steps, for the kappa warm-up
 
@@ -65,6 +68,10 @@ def check_config(config: SAEConfig) -> None:
         raise ValueError(f"vsae_variance must be 'fixed' or 'learned', got {config.vsae_variance!r}")
     if config.vsae_encoder not in ("relu", "linear"):
         raise ValueError(f"vsae_encoder must be 'relu' or 'linear', got {config.vsae_encoder!r}")
+    if config.input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {config.input_norm!r}")
+    if not config.init_norm > 0 or (config.grad_clip is not None and not config.grad_clip > 0):
+        raise ValueError(f"init_norm and grad_clip must be positive, got {config.init_norm} and {config.grad_clip}")
     if config.aux_k is not None and config.aux_k < 1:
         raise ValueError(f"aux_k must be a positive integer or None (2 * k), got {config.aux_k}")
     if not 0 <= config.kl_warmup <= 1:
@@ -186,7 +193,7 @@ class SAE(nn.Module):
         self.config = config
         d, f = config.d, config.features
         W = torch.randn(f, d)
-        W = W / W.norm(dim=1, keepdim=True)  # unit-norm decoder columns d_j
+        W = config.init_norm * W / W.norm(dim=1, keepdim=True)  # decoder columns d_j of norm init_norm (1 by default)
         self.W_dec = nn.Parameter(W)  # [F, d]
         self.W_enc = nn.Parameter(W.clone())  # [F, d]: W_enc = W_dec^T at initialisation
         self.b_enc = nn.Parameter(torch.zeros(f))
@@ -202,10 +209,11 @@ class SAE(nn.Module):
     # ---- set-up -------------------------------------------------------------------------------
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, iters: int = 100) -> None:
-        """Fit the input scale (normalize_input) so that E||s x||^2 = d, then b_dec = geometric median of s x."""
+        """Fit the input scale s so that E||s x||^2 = d (input_norm "d") or 1 ("unit"), then b_dec = geometric median of s x."""
         x = _check_x(x, self.config.d)
-        if self.config.normalize_input:
-            self.input_scale.fill_(float((self.config.d / x.pow(2).sum(1).mean()).sqrt()))
+        if self.config.input_norm != "none":
+            target = self.config.d if self.config.input_norm == "d" else 1.0
+            self.input_scale.fill_(float((target / x.pow(2).sum(1).mean()).sqrt()))  # s = sqrt(target / E||x||^2)
         self.b_dec.copy_(geometric_median(x * self.input_scale, iters))
 
     # ---- codes ---------------------------------------------------------------------------------
@@ -249,7 +257,7 @@ class SAE(nn.Module):
         return scatter_codes(z.gather(1, indices), indices, c.features)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """x_hat = (W_dec z + b_dec) / s, [B, d], in the units of the input (s = 1 unless normalize_input)."""
+        """x_hat = (W_dec z + b_dec) / s, [B, d], in the units of the input (s = 1 when input_norm is "none")."""
         return (z @ self.W_dec + self.b_dec) / self.input_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -338,6 +346,8 @@ class SAE(nn.Module):
     def before_optimizer_step(self) -> None:
         if self.config.unit_decoder:
             remove_parallel_grad(self)
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)  # g <- g min(1, c / ||g||)
 
     def after_optimizer_step(self) -> None:
         if self.config.unit_decoder:
@@ -382,11 +392,12 @@ def normalize_decoder(model: SAE) -> None:
 
 def train_step(model: SAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, step: int | None = None,
                total_steps: int | None = None) -> dict:
-    """One update: loss, backward, remove_parallel_grad, optimizer step, normalize_decoder. Returns `model.loss`'s dict."""
+    """One update: loss, backward, remove_parallel_grad (and gradient clipping), optimizer step, normalize_decoder.
+    Returns `model.loss`'s dict."""
     optimizer.zero_grad(set_to_none=True)
     out = model.loss(x, step, total_steps)
     out["loss"].backward()
-    model.before_optimizer_step()  # remove_parallel_grad
+    model.before_optimizer_step()  # remove_parallel_grad, clip
     optimizer.step()
     model.after_optimizer_step()  # normalize_decoder, count the step
     return out
