@@ -51,7 +51,8 @@ class SAEConfig:
     unit_decoder: bool = True  # keep decoder columns at unit norm (False: free norms, as in "April update" SAEs)
     log_var_init: float = -2.0  # vsae "learned": initial log sigma^2 (the log-variance head starts constant)
     input_norm: str = "none"  # scale x by a constant fitted in `init_from_data`: "d" (E||x||^2 = d), "unit" (= 1) or "none"
-    init_norm: float = 1.0  # norm of the decoder columns and encoder rows at initialisation
+    init_norm: float = 1.0  # norm of the decoder columns and encoder rows at initialisation (a unit-norm decoder
+    # is back at norm 1 after the first step; the encoder keeps the scale it started from)
     grad_clip: float | None = None  # clip the global gradient norm to this before each step (None: no clipping)
     threshold_decay: float = 0.99  # batchtopk: EMA decay of the inference threshold
     total_steps: int | None = None  # vsae: the run's length in optimizer steps, for the kappa warm-up
