@@ -28,4 +28,11 @@ if __name__ == "__main__":
     model = build_model("vae", 12, latent_dim=3, hidden=[16])
     # 240 training rows in global batches of 45 (5 x 45 + 15): shares of 23/22 and 8/7 rows, so the
     # per-rank loss scaling matters
-    fit(model, ds, out=sys.argv[1], epochs=3, batch_size=45, lr=1e-2, objective=deterministic_loss, quiet=True)
+    objective = deterministic_loss
+    if sys.argv[1] == "diverge":  # the loss turns NaN on every rank at the first step of epoch 2 (6 steps an epoch)
+        steps = iter(range(10**6))
+
+        def objective(model, x):
+            out = deterministic_loss(model, x)
+            return {**out, "loss": out["loss"] * float("nan")} if next(steps) >= 6 else out
+    fit(model, ds, out=sys.argv[1], epochs=3, batch_size=45, lr=1e-2, objective=objective, quiet=True)

@@ -10,12 +10,14 @@ from safetensors.torch import load_file
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 
 
-def run(args, tmp_path):
+def run(args, tmp_path, ok=True):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""  # the gloo (CPU) path, also on a machine with a GPU
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr  # no abort at interpreter exit (gloo threads vs finalisation)
+    return proc
 
 
 def test_two_process_ddp_matches_single_process(tmp_path):
@@ -32,3 +34,12 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
     init = build_model("vae", 12, latent_dim=3, hidden=[16]).state_dict()
     assert max((start[k] - init[k]).abs().max().item() for k in init) > 1e-2
+
+
+def test_ddp_divergence_stops_every_rank_with_the_message_and_keeps_the_checkpoint(tmp_path):
+    proc = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT), "diverge"],
+               tmp_path, ok=False)
+    assert proc.stderr.count("TrainingDiverged") >= 2  # both ranks stop, neither hangs in a collective
+    assert "loss became nan at epoch 2, step 1" in proc.stderr
+    assert "last good checkpoint (epoch 1)" in proc.stderr
+    assert (tmp_path / "diverge/checkpoint.safetensors").exists()

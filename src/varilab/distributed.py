@@ -5,6 +5,7 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them training is single-p
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -41,4 +42,21 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
 
 def barrier() -> None:
     if dist.is_initialized():
+        dist.barrier()
+
+
+def settle(barrier: bool = True, wait: float = 0.2) -> None:
+    """End a run's collectives so that the process can exit cleanly.
+
+    gloo's worker threads release a finished collective's tensors a moment after the call returns, and
+    releasing a tensor takes the GIL. If that happens while the interpreter is finalising, the process
+    aborts ("terminate called without an active exception"); DDP keeps the group and its threads alive
+    past destroy_process_group(), so they cannot be stopped. Sleeping (which frees the GIL) lets them drop
+    what they hold; the closing barrier holds no tensors. After an exception only the wait is done, since
+    a rank that failed alone would leave the others hanging in a barrier.
+    """
+    if not dist.is_initialized():
+        return
+    time.sleep(wait)
+    if barrier:
         dist.barrier()

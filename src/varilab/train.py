@@ -184,73 +184,78 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     n = len(x_train)
     show_bar = not quiet and rank == 0 and sys.stderr.isatty()
     bar = _progress(start, epochs, show_bar)
-    for epoch in range(start, epochs):
-        torch.manual_seed(epoch_seed(seed, epoch, rank))
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).to(device)
-        t0 = time.perf_counter()
-        sums = torch.zeros(0, device=device)
-        keys: list[str] = []
-        batches = perm.split(batch_size)
-        for step, idx in enumerate(batches):
-            scale = 1.0
-            if world > 1:  # this rank's share; loss scaled so the DDP average equals the global-batch mean
-                if len(idx) < world:
-                    continue
-                shard = idx.tensor_split(world)[rank]
-                scale = len(shard) * world / len(idx)
-                idx = shard
-            xb = x_train[idx]
-            if data.binarize == "dynamic":
-                xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
-            try:
-                kwargs = {"beta": schedule(epoch * len(batches) + step)} if schedule else {}
-                if c_train is not None:
-                    kwargs["cond"] = c_train[idx]
-                with autocast():
-                    logs = step_fn(xb, **kwargs)
-            except ValueError:  # a distribution refusing non-finite parameters is divergence too
-                if all(torch.isfinite(p).all() for p in model.parameters()):
-                    raise
-                logs = {"loss": torch.tensor(float("nan"), device=device)}
-            loss = logs["loss"]
-            finite = torch.isfinite(loss.detach()).float()
-            if world > 1:
-                finite = distributed.all_sum(finite) / world
-            if finite.item() < 1.0:
-                raise TrainingDiverged(
-                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} of {len(batches)}; training "
-                    + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
-                       if epoch > 0 else "stopped before any checkpoint was written"))
-            optimizer.zero_grad(set_to_none=True)
-            (loss * scale).backward()
-            if before_step is not None:
-                before_step()  # e.g. an SAE removes the gradient along its unit-norm decoder columns
-            optimizer.step()
-            if after_step is not None:
-                after_step()  # e.g. an SAE renormalises its decoder columns
-            vals = torch.stack([torch.as_tensor(v, device=device).detach().float() for v in logs.values()]) * len(xb)
-            if not keys:
-                keys, sums = list(logs), torch.zeros(len(logs), device=device)
-            sums += vals
-        count = torch.tensor(float(n), device=device)
-        sums = distributed.all_sum(sums)
-        metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
-        if schedule:
-            metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
-        if rank == 0:
-            test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
-            test = evaluate(model, x_test, test_objective, cond=c_test)
-            metrics.update({f"test_{k}": v for k, v in test.items()})
-            if diagnostics:
-                metrics.update(_collapse_metrics(model, x_test, c_test))
-            metrics["seconds"] = time.perf_counter() - t0
-            save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
-            save_weights(out / WEIGHTS, model)
-            with open(out / METRICS, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            _report_epoch(bar, metrics, epochs, quiet)
-        history.append(metrics)
-        distributed.barrier()
+    try:
+        for epoch in range(start, epochs):
+            torch.manual_seed(epoch_seed(seed, epoch, rank))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).to(device)
+            t0 = time.perf_counter()
+            sums = torch.zeros(0, device=device)
+            keys: list[str] = []
+            batches = perm.split(batch_size)
+            for step, idx in enumerate(batches):
+                scale = 1.0
+                if world > 1:  # this rank's share; loss scaled so the DDP average equals the global-batch mean
+                    if len(idx) < world:
+                        continue
+                    shard = idx.tensor_split(world)[rank]
+                    scale = len(shard) * world / len(idx)
+                    idx = shard
+                xb = x_train[idx]
+                if data.binarize == "dynamic":
+                    xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
+                try:
+                    kwargs = {"beta": schedule(epoch * len(batches) + step)} if schedule else {}
+                    if c_train is not None:
+                        kwargs["cond"] = c_train[idx]
+                    with autocast():
+                        logs = step_fn(xb, **kwargs)
+                except ValueError:  # a distribution refusing non-finite parameters is divergence too
+                    if all(torch.isfinite(p).all() for p in model.parameters()):
+                        raise
+                    logs = {"loss": torch.tensor(float("nan"), device=device)}
+                loss = logs["loss"]
+                finite = torch.isfinite(loss.detach()).float()
+                if world > 1:
+                    finite = distributed.all_sum(finite) / world
+                if finite.item() < 1.0:
+                    raise TrainingDiverged(
+                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} of {len(batches)}; training "
+                        + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
+                           if epoch > 0 else "stopped before any checkpoint was written"))
+                optimizer.zero_grad(set_to_none=True)
+                (loss * scale).backward()
+                if before_step is not None:
+                    before_step()  # e.g. an SAE removes the gradient along its unit-norm decoder columns
+                optimizer.step()
+                if after_step is not None:
+                    after_step()  # e.g. an SAE renormalises its decoder columns
+                vals = torch.stack([torch.as_tensor(v, device=device).detach().float() for v in logs.values()]) * len(xb)
+                if not keys:
+                    keys, sums = list(logs), torch.zeros(len(logs), device=device)
+                sums += vals
+            count = torch.tensor(float(n), device=device)
+            sums = distributed.all_sum(sums)
+            metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
+            if schedule:
+                metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
+            if rank == 0:
+                test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
+                test = evaluate(model, x_test, test_objective, cond=c_test)
+                metrics.update({f"test_{k}": v for k, v in test.items()})
+                if diagnostics:
+                    metrics.update(_collapse_metrics(model, x_test, c_test))
+                metrics["seconds"] = time.perf_counter() - t0
+                save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
+                save_weights(out / WEIGHTS, model)
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                _report_epoch(bar, metrics, epochs, quiet)
+            history.append(metrics)
+            distributed.barrier()
+    except BaseException:
+        distributed.settle(barrier=False)  # every rank may be leaving: no collective, only the wait
+        raise
+    distributed.settle()
     if bar is not None:
         bar.close()
     return history
