@@ -84,12 +84,12 @@ def test_decoder_columns_stay_unit_norm_after_each_step(kind):
 
 
 def test_free_decoder_norms_follow_the_plain_gradient_step():
-    """unit_decoder=False: no projection, no renormalisation; the step is Adam's own (checked against a copy
+    """decoder_norm="free": no projection, no renormalisation; the step is Adam's own (checked against a copy
     stepped by hand), and the column norms leave 1."""
-    model = make("vsae", unit_decoder=False, vsae_encoder="linear")
+    model = make("vsae", decoder_norm="free", vsae_encoder="linear")
     x = data()
     model.init_from_data(x)
-    twin = make("vsae", unit_decoder=False, vsae_encoder="linear")
+    twin = make("vsae", decoder_norm="free", vsae_encoder="linear")
     twin.load_state_dict(model.state_dict())
     opt, opt_twin = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (model, twin))
     train_step(model, opt, x[:50], 0, 5)
@@ -245,7 +245,7 @@ def test_init_from_data_puts_b_dec_at_the_geometric_median_and_normalises():
 
 
 def test_init_norm_sets_both_weight_norms_and_grad_clip_bounds_the_step():
-    model = make("vsae", init_norm=0.1, grad_clip=0.5, unit_decoder=False)
+    model = make("vsae", init_norm=0.1, grad_clip=0.5, decoder_norm="free")
     assert torch.allclose(model.W_dec.norm(dim=1), torch.full((64,), 0.1), atol=1e-6)
     assert torch.equal(model.W_enc, model.W_dec)  # the encoder still starts as the decoder's transpose
     x = 50 * data(64)  # large inputs: an unclipped gradient norm far above 0.5
@@ -390,6 +390,8 @@ def test_config_errors_name_the_choices():
         SAE(SAEConfig(d=4, input_norm="l2"))
     with pytest.raises(ValueError, match="init_norm and grad_clip must be positive"):
         SAE(SAEConfig(d=4, grad_clip=0.0))
+    with pytest.raises(ValueError, match="decoder_norm must be 'unit' or 'free'"):
+        SAE(SAEConfig(d=4, decoder_norm="tied"))
 
 
 # ---- health metrics --------------------------------------------------------------------------------

@@ -115,13 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--batch-size", type=int, default=512, help="tokens per step (default 512)")
     st.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate (default 4e-4)")
     st.add_argument("--kl-coef", type=float, default=1.0, help="vsae: kappa, reached after a 10%% warm-up (default 1)")
-    st.add_argument("--vsae-variance", default="fixed", help="vsae: fixed (z = mu) or learned (default fixed)")
-    st.add_argument("--vsae-encoder", default="relu", help="vsae: relu (mu = ReLU(W_enc x + b_enc)) or linear "
-                                                            "(mu unconstrained) (default relu)")
-    st.add_argument("--decoder-norm", default="unit", help="unit (decoder columns renormalised after each step) or "
-                                                          "free (default unit)")
-    st.add_argument("--input-norm", default="d", help="scale the activations so that E||x||^2 = d (d), = 1 (unit), "
-                                                     "or not at all (none) (default d)")
+    st.add_argument("--vsae-variance", default="fixed", choices=["fixed", "learned"],
+                    help="vsae: fixed (z = mu) or learned (default fixed)")
+    st.add_argument("--vsae-encoder", default="relu", choices=["relu", "linear"],
+                    help="vsae: relu (mu = ReLU(W_enc x + b_enc)) or linear (mu unconstrained) (default relu)")
+    st.add_argument("--decoder-norm", default="unit", choices=["unit", "free"],
+                    help="unit (decoder columns renormalised after each step) or free (default unit)")
+    st.add_argument("--input-norm", default="d", choices=["d", "unit", "none"],
+                    help="scale the activations so that E||x||^2 = d (d), = 1 (unit), or not at all (none) (default d)")
     st.add_argument("--init-norm", type=float, default=1.0, help="norm of the decoder columns and encoder rows at "
                                                                  "initialisation (default 1)")
     st.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm to this (default off)")

@@ -86,16 +86,10 @@ def train(cfg: SAERunConfig, out: str | Path, quiet: bool = False, resume: bool 
     return history
 
 
-def _unit_decoder(norm: str) -> bool:
-    if norm not in ("unit", "free"):
-        raise ValueError(f"decoder_norm must be 'unit' or 'free', got {norm!r}")
-    return norm == "unit"
-
-
 def sae_config(cfg: SAERunConfig, d: int, total_steps: int) -> SAEConfig:
     return SAEConfig(d=d, features=cfg.features, k=cfg.k, kind=cfg.kind, l1_coef=cfg.l1_coef, aux_coef=cfg.aux_coef,
                      dead_window_tokens=cfg.dead_window_tokens, kl_coef=cfg.kl_coef, vsae_variance=cfg.vsae_variance,
-                     vsae_encoder=cfg.vsae_encoder, unit_decoder=_unit_decoder(cfg.decoder_norm),
+                     vsae_encoder=cfg.vsae_encoder, decoder_norm=cfg.decoder_norm,
                      input_norm=cfg.input_norm, init_norm=cfg.init_norm, grad_clip=cfg.grad_clip,
                      total_steps=total_steps)
 

@@ -48,7 +48,7 @@ class SAEConfig:
     kl_warmup: float = 0.1  # vsae: kappa ramps linearly from 0 over this share of the steps
     vsae_variance: str = "fixed"  # vsae: "fixed" (z = mu) or "learned" (z = mu + sigma * eps)
     vsae_encoder: str = "relu"  # vsae: mu = ReLU(pre) ("relu") or mu = pre, unconstrained ("linear")
-    unit_decoder: bool = True  # keep decoder columns at unit norm (False: free norms, as in "April update" SAEs)
+    decoder_norm: str = "unit"  # "unit": columns kept at norm 1; "free": their norms train (as in "April update" SAEs)
     log_var_init: float = -2.0  # vsae "learned": initial log sigma^2 (the log-variance head starts constant)
     input_norm: str = "none"  # scale x by a constant fitted in `init_from_data`: "d" (E||x||^2 = d), "unit" (= 1) or "none"
     init_norm: float = 1.0  # norm of the decoder columns and encoder rows at initialisation (a unit-norm decoder
@@ -69,6 +69,8 @@ def check_config(config: SAEConfig) -> None:
         raise ValueError(f"vsae_variance must be 'fixed' or 'learned', got {config.vsae_variance!r}")
     if config.vsae_encoder not in ("relu", "linear"):
         raise ValueError(f"vsae_encoder must be 'relu' or 'linear', got {config.vsae_encoder!r}")
+    if config.decoder_norm not in ("unit", "free"):
+        raise ValueError(f"decoder_norm must be 'unit' or 'free', got {config.decoder_norm!r}")
     if config.input_norm not in INPUT_NORMS:
         raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {config.input_norm!r}")
     if not config.init_norm > 0 or (config.grad_clip is not None and not config.grad_clip > 0):
@@ -345,13 +347,13 @@ class SAE(nn.Module):
 
     # ---- the trainer's hooks (varilab.train.fit) ---------------------------------------------------
     def before_optimizer_step(self) -> None:
-        if self.config.unit_decoder:
+        if self.config.decoder_norm == "unit":
             remove_parallel_grad(self)
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)  # g <- g min(1, c / ||g||)
 
     def after_optimizer_step(self) -> None:
-        if self.config.unit_decoder:
+        if self.config.decoder_norm == "unit":
             normalize_decoder(self)
         self.steps_done += 1
 
