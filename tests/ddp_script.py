@@ -3,6 +3,7 @@
 The objective is deterministic (the decoder is evaluated at the posterior mean), so that two processes
 sharing each global batch must end with exactly the weights of one process taking the whole batch.
 """
+import itertools
 import sys
 
 import torch
@@ -30,7 +31,7 @@ if __name__ == "__main__":
     # per-rank loss scaling matters
     objective = deterministic_loss
     if sys.argv[1] == "diverge":  # the loss turns NaN on every rank at the first step of epoch 2 (6 steps an epoch)
-        steps = iter(range(10**6))
+        steps = itertools.count()
 
         def objective(model, x):
             out = deterministic_loss(model, x)
