@@ -21,13 +21,15 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from varilab import diffusion_run as D
+from varilab import families
+from varilab.families import diffusion as D
 from varilab.diagnostics.frechet import frechet_distance
 
 PAPER = {"data": "CelebA-HQ 128 x 128, FID (Inception), 10 reverse steps", "DiffuseVAE": 16.47, "DDIM": 34.36}
@@ -90,7 +92,7 @@ def run(quick: bool = False) -> dict:
                     latent_dim=16, ema=0.999, expost_gmm=10)
         steps_list, n_samples, clf_epochs = [10, 25, 50], 1000, 2
     root = tempfile.mkdtemp(prefix="varilab-repro-diffusevae-")
-    cfg_dvae = D.DiffusionRunConfig(model="diffusevae", **base)
+    cfg_dvae = D.check(D.DiffusionOptions(model="diffusevae", **base))
     cfg_ddpm = dataclasses.replace(cfg_dvae, model="ddpm", expost_gmm=0)
     ds = D.load_data(cfg_dvae)
     clf, accuracy = train_classifier(ds, clf_epochs)
@@ -99,9 +101,9 @@ def run(quick: bool = False) -> dict:
     f_train = features(clf, ds.x_train[:n_samples])
     floor = frechet_distance(f_train, f_test)  # two real sets: the distance's floor at this sample size
 
-    D.train(cfg_dvae, f"{root}/diffusevae", quiet=True)
-    D.train(cfg_ddpm, f"{root}/ddpm", quiet=True)
-    dvae, ddpm = D.load(f"{root}/diffusevae"), D.load(f"{root}/ddpm")
+    D.train(cfg_dvae, Path(root) / "diffusevae", quiet=True)
+    D.train(cfg_ddpm, Path(root) / "ddpm", quiet=True)
+    dvae, ddpm = families.load(Path(root) / "diffusevae"), families.load(Path(root) / "ddpm")
     shutil.rmtree(root)
     g = torch.Generator().manual_seed(0)
     latents = {"normal": dvae.model.sample_latents(n_samples, "normal", g),

@@ -31,7 +31,7 @@ def varilab(*args: str) -> None:
 
 def train(model: str, acts: Path, features: int, k: int, epochs: int, tag: str, *extra: str) -> dict:
     out = ROOT / f"{model}-k{k}{tag}"
-    varilab("sae", "train", "--model", model, "--activations", str(acts), "--features", str(features),
+    varilab("train", "--model", model, "--data", str(acts), "--features", str(features),
             "--k", str(k), "--epochs", str(epochs), "--out", str(out), "--force", "--quiet", *extra)
     return json.loads((out / "health.json").read_text())
 
@@ -90,7 +90,7 @@ def run(quick: bool = False) -> dict:
     sweep_k, kappas = 32, [0.0, 0.1]  # kappa = 1 is the main run
     tag = "-quick" if quick else ""
     acts = ROOT / ("acts-quick" if quick else "acts")
-    varilab("sae", "collect", "--layer", "3", "--tokens", str(tokens), "--out", str(acts), "--quiet")
+    varilab("data", "collect", "--layer", "3", "--tokens", str(tokens), "--out", str(acts), "--quiet")
     rows = []
     for k in ks:
         runs = {"topk": train("topk", acts, features, k, epochs, tag)}
@@ -107,7 +107,7 @@ def run(quick: bool = False) -> dict:
                                                           "relative_reconstruction_bias")}}
              for kappa in kappas
              for h in [train("vsae", acts, features, sweep_k, epochs, f"-kappa{kappa:g}{tag}", "--kl-coef", str(kappa),
-                             "--no-embedding")]]
+                             "--embedding", "false")]]
     sweep.append({"kappa": 1.0, "explained_variance": main["ev_relu"], "alive_in_training": main["alive_relu"],
                   "relative_reconstruction_bias": main["gamma_relu"]})
     alive_by_kappa = [r["alive_in_training"] for r in sweep]
@@ -118,7 +118,7 @@ def run(quick: bool = False) -> dict:
                          "relative_reconstruction_bias": at_k["gamma_code"]})
         for kappa in FRONTIER_KAPPAS:
             h = train("vsae", acts, features, FRONTIER_K, epochs, f"-code-kappa{kappa:g}", *FORMS["code"][1],
-                      "--kl-coef", str(kappa), "--no-embedding")
+                      "--kl-coef", str(kappa), "--embedding", "false")
             frontier.append({"kappa": kappa, **{key: h[key] for key in ("explained_variance", "alive_in_training",
                                                                          "relative_reconstruction_bias")}})
         for r in frontier:

@@ -205,8 +205,9 @@ def test_python_m_varilab_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "varilab", "train", "--model", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    from varilab.models import MODELS
+    from varilab.families import builtin
 
+    MODELS = builtin()
     assert proc.stderr.strip().splitlines() == [f"varilab train: error: unknown model 'nope'; choose one of {', '.join(MODELS)}"]
 
 
@@ -242,7 +243,7 @@ def test_discrete_vae_trains_with_score_function_and_with_gumbel_softmax(tmp_pat
 
 def test_objective_options_through_the_cli(tmp_path, capsys):
     out = tmp_path / "w"
-    rc, _, err = cli(capsys, "train", "--kl-warmup", "2", "--beta", "1", "--out", out, *FAST[:-1], "--epochs", "3", "--quiet")
+    rc, _, err = cli(capsys, "train", "--kl-warmup-epochs", "2", "--beta", "1", "--out", out, *FAST[:-1], "--epochs", "3", "--quiet")
     assert rc == 0, err
     betas = [json.loads(x)["beta"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert betas[0] < 0.6 and betas[1] == pytest.approx(1.0, abs=0.05) and betas[2] == 1.0

@@ -44,7 +44,7 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
 
-from varilab import samplers  # noqa: E402
+from varilab.models import samplers  # noqa: E402
 from varilab.models.diffusion import VPSchedule, add_noise, convert  # noqa: E402
 
 T = 1000

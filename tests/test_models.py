@@ -89,10 +89,10 @@ def test_cvae_samples_depend_on_the_condition(tmp_path):
 
 
 def test_condition_is_checked(tmp_path, capsys):
-    rc = main(["train", "--model", "cvae", "--out", str(tmp_path / "a"), "--epochs", "1"])
-    assert rc == 2 and "needs --condition label or top-half" in capsys.readouterr().err
+    rc = main(["train", "--model", "cvae", "--condition", "digit", "--out", str(tmp_path / "a"), "--epochs", "1"])
+    assert rc == 2 and "condition must be one of label, top-half, got 'digit'" in capsys.readouterr().err
     rc = main(["train", "--model", "vae", "--condition", "label", "--out", str(tmp_path / "b"), "--epochs", "1"])
-    assert rc == 2 and "applies only to the conditional models" in capsys.readouterr().err
+    assert rc == 2 and "--condition applies to cvae and linear-cvae, not to vae" in capsys.readouterr().err
     rc = main(["train", "--model", "cvae", "--condition", "top-half", "--data", "linear-gaussian", "--out",
                str(tmp_path / "c"), "--epochs", "1", "--likelihood", "gaussian"])
     assert rc == 2 and "needs images" in capsys.readouterr().err

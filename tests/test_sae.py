@@ -8,7 +8,7 @@ from torch.distributions import Normal, kl_divergence
 from varilab.diagnostics.sae import (FVU_WARNING, Firing, explained_variance, feature_density, fraction_alive,
                                      fraction_of_variance_unexplained, l0, log10_density,
                                      relative_reconstruction_bias, sae_health)
-from varilab.models.sae import (SAE, SAEConfig, geometric_median, kl_weight, normalize_decoder,
+from varilab.models.sae import (SAE, SAEConfig, geometric_median, kl_weight, warmup_steps, normalize_decoder,
                                 remove_parallel_grad, sparse_decode, topk_encode, train_step)
 
 
@@ -198,10 +198,12 @@ def test_vsae_learned_variance_kl_matches_the_gaussian_closed_form():
 
 def test_kappa_warmup_is_linear_over_the_first_tenth_of_steps():
     total, kappa = 1000, 2.0
+    warm = warmup_steps(SAEConfig(d=4, kind="vsae"), total)
+    assert warm == 100 and warmup_steps(SAEConfig(d=4, kind="vsae", kl_warmup_steps=30), total) == 30
     for step in range(0, 101, 5):
-        assert math.isclose(kl_weight(step, total, kappa), kappa * step / 100, rel_tol=1e-12, abs_tol=1e-15)
-    assert kl_weight(100, total, kappa) == kappa
-    assert kl_weight(700, total, kappa) == kappa
+        assert math.isclose(kl_weight(step, warm, kappa), kappa * step / 100, rel_tol=1e-12, abs_tol=1e-15)
+    assert kl_weight(100, warm, kappa) == kappa
+    assert kl_weight(700, warm, kappa) == kappa
     assert kl_weight(None, None, kappa) == kappa
     model = make("vsae", kl_coef=kappa)
     x = data(8)

@@ -70,7 +70,7 @@ def test_embedding_recovered_is_one_for_a_perfect_sae_and_zero_for_zeros(acts):
 @needs_minilm
 def test_sae_train_and_diagnose_through_the_cli(acts, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["sae", "train", "--model", "topk", "--activations", str(acts), "--features", "256", "--k", "8",
+    assert main(["train", "--model", "topk", "--data", str(acts), "--features", "256", "--k", "8",
                  "--epochs", "2", "--batch-size", "256", "--embedding-sequences", "16", "--out", str(out), "--quiet"]) == 0
     line = capsys.readouterr().out
     assert "explained variance" in line and "embedding recovered" in line
@@ -85,36 +85,39 @@ def test_sae_train_and_diagnose_through_the_cli(acts, tmp_path, capsys):
 
 
 def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path):
-    from varilab import sae_run
+    from varilab import families
+    from varilab.families import sae
 
     g = torch.Generator().manual_seed(0)
     atoms = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=1)
     codes = torch.rand(3000, 24, generator=g) * (torch.rand(3000, 24, generator=g) < 0.1)
     x = (codes @ atoms).numpy().astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    cfg = sae_run.SAERunConfig(activations=str(tmp_path / "x.npy"), kind="vsae", features=48, k=4, epochs=2,
-                               batch_size=100, lr=1e-3, test_fraction=0.1)
-    hist = sae_run.train(cfg, tmp_path / "run", quiet=True)
-    _, model, raw = sae_run.load(tmp_path / "run")
+    opts = sae.SAEOptions(data=str(tmp_path / "x.npy"), model="vsae", features=48, k=4, epochs=2,
+                          batch_size=100, lr=1e-3, test_fraction=0.1)
+    hist = sae.train(opts, tmp_path / "run", quiet=True)
+    run, raw = families.load(tmp_path / "run"), families.load_config(tmp_path / "run")
+    model = run.model
     steps = 2 * 27  # 2,700 training rows in batches of 100
     assert raw["total_steps"] == steps and int(model.steps_done) == steps
     torch.testing.assert_close(model.W_dec.norm(dim=1), torch.ones(48))
     assert {"loss", "recon", "kl", "l0"} <= hist[-1].keys() and hist[-1]["kappa"] == pytest.approx(1.0)
-    h = sae_run.health(tmp_path / "run")
+    h = sae.health(run)
     assert "skipped" in h["embedding"] and h["tokens"] == 300
 
 
 def test_paper_code_options_reach_the_model_through_the_cli(tmp_path, capsys):
-    from varilab import sae_run
+    from varilab import families
 
     x = 3.0 * np.random.default_rng(0).standard_normal((1200, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "run"
-    assert main(["sae", "train", "--model", "vsae", "--activations", str(tmp_path / "x.npy"), "--features", "32",
+    assert main(["train", "--model", "vsae", "--data", str(tmp_path / "x.npy"), "--features", "32",
                  "--k", "4", "--epochs", "1", "--batch-size", "100", "--decoder-norm", "free", "--input-norm", "unit",
                  "--init-norm", "0.1", "--grad-clip", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    cfg, model, raw = sae_run.load(out)
+    run = families.load(out)
+    cfg, model = run.options, run.model
     assert (cfg.input_norm, cfg.init_norm, cfg.grad_clip) == ("unit", 0.1, 1.0)
     assert model.config.grad_clip == 1.0 and model.config.init_norm == 0.1
     train = torch.from_numpy(x[:-60])
@@ -124,13 +127,15 @@ def test_paper_code_options_reach_the_model_through_the_cli(tmp_path, capsys):
 
 def test_sae_errors_are_one_line(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "x.npy", np.zeros((10, 4, 2), dtype=np.float32))
-    assert main(["sae", "train", "--activations", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--model", "topk", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r")]) == 2
     assert "activations must have shape [N, d]" in capsys.readouterr().err
-    assert main(["sae", "train", "--model", "nope", "--activations", str(tmp_path / "x.npy"), "--out",
+    assert main(["train", "--model", "topk", "--out", str(tmp_path / "r1")]) == 2
+    assert "an SAE trains on stored activations: pass --data" in capsys.readouterr().err
+    assert main(["train", "--model", "topk", "--kl-coef", "2", "--data", str(tmp_path / "x.npy"), "--out",
                  str(tmp_path / "r2")]) == 2
-    assert "unknown SAE model 'nope'" in capsys.readouterr().err
+    assert "--kl-coef applies to vsae, not to topk" in capsys.readouterr().err
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
-    assert main(["sae", "collect", "--out", str(tmp_path / "a")]) == 2
+    assert main(["data", "collect", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'varilab[sae]'" in err and len(err.splitlines()) == 1

@@ -28,6 +28,8 @@ from .perf import tune_malloc
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"  # training logs every few steps, so that short runs draw a curve too
+CURVE_POINTS = 100  # about this many step lines per run
 
 Objective = Callable[[nn.Module, torch.Tensor], dict]
 
@@ -104,8 +106,8 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % 2**63
 
 
-def read_metrics(out: str | Path) -> list[dict]:
-    path = Path(out) / METRICS
+def read_metrics(out: str | Path, name: str = METRICS) -> list[dict]:
+    path = Path(out) / name
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -164,11 +166,15 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     autocast = precision_context(precision, device)
     start = 0
     history: list[dict] = []
+    n_batches = -(-len(data.x_train) // batch_size)
+    log_every = max(1, epochs * n_batches // CURVE_POINTS)
     if resume:
         start = load_checkpoint(out / CHECKPOINT, model, optimizer)["epoch"]
         history = [m for m in read_metrics(out) if m["epoch"] <= start]
         if rank == 0:  # drop lines written after the checkpoint (a crash between the two writes)
             _write_metrics(out, history)
+            steps = [m for m in read_metrics(out, STEPS) if m["step"] <= start * n_batches]
+            atomic_write(out / STEPS, "".join(json.dumps(m) + "\n" for m in steps))
     step_fn: nn.Module = _Step(model, objective)
     # a model may constrain its own updates: before_optimizer_step() after backward, after_optimizer_step() after it
     before_step = getattr(model, "before_optimizer_step", None)
@@ -189,6 +195,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             torch.manual_seed(epoch_seed(seed, epoch, rank))
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).to(device)
             t0 = time.perf_counter()
+            step_lines = []
             sums = torch.zeros(0, device=device)
             keys: list[str] = []
             batches = perm.split(batch_size)
@@ -233,6 +240,10 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                 if not keys:
                     keys, sums = list(logs), torch.zeros(len(logs), device=device)
                 sums += vals
+                done = epoch * len(batches) + step + 1
+                if rank == 0 and done % log_every == 0:
+                    step_lines.append({"step": done, "epoch": epoch + (step + 1) / len(batches),
+                                       **{k: float(v) for k, v in zip(keys, vals / len(xb))}})
             count = torch.tensor(float(n), device=device)
             sums = distributed.all_sum(sums)
             metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
@@ -249,6 +260,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                 save_weights(out / WEIGHTS, model)
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
+                with open(out / STEPS, "a") as f:
+                    f.write("".join(json.dumps(m) + "\n" for m in step_lines))
                 _report_epoch(bar, metrics, epochs, quiet)
             history.append(metrics)
             distributed.barrier()

@@ -45,7 +45,7 @@ class SAEConfig:
     aux_coef: float = 1 / 32  # alpha of recon + alpha * aux (Gao et al.)
     dead_window_tokens: int = 100_000  # a latent is dead when it has not fired in this many training tokens
     kl_coef: float = 1.0  # vsae: kappa, reached after the warm-up
-    kl_warmup: float = 0.1  # vsae: kappa ramps linearly from 0 over this share of the steps
+    kl_warmup_steps: int | None = None  # vsae: kappa ramps linearly from 0 over this many steps (None: a tenth of total_steps)
     vsae_variance: str = "fixed"  # vsae: "fixed" (z = mu) or "learned" (z = mu + sigma * eps)
     vsae_encoder: str = "relu"  # vsae: mu = ReLU(pre) ("relu") or mu = pre, unconstrained ("linear")
     decoder_norm: str = "unit"  # "unit": columns kept at norm 1; "free": their norms train (as in "April update" SAEs)
@@ -77,8 +77,8 @@ def check_config(config: SAEConfig) -> None:
         raise ValueError(f"init_norm and grad_clip must be positive, got {config.init_norm} and {config.grad_clip}")
     if config.aux_k is not None and config.aux_k < 1:
         raise ValueError(f"aux_k must be a positive integer or None (2 * k), got {config.aux_k}")
-    if not 0 <= config.kl_warmup <= 1:
-        raise ValueError(f"kl_warmup is a share of the training steps in [0, 1], got {config.kl_warmup}")
+    if config.kl_warmup_steps is not None and config.kl_warmup_steps < 0:
+        raise ValueError(f"kl_warmup_steps must be a non-negative number of steps, got {config.kl_warmup_steps}")
 
 
 @torch.no_grad()
@@ -99,12 +99,19 @@ def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-8) -> to
     return y
 
 
-def kl_weight(step: int | None, total_steps: int | None, kappa: float, warmup: float = 0.1) -> float:
-    """kappa(t) = kappa * min(1, t / (warmup * T)): linear from 0 over the first `warmup` share of T steps;
-    `kappa` itself when the step or the total is unknown."""
-    if step is None or total_steps is None:
+def kl_weight(step: int | None, warmup_steps: float | None, kappa: float) -> float:
+    """kappa(t) = kappa * min(1, t / W): linear from 0 over the first W = `warmup_steps` steps; `kappa` itself
+    when the step or W is unknown."""
+    if step is None or warmup_steps is None:
         return kappa
-    return linear_warmup(step, warmup * total_steps, 0.0, kappa)
+    return linear_warmup(step, warmup_steps, 0.0, kappa)
+
+
+def warmup_steps(config: SAEConfig, total_steps: int | None) -> float | None:
+    """The vSAE's KL warm-up in steps: as configured, or a tenth of the run's steps."""
+    if config.kl_warmup_steps is not None:
+        return config.kl_warmup_steps
+    return None if total_steps is None else 0.1 * total_steps
 
 
 def _token_major(values: torch.Tensor, indices: torch.Tensor, features: int) -> torch.Tensor:
@@ -305,7 +312,7 @@ class SAE(nn.Module):
                 _, z, kl = self._vsae(x)
                 indices = z.abs().topk(c.k, dim=-1, sorted=False).indices  # TopK on |z|; KL was over all F
                 values = z.gather(1, indices)
-                out["kl"], out["kappa"] = kl.mean(), kl_weight(step, total_steps, c.kl_coef, c.kl_warmup)
+                out["kl"], out["kappa"] = kl.mean(), kl_weight(step, warmup_steps(c, total_steps), c.kl_coef)
             x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec
             fired = torch.zeros(c.features, dtype=torch.bool, device=x.device)
             fired[indices[values != 0]] = True

@@ -1,32 +1,22 @@
-"""The HTML report of a run."""
+"""The HTML report of a run: given a loaded run and the page its family describes, write one
+self-contained file. The report knows nothing of families; they hand it their sections as data."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..checkpoint import atomic_write
-from ..run import REPORT, load_run
+from .page import Page, Section, img, number, render, table
+
+REPORT = "report.html"
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, force: bool = False, data: str | None = None) -> Path:
-    """Write the run's report page (default `run_dir/report.html`); refuses to overwrite unless `force`."""
-    from ..sae_run import is_sae_run
-
-    path = Path(out) if out else Path(run_dir) / REPORT
+def write_report(run, page: Page, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write the page of `run` (default `run.dir/report.html`); refuses to overwrite unless `force`."""
+    path = Path(out) if out else Path(run.dir) / REPORT
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    from ..diffusion_run import is_diffusion_run
-
-    if is_diffusion_run(run_dir):
-        from .diffusion_page import render as render_diffusion
-
-        atomic_write(path, render_diffusion(run_dir))
-        return path
-    if is_sae_run(run_dir):
-        from .sae_page import render as render_sae
-
-        atomic_write(path, render_sae(run_dir))
-        return path
-    from .html import render
-
-    atomic_write(path, render(load_run(run_dir, data)))
+    atomic_write(path, render(run, page))
     return path
+
+
+__all__ = ["Page", "Section", "img", "number", "render", "table", "write_report", "REPORT"]

@@ -19,12 +19,6 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
-def training_curves(metrics: list[dict]) -> bytes:
-    """Loss, reconstruction log-likelihood and KL per epoch, train and test."""
-    panels = [("loss", "loss (negative ELBO, nats)"), ("recon", "reconstruction log p(x|z)"), ("kl", "KL(q(z|x) || p(z))")]
-    return metric_curves(metrics, [(k, t) for k, t in panels if k in metrics[0]], width=3.6, markers=False)
-
-
 def image_rows(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, int]) -> bytes:
     """Labelled rows of images, e.g. inputs above their reconstructions."""
     n = rows[0][1].shape[0]
@@ -141,16 +135,21 @@ def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, i
 
 
 def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
-                  markers: bool = True) -> bytes:
-    """One panel per logged quantity (a key, or (key, title)), train and, where logged, test per epoch."""
+                  steps: list[dict] | None = None) -> bytes:
+    """One panel per logged quantity (a key, or (key, title)): train and, where logged, test per epoch. With
+    `steps` (lines logged every few steps, each with a fractional "epoch"), the train curve is drawn from
+    them, so a run of one or two epochs still shows its course."""
     epochs = [m["epoch"] for m in metrics]
     panels = [(p, p) if isinstance(p, str) else p for p in panels]
-    style = {"marker": "o", "ms": 3} if markers else {}
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.7), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", **style)
+        fine = [s for s in steps or [] if key in s]
+        if fine:
+            ax.plot([s["epoch"] for s in fine], [s[key] for s in fine], label="train", color="#1f5fa8", lw=1)
+        else:
+            ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", marker="o", ms=3)
         if f"test_{key}" in metrics[0]:
-            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", **style)
+            ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .models.diffusion import KINDS, _coefs, convert, drift_and_diffusion
+from .diffusion import KINDS, _coefs, convert, drift_and_diffusion
 
 
 def _grid(steps: int, t_max: float, t_min: float) -> list[float]:

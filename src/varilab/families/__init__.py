@@ -1,0 +1,167 @@
+"""Model families by name: one plain registry from model names to families, filled by each family's own
+module through `register`, and the commands every family shares (train from command-line words, load a
+run folder whatever its family).
+
+A new family is one module that builds a `Family` and calls `register(family)`; see the README's
+"Adding a model family".
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+from . import folder, options
+from .protocol import Family, Run
+
+FAMILIES: dict[str, Family] = {}  # family name -> family
+MODELS: dict[str, Family] = {}  # model name -> its family
+BUILTIN = ("vae", "sae", "diffusion")  # modules of varilab.families that register themselves on import
+
+
+def register(family: Family) -> Family:
+    """Add a family and its models to the registry (a model name belongs to one family)."""
+    if not dataclasses.is_dataclass(family.options) or "model" not in {f.name for f in dataclasses.fields(family.options)}:
+        raise TypeError(f"family {family.name!r}: options must be a dataclass with a 'model' field")
+    for model in family.models:
+        if model in MODELS and MODELS[model].name != family.name:
+            raise ValueError(f"model {model!r} already belongs to the {MODELS[model].name} family")
+    FAMILIES[family.name] = family
+    MODELS.update({m: family for m in family.models})
+    return family
+
+
+def builtin() -> dict[str, Family]:
+    """The registry, with varilab's own families loaded (their modules import torch only when they run),
+    varilab's families first, in a fixed order."""
+    for name in BUILTIN:
+        importlib.import_module(f"{__name__}.{name}")
+    order = [n for n in BUILTIN] + [n for n in FAMILIES if n not in BUILTIN]
+    return {m: FAMILIES[n] for n in order for m in FAMILIES[n].models}
+
+
+def family_of(model: str) -> Family:
+    models = builtin()
+    if model not in models:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(models)}")
+    return models[model]
+
+
+def _elsewhere(model: str) -> dict[str, str]:
+    """Option -> the models it applies to, for options that do not apply to `model`."""
+    own = MODELS[model]
+    where = {}
+    for fam in FAMILIES.values():
+        for f in dataclasses.fields(fam.options):
+            if fam is own and not options.applies(f, model):
+                where.setdefault(f.name, " and ".join(f.metadata["models"]))
+            elif fam is not own and f.name not in {g.name for g in dataclasses.fields(own.options)}:
+                where.setdefault(f.name, f"the {fam.name} models ({', '.join(fam.models)})")
+    return where
+
+
+RUN_ARGS = [("--model", {"help": "the model (default vae); `varilab train --model M --help` lists M's options"}),
+            ("--config", {"help": "a .json or .toml file of options; flags override it"}),
+            ("--out", {"help": "run folder (default runs/MODEL-DATA)"}),
+            ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
+            ("--force", {"action": "store_true", "help": "replace a run already in --out"}),
+            ("--quiet", {"action": "store_true", "help": "print nothing but errors and the final line"})]
+
+
+def parse_train(argv: list[str]):
+    """(family, options, out, resume, quiet) from the words of `varilab train`."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for name, kwargs in RUN_ARGS:
+        pre.add_argument(name, **kwargs)
+    args, _ = pre.parse_known_args(argv)
+    rest = [a for a in argv if a != "--force" and a != "--resume" and a != "--quiet"]
+    given = options.read_config_file(args.config) if args.config else {}
+    saved = None
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the run folder to continue")
+        saved = load_config(args.out)
+        model = saved["model"]
+        if args.model and args.model != model:
+            raise ValueError(f"--model is {args.model!r} but the run in {args.out} is {model!r}")
+    else:
+        model = args.model or given.get("model") or "vae"
+    family = family_of(model)
+    given.pop("model", None)
+    where = _elsewhere(model)
+    options.check_keys(given, family.options, model, args.config or "config", where)
+    for word in rest:  # a flag of another model or family: say where it belongs
+        name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        if name in where and name not in {n.lstrip("-") for n, _ in RUN_ARGS}:
+            raise ValueError(f"--{name.replace('_', '-')} applies to {where[name]}, not to {model}")
+    keys = [k for k in options.keys_for(family.options, model) if k != "model"]
+    kept = options.to_argv({k: v for k, v in (saved or {}).items() if k in keys})
+    opts, ns = options.parse(family.options, model, kept + options.to_argv(given) + argv,
+                             prog=f"varilab train --model {model}", extra=RUN_ARGS)
+    if saved is not None:
+        before, _ = options.parse(family.options, model, kept, prog=str(args.out))
+        for key in keys:
+            if key not in family.resumable and getattr(opts, key) != getattr(before, key):
+                raise ValueError(f"{options.flag(key)} is {getattr(opts, key)!r} but the run was started with "
+                                 f"{getattr(before, key)!r}; a resumed run keeps its configuration (only "
+                                 f"{', '.join(options.flag(k) for k in family.resumable)} may change)")
+    data = getattr(opts, "data", None)
+    out = Path(ns.out or f"runs/{model}-{Path(str(data)).stem if data else 'run'}")
+    return family, opts, out, bool(ns.resume), bool(ns.quiet), bool(ns.force)
+
+
+def train(argv: list[str]) -> str:
+    """Run `varilab train` on its words; returns the final line."""
+    family, opts, out, resume, quiet, force = parse_train(argv)
+    folder.check_out_dir(out, resume, force)
+    history = family.train(opts, out, resume=resume, quiet=quiet)
+    m = history[-1] if history else {}
+    line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
+            f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
+            + f"; run in {out}")
+    return line + still_improving(history)
+
+
+def still_improving(history: list[dict], share: float = 0.1, threshold: float = 0.01) -> str:
+    """A note when the test loss still fell by more than `threshold` (relative) over the last `share` of the
+    epochs: the run stopped while improving."""
+    losses = [m["test_loss"] for m in history if "test_loss" in m]
+    if len(losses) < 2:
+        return ""
+    back = max(1, round(share * len(losses)))
+    before, last = losses[-1 - back], losses[-1]
+    drop = (before - last) / max(abs(before), 1e-12)
+    if drop > threshold:
+        return (f"; the test loss was still falling ({drop:.1%} over the last {back} of {len(losses)} epochs): "
+                "more epochs would likely help")
+    return ""
+
+
+def load_config(run_dir: str | Path) -> dict:
+    """config.json of a run, in its family's current keys."""
+    raw = folder.read_config(run_dir)
+    builtin()
+    if raw["family"] not in FAMILIES:
+        raise ValueError(f"{run_dir}: family {raw['family']!r} is not registered; known: {', '.join(FAMILIES)}")
+    family = FAMILIES[raw["family"]]
+    return family.upgrade(raw) if family.upgrade else raw
+
+
+def load(run_dir: str | Path, data: str | None = None) -> Run:
+    """A run folder of any family, loaded by its family: options, trained model and data."""
+    run_dir = Path(run_dir)
+    raw = load_config(run_dir)
+    family = FAMILIES[raw["family"]]
+    model = raw.get("model")
+    if model not in family.models:
+        raise ValueError(f"{run_dir / folder.CONFIG}: unknown model {model!r} for the {family.name} family")
+    keys = options.keys_for(family.options, model)
+    opts, _ = options.parse(family.options, model, options.to_argv({k: v for k, v in raw.items()
+                                                                     if k in keys and k != "model"}), prog=str(run_dir))
+    return family.load(run_dir, opts, data=data, raw=raw)
+
+
+__all__ = ["FAMILIES", "MODELS", "Family", "Run", "register", "family_of", "load", "load_config", "train",
+           "parse_train", "still_improving"]

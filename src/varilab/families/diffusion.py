@@ -1,0 +1,274 @@
+"""The diffusion family (`ddpm`, `flow`, `diffusevae`): one time-dependent network trained as a DDPM, by
+score matching or by flow matching, sampled by any sampler; DiffuseVAE trains a VAE in RUN/vae (an
+ordinary VAE run folder) and then a DDPM conditioned on its reconstructions."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import folder, register
+from .options import ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
+from .protocol import Family, Run
+
+MODELS = {"ddpm": "denoising diffusion (U-Net on images, MLP on vectors), eps-prediction or score matching",
+          "flow": "rectified flow: flow matching on the straight path x_t = (1 - t) x0 + t eps",
+          "diffusevae": "a VAE, then a DDPM that refines its reconstructions (DiffuseVAE)"}
+VAE_DIR = "vae"
+LOSSES = {"ddpm": ("eps", "dsm"), "flow": ("flow",)}
+
+
+@dataclass
+class DiffusionOptions:
+    model: str = option("ddpm", "the model", choices=MODELS)
+    data: str = option("digits", "data set name or a .npy/.npz/.csv path")
+    loss: str | None = option(None, "eps (default) or dsm (denoising score matching) for ddpm and diffusevae; flow "
+                              "for flow", choices=("eps", "dsm", "flow", None))
+    timesteps: int = option(1000, "steps T of the noise schedule", check=positive_int, models=("ddpm", "diffusevae"))
+    channels: int = option(32, "images: U-Net width", check=positive_int)
+    mults: list[int] = option([1, 2], "images: U-Net width multipliers per level, comma-separated", parse=ints,
+                              check=positive_ints)
+    hidden: list[int] = option([128], "vectors: the MLP's width (its first entry)", parse=ints, check=positive_ints)
+    depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int)
+    downscale: int = option(1, "images: average-pool by this factor", check=positive_int)
+    epochs: int = option(50, "epochs to train (with --resume, the new total)", check=positive_int)
+    batch_size: int = option(128, "batch size", check=positive_int)
+    lr: float = option(1e-3, "Adam learning rate", check=positive)
+    seed: int = option(0, "random seed for split, initialisation and sampling")
+    test_fraction: float = option(0.2, "share of the data held out as the test split", check=unit_interval)
+    n: int | None = option(None, "generated data: number of samples", check=positive_int)
+    size: int | None = option(None, "shapes: image side in pixels", check=positive_int)
+    latent_dim: int = option(16, "the VAE's latent size", check=positive_int, models=("diffusevae",))
+    vae_hidden: list[int] = option([512], "the VAE's hidden sizes, comma-separated", parse=ints, check=positive_ints,
+                                   models=("diffusevae",))
+    vae_epochs: int = option(50, "epochs of the VAE stage", check=positive_int, models=("diffusevae",))
+    beta: float = option(1.0, "the VAE's KL weight", check=non_negative, models=("diffusevae",))
+    expost_gmm: int = option(0, "sample z from a Gaussian mixture of this many components fit to the VAE's codes of "
+                             "the training set (0: z ~ N(0, I))", check=non_negative, models=("diffusevae",))
+    ema: float = option(0.0, "decay of a moving average of the weights that samples, e.g. 0.999 (0: off)",
+                        check=lambda v: None if 0 <= v < 1 else f"must lie in [0, 1), got {v}")
+    precision: str = option("fp32", "fp32, or bf16 for the forward pass under bfloat16 autocast", choices=("fp32", "bf16"))
+    compile: bool = option(False, "torch.compile the training step (eager, with a notice, when compiling fails)")
+
+
+def process(opts: DiffusionOptions) -> str:
+    return "flow" if opts.model == "flow" else "ddpm"
+
+
+def check(opts: DiffusionOptions) -> DiffusionOptions:
+    """The loss follows the process (eps for a DDPM, flow for a flow) unless chosen; a wrong one is refused."""
+    allowed = LOSSES[process(opts)]
+    if opts.loss is None:
+        opts = dataclasses.replace(opts, loss=allowed[0])
+    if opts.loss not in allowed:
+        raise ValueError(f"--loss {opts.loss} does not apply to {opts.model}; choose {' or '.join(allowed)}")
+    return opts
+
+
+def downscale(ds, factor: int):
+    """Images average-pooled by `factor` in each direction (sides must divide)."""
+    from torch.nn import functional as F
+
+    if factor == 1:
+        return ds
+    if ds.image_shape is None:
+        raise ValueError(f"--downscale applies to images; {ds.name} holds vectors")
+    h, w = ds.image_shape
+    if h % factor or w % factor:
+        raise ValueError(f"--downscale {factor} does not divide the {h} x {w} images of {ds.name}")
+
+    def pool(x):
+        return F.avg_pool2d(x.reshape(-1, 1, h, w), factor).reshape(len(x), -1)
+
+    return dataclasses.replace(ds, name=f"{ds.name}/{factor}", x_train=pool(ds.x_train), x_test=pool(ds.x_test),
+                               image_shape=(h // factor, w // factor))
+
+
+def load_data(opts: DiffusionOptions):
+    from .. import data as vdata
+
+    ds = vdata.load(opts.data, test_fraction=opts.test_fraction, seed=opts.seed, n=opts.n, size=opts.size)
+    return downscale(ds, opts.downscale)
+
+
+def make_denoiser(opts: DiffusionOptions, ds, cond_channels: int = 0):
+    import torch
+
+    from ..models.denoiser import Denoiser, DenoiserConfig
+
+    unit = ds.image_shape is not None
+    if unit and not (float(ds.x_train.min()) >= 0 and float(ds.x_train.max()) <= 1):
+        raise ValueError(f"{ds.name}: image data for diffusion must lie in [0, 1] (it is modelled as 2x - 1); "
+                         f"it ranges over [{float(ds.x_train.min()):.4g}, {float(ds.x_train.max()):.4g}]")
+    torch.manual_seed(opts.seed)
+    return Denoiser(DenoiserConfig(x_dim=ds.x_dim, image_shape=ds.image_shape, process=process(opts), loss=opts.loss,
+                                   T=opts.timesteps, channels=opts.channels, mults=tuple(opts.mults),
+                                   hidden=opts.hidden[0], depth=opts.depth, cond_channels=cond_channels,
+                                   unit_range=unit, ema=opts.ema))
+
+
+def make_vae(opts: DiffusionOptions, ds):
+    import torch
+
+    from ..models import build_model
+
+    torch.manual_seed(opts.seed)
+    return build_model("vae", ds.x_dim, latent_dim=opts.latent_dim, hidden=opts.vae_hidden, likelihood="bernoulli")
+
+
+def _objective(model, x, **_):
+    return model.loss(x)  # DiffuseVAE draws its condition x_hat from its VAE, batch by batch
+
+
+def _vae_options(opts: DiffusionOptions):
+    """The stage-1 VAE as the VAE family's options (so `vae/` is an ordinary VAE run folder)."""
+    from .vae import VAEOptions
+
+    return VAEOptions(model="vae", data=opts.data, latent_dim=opts.latent_dim, hidden=opts.vae_hidden,
+                      epochs=opts.vae_epochs, batch_size=opts.batch_size, lr=opts.lr, beta=opts.beta, seed=opts.seed,
+                      test_fraction=opts.test_fraction, n=opts.n, size=opts.size, precision=opts.precision)
+
+
+def _stage_done(stage: Path, epochs: int) -> bool:
+    from ..report.page import read_jsonl
+    from ..train import CHECKPOINT, METRICS
+
+    done = read_jsonl(stage / METRICS) if (stage / CHECKPOINT).exists() else []
+    return bool(done) and done[-1]["epoch"] >= epochs
+
+
+def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
+    """Train the run's model(s) into `out`; a DiffuseVAE run trains its VAE in out/vae first."""
+    import sys
+
+    from ..checkpoint import load_weights
+    from ..core import vae_loss
+    from ..models.diffusevae import DiffuseVAE
+    from ..train import CHECKPOINT, WEIGHTS, fit
+    from .vae import FAMILY as VAE_FAMILY
+
+    opts = check(opts)
+    ds = load_data(opts)
+    print(ds.summary(), file=sys.stderr)
+    common = dict(batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, quiet=quiet, precision=opts.precision)
+    if opts.model != "diffusevae":
+        model = make_denoiser(opts, ds)
+        folder.begin(out, FAMILY, opts, resume)
+        return fit(model, ds, out=out, epochs=opts.epochs, objective=_objective, resume=resume, compile=opts.compile,
+                   **common)
+    vae, stage = make_vae(opts, ds), out / VAE_DIR
+    folder.begin(out, FAMILY, opts, resume)
+    if not (resume and _stage_done(stage, opts.vae_epochs)):
+        again = resume and (stage / CHECKPOINT).exists()
+        folder.begin(stage, VAE_FAMILY, _vae_options(opts), again)
+        if not quiet:
+            print(f"stage 1 of 2: the VAE ({opts.vae_epochs} epochs) in {stage}", flush=True)
+        fit(vae, ds, out=stage, epochs=opts.vae_epochs, objective=lambda m, x, **_: vae_loss(m, x, beta=opts.beta),
+            resume=again, **common)
+    load_weights(stage / WEIGHTS, vae)
+    model = DiffuseVAE(vae.eval(), make_denoiser(opts, ds, cond_channels=1))
+    for p in model.vae.parameters():
+        p.requires_grad_(False)
+    if opts.expost_gmm:
+        model.fit_latent_prior(ds.x_train, opts.expost_gmm, opts.seed)  # kept in the weights file
+    if not quiet:
+        print(f"stage 2 of 2: the DDPM conditioned on the VAE's reconstructions ({opts.epochs} epochs)", flush=True)
+    return fit(model, ds, out=out, epochs=opts.epochs, objective=_objective, resume=resume and (out / CHECKPOINT).exists(),
+               compile=opts.compile, **common)
+
+
+def load(run_dir: Path, opts: DiffusionOptions, data: str | None = None, raw: dict | None = None) -> Run:
+    """The options, trained model and data of a diffusion run folder."""
+    import torch
+
+    from ..checkpoint import load_weights
+    from ..models.diffusevae import DiffuseVAE
+    from ..models.expost import GaussianMixturePrior
+    from ..train import WEIGHTS
+
+    if data is not None:
+        raise ValueError("--data applies to the VAE family; a diffusion run is evaluated on its own test split")
+    opts = check(opts)
+    if not (run_dir / WEIGHTS).exists():
+        raise FileNotFoundError(f"{run_dir}: no trained weights ({WEIGHTS}); train it first")
+    ds = load_data(opts)
+    if opts.model == "diffusevae":
+        mixture = GaussianMixturePrior(opts.expost_gmm, opts.latent_dim) if opts.expost_gmm else None
+        model = DiffuseVAE(make_vae(opts, ds), make_denoiser(opts, ds, cond_channels=1), mixture)
+    else:
+        model = make_denoiser(opts, ds)
+    load_weights(run_dir / WEIGHTS, model)
+    return Run(run_dir, FAMILY, opts, model.eval().to("cuda" if torch.cuda.is_available() else "cpu"), ds)
+
+
+def sample(run: Run, n: int, steps: int | None = None, sampler: str | None = None, seed: int = 0, chain: bool = False,
+           prior: str | None = None) -> dict:
+    """{"samples": [n, D]} (and "vae" for DiffuseVAE, "chain" [steps + 1, n, D] with chain=True), on the CPU.
+    DiffuseVAE draws z from `prior`: "normal" (p(z)) or "expost" (the fitted mixture, its default if fitted)."""
+    import torch
+
+    from ..models.diffusevae import DiffuseVAE
+
+    steps, sampler = steps or 50, sampler or "ddim"
+    device = next(run.model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    if isinstance(run.model, DiffuseVAE):
+        out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g, prior=prior)
+        result = {"samples": out[1], "vae": out[0], **({"chain": out[2]} if chain else {})}
+    else:
+        if prior is not None:
+            raise ValueError(f"--prior chooses the latent prior of a diffusevae run; {run.options.model} has no latent")
+        out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g)
+        result = {"samples": out[0], "chain": out[1]} if chain else {"samples": out}
+    return {k: v.cpu() for k, v in result.items()}
+
+
+def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int = 0) -> dict:
+    """The DDPM's negative ELBO on test points (unbiased over steps), in nats on the model's scale and in
+    bits per dimension of the density on the data's own scale (images: [0, 1], so D log 2 less)."""
+    import torch
+
+    from ..models.diffusevae import DiffuseVAE
+
+    model = run.model.denoiser if isinstance(run.model, DiffuseVAE) else run.model
+    x = run.data.x_test[:points].to(next(model.parameters()).device)
+    torch.manual_seed(seed)
+    cond = run.model.reconstruct(x) if isinstance(run.model, DiffuseVAE) else None
+    nats = model.nll_bound(x, n_steps=n_steps, cond=cond)
+    d = x.shape[1]
+    shift = d * math.log(2) if model.config.unit_range else 0.0
+    per_dim = (nats - shift) / (d * math.log(2))
+    return {"nats_model_scale": float(nats.mean()), "bits_per_dim": float(per_dim.mean()),
+            "bits_per_dim_se": float(per_dim.std() / math.sqrt(len(per_dim))), "points": len(x), "steps": n_steps}
+
+
+def evaluate(run: Run, nll_k=None, points: int = 1000, seed: int = 0) -> dict:
+    """Test-split loss of the trained objective and, for the DDPM family, the bound in bits per dimension."""
+    import torch
+
+    from ..train import evaluate as mean_over
+
+    if nll_k:
+        raise ValueError("--nll applies to the VAE family; a DDPM's eval reports its bound in bits/dim")
+    torch.manual_seed(seed)
+    x = run.data.x_test[:points].to(next(run.model.parameters()).device)
+    result = {"test_loss": mean_over(run.model, x, _objective)["loss"]}
+    if process(run.options) == "ddpm":
+        b = bound_bits_per_dim(run, points=min(points, 256))
+        result.update({"bits_per_dim": b["bits_per_dim"], "bits_per_dim_se": b["bits_per_dim_se"]})
+    return result
+
+
+def report(run: Run):
+    from .diffusion_report import page
+
+    return page(run)
+
+
+FAMILY = register(Family("diffusion", MODELS, DiffusionOptions, train=train, load=load, evaluate=evaluate,
+                         report=report, sample=sample, resumable=("epochs", "vae_epochs"),
+                         files=(VAE_DIR,),
+                         why_not={"diagnose": "a diffusion model's noise has no learned posterior to diagnose; "
+                                              "`varilab eval` gives its bound in bits/dim, and a diffusevae run's VAE "
+                                              "is diagnosed with `varilab diagnose RUN/vae`"}))

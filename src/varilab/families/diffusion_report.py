@@ -1,0 +1,67 @@
+"""The report page of a diffusion run: samples from two samplers beside test data, the denoising chain,
+DiffuseVAE's VAE outputs beside their refinements, and the DDPM's bound in bits per dimension."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..report import Page, Section, img, plots, table
+from ..report.page import read_jsonl
+from ..train import METRICS
+from .diffusion import bound_bits_per_dim, process, sample
+
+N_SHOW = 10
+LOSS = {"eps": "eps-prediction ||eps - eps_hat||^2", "dsm": "denoising score matching",
+        "flow": "flow matching (rectified flow)"}
+BOUND_NOTE = ("The bound is the DDPM's negative ELBO (Ho et al., 2020, eq. 5) with the reverse variance beta~ and a "
+              "Gaussian decoder, estimated without bias from uniformly drawn steps; bits per dimension are of the "
+              "density on the data's own scale.")
+
+
+def _rows_figure(rows, shape):
+    rows = [(label, np.asarray(a)) for label, a in rows]
+    return plots.image_rows(rows, shape) if shape else plots.vector_rows(rows[:2])
+
+
+def page(run) -> Page:
+    opts, shape = run.options, run.data.image_shape
+    metrics = read_jsonl(run.dir / METRICS)
+    ddim = sample(run, N_SHOW, 50, "ddim", seed=0, chain=True)
+    ancestral = sample(run, N_SHOW, 100, "ddpm", seed=1)
+    sections = []
+    if "vae" in ddim:
+        rows = [("VAE output", ddim["vae"].numpy()), ("refined (DDIM 50)", ddim["samples"].numpy())]
+        sections.append(Section("VAE output and its refinement", img(_rows_figure(rows, shape), "refinement"),
+                                "Each column: z drawn from the VAE prior, the VAE's decoded mean x_hat = E[x|z], and "
+                                "the DDPM's refinement of it."))
+    rows = [("test data", run.data.x_test[:N_SHOW].numpy()), ("DDIM, 50 steps", ddim["samples"].numpy()),
+            ("ancestral, 100 steps", ancestral["samples"].numpy())]
+    sections.append(Section("Samples", img(_rows_figure(rows, shape), "samples"),
+                            "Test images above samples from two samplers."))
+    chain = ddim["chain"]  # [51, n, D]
+    picks = np.linspace(0, chain.shape[0] - 1, 8).round().astype(int)
+    if shape:
+        chain_rows = [(f"sample {i + 1}", chain[picks, i].numpy()) for i in range(min(4, chain.shape[1]))]
+        sections.append(Section("Denoising chain", img(plots.image_rows(chain_rows, shape), "chain"),
+                                "The DDIM state x_t at eight evenly spaced steps, from noise (left) to the sample "
+                                "(right), mapped to the data's range."))
+    elif run.data.x_dim >= 2:
+        many = sample(run, 1000, 50, "ddim", seed=2)["samples"].numpy()
+        sections.append(Section("Samples against test data", img(plots.scatter_pairs(run.data.x_test[:1000].numpy(),
+                                                                                      many), "scatter"),
+                                "The first two coordinates."))
+    rows = [("model", opts.model), ("data", f"{run.data.name}: {run.data.x_dim} features"
+                                    + (f", images {shape[0]} x {shape[1]}" if shape else "")),
+            ("loss", LOSS[opts.loss]), ("trained parameters", sum(p.numel() for p in run.model.parameters()
+                                                                    if p.requires_grad))]
+    if metrics:
+        rows += [("epochs", metrics[-1]["epoch"]), ("final train loss", metrics[-1]["loss"]),
+                 ("final test loss", metrics[-1].get("test_loss", float("nan")))]
+    verdict = f"{opts.model} on {run.data.name}"
+    if process(opts) == "ddpm":
+        b = bound_bits_per_dim(run)
+        what = "conditional DDPM bound on -log p(x | x_hat)" if "vae" in ddim else "DDPM bound"
+        rows.append((f"{what}, bits/dim ({b['points']} test points, {b['steps']} steps each)",
+                     f"{b['bits_per_dim']:.3f} +- {b['bits_per_dim_se']:.3f}"))
+        verdict += f": {what} {b['bits_per_dim']:.3f} bits per dimension"
+    sections.insert(0, Section("Summary", table(rows), BOUND_NOTE if process(opts) == "ddpm" else ""))
+    return Page(f"{opts.model} diffusion model", verdict + ".", sections)

@@ -1,0 +1,201 @@
+"""Options, each declared once as a dataclass field: its default, help text, constraint and the models it
+applies to. Everything else is derived from the fields: the command-line flags (built by simple-parsing),
+the config-file keys, validation, and the configuration table of the report.
+
+    @dataclass
+    class MyOptions:
+        model: str = option("mine", "the model")
+        width: int = option(64, "hidden units", check=positive_int)
+        mix: float = option(0.5, "mixing weight", check=unit_interval, models=("mixed",))
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import field
+from pathlib import Path
+
+
+def option(default, help: str, *, check=None, choices=None, models=None, parse=None):
+    """One option: `check(value)` returns an error text (or None), `choices` the valid values, `models` the
+    models it applies to (None: all of its family's), `parse(text)` reads its command-line text."""
+    meta = {"help": help, "check": check, "choices": tuple(choices) if choices else None,
+            "models": tuple(models) if models else None, "parse": parse}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# constraints: value -> error text or None
+def positive_int(v):
+    return None if v is None or (isinstance(v, int) and v >= 1) else f"must be a positive integer, got {v}"
+
+
+def non_negative(v):
+    return None if v is None or v >= 0 else f"must be non-negative, got {v}"
+
+
+def positive(v):
+    return None if v is None or v > 0 else f"must be positive, got {v}"
+
+
+def unit_interval(v):
+    return None if v is None or 0 < v < 1 else f"must lie in (0, 1), got {v}"
+
+
+def positive_ints(v):
+    return None if v is None or (v and all(h >= 1 for h in v)) else f"must be positive integers, got {v}"
+
+
+def ints(text) -> list[int]:
+    """'512,256' -> [512, 256]."""
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
+def floats(text) -> list[float]:
+    """'9,6,4.5' -> [9.0, 6.0, 4.5]."""
+    return [float(v) for v in str(text).split(",") if v.strip()]
+
+
+def applies(f: dataclasses.Field, model: str) -> bool:
+    return f.metadata.get("models") is None or model in f.metadata["models"]
+
+
+def fields_for(cls, model: str) -> list[dataclasses.Field]:
+    """The options of `cls` that apply to `model` (the field `model` itself included)."""
+    return [f for f in dataclasses.fields(cls) if applies(f, model)]
+
+
+def keys_for(cls, model: str) -> list[str]:
+    return [f.name for f in fields_for(cls, model)]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def settings(opts) -> list[tuple[str, object]]:
+    """(option, value) for the options that apply to the run's model: the report's configuration table."""
+    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), opts.model)
+            if getattr(opts, f.name) is not None]
+
+
+def to_dict(opts) -> dict:
+    """The options that apply to the run's model, as written to config.json."""
+    return {f.name: getattr(opts, f.name) for f in fields_for(type(opts), opts.model)}
+
+
+def validate(opts) -> None:
+    """Check every applicable option against its choices and constraint; one error naming the option."""
+    for f in fields_for(type(opts), opts.model):
+        value = getattr(opts, f.name)
+        choices, check = f.metadata.get("choices"), f.metadata.get("check")
+        if choices and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        problem = check(value) if check else None
+        if problem:
+            raise ValueError(f"{f.name} {problem}")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A JSON or TOML file of options (dashes allowed: latent-dim = latent_dim)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        if path.suffix == ".toml":
+            d = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            d = json.loads(path.read_text())
+        else:
+            raise ValueError(f"{path}: config files are .json or .toml, got {path.suffix or 'no suffix'}")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a table of keys, got {type(d).__name__}")
+    return {k.replace("-", "_"): v for k, v in d.items()}
+
+
+def check_keys(keys, cls, model: str, where: str, elsewhere: dict[str, str]) -> None:
+    """Refuse a key that is not an option of `model`: name the models it applies to (`elsewhere`: option ->
+    where it belongs), or the closest valid key."""
+    valid = keys_for(cls, model)
+    for key in keys:
+        if key in valid:
+            continue
+        if key in elsewhere:
+            raise ValueError(f"{where}: {flag(key)} applies to {elsewhere[key]}, not to {model}")
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(valid)}"
+        raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def to_argv(values: dict) -> list[str]:
+    """Option values as command-line words, so a config file goes through the same parser as flags."""
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        argv += [flag(key), str(value)]
+    return argv
+
+
+def parser(cls, model: str, prog: str, extra: list[tuple[str, dict]] = ()):
+    """A command-line parser of the options of `cls` that apply to `model` (built by simple-parsing), plus
+    the `extra` arguments ((flag, argparse keywords)) of the command itself. Errors raise ValueError."""
+    import simple_parsing
+
+    class Parser(simple_parsing.ArgumentParser):
+        def error(self, message):
+            raise ValueError(message)
+
+    hints = typing.get_type_hints(cls)
+    chosen = [f for f in fields_for(cls, model) if f.name != "model"]
+    view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(f)) for f in chosen])
+    view.__doc__ = f"Options of {model}:"
+    p = Parser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
+    for name, kwargs in extra:
+        p.add_argument(name, **kwargs)
+    p.add_arguments(view, dest="options")
+    return p
+
+
+def _cli_field(f: dataclasses.Field) -> dataclasses.Field:
+    custom = {"help": f.metadata["help"]}
+    if f.metadata.get("choices"):
+        custom["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+    if f.metadata.get("parse"):
+        custom.update(type=_reader(f.metadata["parse"]), nargs=None)
+    meta = {"custom_args": custom}
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory, metadata=meta)
+    return field(default=f.default, metadata=meta)
+
+
+def _reader(parse):
+    """`parse` for argparse: its own error text reaches the user (argparse replaces a plain ValueError's)."""
+    import argparse
+
+    def read(text):
+        try:
+            return parse(text)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    read.__name__ = parse.__name__
+    return read
+
+
+def parse(cls, model: str, argv: list[str], prog: str, extra=()) -> tuple[object, object]:
+    """(options, namespace of the extra arguments) from command-line words; the options are validated."""
+    ns = parser(cls, model, prog, extra).parse_args(argv)
+    opts = cls(model=model, **dataclasses.asdict(ns.options))
+    validate(opts)
+    return opts, ns

@@ -1,0 +1,56 @@
+"""What a model family answers: the same few verbs for every family, as plain functions.
+
+    train(opts, out, resume, quiet) -> list of epoch metrics   (calls folder.begin once its input is checked)
+    load(out, opts, data) -> Run                               (data: another data set, or None)
+    evaluate(run, nll_k) -> dict                               (JSON-ready numbers)
+    diagnose(run, threshold) -> (dict, list of text lines)
+    report(run) -> report.Page                                 (sections as data; the report draws the rest)
+    sample(run, n, steps, sampler, seed, prior) -> {name: array}
+
+A verb a family cannot answer is None, and `why_not[verb]` says why in one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Family:
+    name: str
+    models: dict[str, str]  # model name -> one line
+    options: type  # the dataclass of every option of the family (see families.options)
+    train: Callable
+    load: Callable
+    evaluate: Callable | None = None
+    diagnose: Callable | None = None
+    report: Callable | None = None
+    sample: Callable | None = None
+    why_not: dict[str, str] = field(default_factory=dict)
+    resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
+    files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
+    upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones
+
+    def verb(self, name: str) -> Callable:
+        """The family's function for a command, or a ValueError saying why the command does not apply."""
+        fn = getattr(self, name)
+        if fn is None:
+            raise ValueError(self.why_not.get(name, f"`varilab {name}` does not apply to {self.name} runs"))
+        return fn
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder, family, options, trained model and data."""
+    dir: Path
+    family: Family
+    options: object
+    model: object
+    data: object = None
+
+    @property
+    def settings(self) -> list[tuple[str, object]]:
+        from .options import settings
+
+        return settings(self.options)

@@ -1,0 +1,88 @@
+"""Report sections for any model with latents: reconstructions and prior samples (for a model with
+`decode` and `prior`), and the posterior-collapse diagnostics (for anything with `encode`)."""
+from __future__ import annotations
+
+import html
+
+import torch
+
+from ..core import sample_latent
+from ..core.conditioning import bind
+from . import plots
+from .page import Section, img, table
+
+
+@torch.no_grad()
+def generation_sections(model, ds, x_test: torch.Tensor, n_show: int = 10) -> list[Section]:
+    """Test inputs above their reconstructions, and decoder means of z ~ p(z). `x_test` is the test split as
+    evaluated (on the model's device)."""
+    device = x_test.device
+    torch.manual_seed(0)
+    x = x_test[:n_show]
+    c = None if ds.c_test is None else ds.c_test[:n_show].to(device)
+    bound = bind(model, c)
+    recon = bound.decode(bound.encode(x).mean).mean  # decoder mean at the posterior mean
+    n_samples = 3 * n_show if c is not None else max(n_show, 500)
+    z = sample_latent(model, n_samples)
+    samples = bind(model, None if c is None else c.repeat(3, 1)).decode(z).mean
+    note = "Decoder means of z ~ p(z)."
+    shape = ds.image_shape
+    if c is not None:
+        note = "Decoder means of z ~ p(z) given the condition of each column's test point."
+        if ds.condition == "top-half":  # show the given top half above the generated bottom half
+            x, recon, samples = (torch.cat([cc, t], 1) for cc, t in ((c, x), (c, recon), (c.repeat(3, 1), samples)))
+            shape = (ds.image_shape[0] + ds.c_test.shape[1] // ds.image_shape[1], ds.image_shape[1])
+            note = "The top half is the condition (from the test point); the bottom half is generated from z ~ p(z)."
+    x, recon, samples = (t.float().cpu().numpy() for t in (x, recon, samples))
+    if shape is not None:
+        rec_fig = plots.image_rows([("input", x), ("reconstruction", recon)], shape)
+        sample_fig = plots.image_rows([("", samples[i * n_show:(i + 1) * n_show]) for i in range(3)], shape)
+    else:
+        rec_fig = plots.vector_rows([("input", x[:5]), ("reconstruction", recon[:5])])
+        x_all = ds.x_test[:2000].numpy()
+        sample_fig = plots.scatter_pairs(x_all, samples) if ds.x_dim >= 2 else plots.vector_rows([("sample", samples[:5])])
+        note = "First two coordinates of decoder means of z ~ p(z), over the test data."
+    return [Section("Reconstructions", img(rec_fig, "reconstructions"),
+                    "Test inputs above the decoder mean at the posterior mean."),
+            Section("Samples from the prior", img(sample_fig, "prior samples"), note)]
+
+
+@torch.no_grad()
+def diagnostics_section(model, x: torch.Tensor, cond, image_shape, metrics: list[dict]) -> Section:
+    """KL per dimension, activity, active/mixed/passive variables, traversals and I(x; z) on `x`."""
+    from ..diagnostics import diagnose, sampled_representation, traversals
+
+    d = diagnose(model, x, cond=cond)
+    kinds = ["passive"] * d.posteriors.dim
+    for i in d.active:
+        kinds[i] = "active"
+    for i in d.mixed:
+        kinds[i] = "mixed"
+    parts = [f'<div class="verdict">{html.escape(d.verdict())}</div>',
+             img(plots.kl_bars(d.kl_per_dim.cpu().numpy(), d.activity.cpu().numpy(), kinds, d.threshold), "KL per dimension")]
+    if any("activity" in m for m in metrics):
+        parts += ["<h3>Collapse over training</h3>", img(plots.activity_over_epochs(metrics, d.threshold), "activity over epochs")]
+    post = d.posteriors
+    sampled = sampled_representation(post, torch.Generator(device=post.mean.device).manual_seed(0))
+    chosen = [("active", i) for i in sorted(d.active, key=lambda i: -float(d.kl_per_dim[i]))[:2]]
+    chosen += [("mixed", i) for i in d.mixed[:1]] + [("passive", i) for i in d.passive[:1]]
+    if chosen:
+        examples = [(k, i, post.mean[:, i].cpu().numpy(), sampled[:, i].cpu().numpy()) for k, i in chosen]
+        parts += ["<h3>Mean and sampled representations</h3>",
+                  '<p class="note">Passive variables sit at 0 in the mean representation yet have unit variance in '
+                  "the sampled one; active variables look alike in both (Bonheme &amp; Grze&#347;).</p>",
+                  img(plots.mean_vs_sampled(examples), "mean vs sampled representations")]
+    top = [int(i) for i in torch.argsort(d.kl_per_dim, descending=True)[:5]]
+    if hasattr(model, "decode") and post.gaussian and cond is None:
+        outs = traversals(model, post.mean[0], top, span=3.0, steps=9).float().cpu().numpy()
+        rows = [(f"z_{i} ({float(d.kl_per_dim[i]):.2f} nats)", outs[r]) for r, i in enumerate(top)]
+        parts += ["<h3>Traversals of the most informative latents</h3>",
+                  '<p class="note">Decoder means as one latent moves from -3 to 3 with the others at the posterior '
+                  "mean of the first test point.</p>", img(plots.traversal_grid(rows, image_shape, 3.0), "traversals")]
+    rows = [("active units (Burda et al.)", d.active_units),
+            ("active / mixed / passive", f"{len(d.active)} / {len(d.mixed)} / {len(d.passive)}")]
+    if d.information is not None:
+        rows += [("I(x; z) (nats)", d.information.mutual_information), ("KL(q(z) || p(z)) (nats)", d.information.marginal_kl),
+                 ("E_x KL(q(z|x) || p(z)) (nats)", d.information.average_kl)]
+    parts.append(table(rows))
+    return Section("Latent diagnostics", "".join(parts))

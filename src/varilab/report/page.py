@@ -1,0 +1,102 @@
+"""One self-contained HTML page per run: figures inlined as base64 PNG, styles inline, no external URL.
+
+The page is given a loaded run (its folder and its settings) and the sections its family wrote, as data;
+this module adds the parts every run has: the training curves and the configuration table.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 20px;
+color:#1d2430;line-height:1.45}
+h1{font-size:24px;margin-bottom:2px}h3{font-size:15px;margin:20px 0 6px}h2{font-size:18px;margin-top:30px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
+.sub{color:#5b6575;margin-top:0}.verdict{background:#f2f6fc;border-left:4px solid #1f5fa8;padding:10px 14px;margin:16px 0}
+.warn{background:#fdf6e7;border-left:4px solid #d9a40d;padding:10px 14px;margin:16px 0}
+table{border-collapse:collapse;font-size:14px}td,th{padding:4px 14px 4px 0;text-align:left;border-bottom:1px solid #eef1f5}
+th{color:#5b6575;font-weight:600}td.num{font-variant-numeric:tabular-nums;text-align:right}
+img{max-width:100%;height:auto}.grid{display:flex;gap:40px;flex-wrap:wrap}.note{color:#5b6575;font-size:13px}
+"""
+
+
+@dataclass
+class Section:
+    """A titled part of the page: a note under the title and a body of HTML (figures, tables)."""
+    title: str
+    body: str
+    note: str = ""
+
+
+@dataclass
+class Page:
+    """What a family tells the page: its heading, a one-paragraph verdict, its sections and the logged
+    quantities to draw as training curves (a key, or (key, title))."""
+    title: str
+    verdict: str
+    sections: list[Section] = field(default_factory=list)
+    curves: list = field(default_factory=lambda: ["loss"])
+    warning: str | None = None
+
+
+def img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def number(v) -> str:
+    """Numbers alike in every table: integers with thousands separators, reals with 4 significant decimals."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e6 else f"{v:.4g}"
+    return str(v)
+
+
+def table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) -> str:
+    def cell(v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f'<td class="num">{number(v)}</td>'
+        if isinstance(v, (list, tuple)):
+            v = ",".join(number(e) for e in v)
+        return f"<td>{html.escape(number(v))}</td>"
+
+    h = f"<tr><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th></tr>" if head else ""
+    return "<table>" + h + "".join(f"<tr><th>{html.escape(k)}</th>{cell(v)}</tr>" for k, v in rows) + "</table>"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a log file (none when it is missing)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def render(run, page: Page) -> str:
+    """The page of `run` (anything with `.dir` and `.settings`, a list of (option, value)) as an HTML string."""
+    from . import plots
+
+    epochs = read_jsonl(Path(run.dir) / "metrics.jsonl")
+    steps = read_jsonl(Path(run.dir) / "steps.jsonl")
+    keys = [k for k in page.curves if (k if isinstance(k, str) else k[0]) in (epochs[0] if epochs else {})]
+    curves = (img(plots.metric_curves(epochs, keys, steps=steps), "training curves") if epochs and keys
+              else "<p>No metrics recorded.</p>")
+    warning = f'<div class="warn">{html.escape(page.warning)}</div>' if page.warning else ""
+    body = "".join(f"<h2>{html.escape(s.title)}</h2>" + (f'<p class="note">{html.escape(s.note)}</p>' if s.note else "")
+                   + s.body for s in page.sections)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>varilab report: {html.escape(Path(run.dir).name)}</title>
+<style>{CSS}</style></head><body>
+<h1>{html.escape(page.title)}</h1>
+<p class="sub">run folder <code>{html.escape(str(run.dir))}</code> · written {time.strftime("%Y-%m-%d %H:%M")}</p>
+<div class="verdict">{html.escape(page.verdict)}</div>{warning}
+<h2>Training curves</h2>{curves}
+{body}
+<h2>Configuration</h2>{table(run.settings)}
+</body></html>
+"""

@@ -1,0 +1,271 @@
+"""The family house: a family defined outside src/ runs through every command, options are spelled once,
+old run folders still load, and every command answers on every family."""
+import dataclasses
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from varilab import families
+from varilab.cli import main
+from varilab.families import folder, options
+from varilab.families.options import option, positive, positive_int
+from varilab.families.protocol import Family, Run
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+
+
+def cli(capsys, *args):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --- a toy family, entirely in this file: a diagonal Gaussian fit by maximum likelihood -------------------
+
+class GaussianFit(nn.Module):
+    """x ~ N(mu, diag sigma^2); `encode` gives the posterior of nothing, so diagnose reports its scales."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(d))
+        self.log_sigma = nn.Parameter(torch.zeros(d))
+
+    def density(self):
+        return Independent(Normal(self.mu, self.log_sigma.exp()), 1)
+
+
+@dataclass
+class ToyOptions:
+    model: str = option("gauss", "the model", choices=("gauss",))
+    dim: int = option(3, "data dimension", check=positive_int)
+    n: int = option(400, "data points", check=positive_int)
+    epochs: int = option(5, "epochs", check=positive_int)
+    lr: float = option(0.1, "learning rate", check=positive)
+    seed: int = option(0, "seed")
+
+
+def _toy_data(opts):
+    from varilab.data import Dataset
+
+    g = torch.Generator().manual_seed(opts.seed)
+    x = 2.0 + 0.5 * torch.randn(opts.n, opts.dim, generator=g)
+    return Dataset("toy", x[: opts.n * 3 // 4], x[opts.n * 3 // 4:])
+
+
+def _nll(model, x, **_):
+    return {"loss": -model.density().log_prob(x).mean()}  # -log N(x; mu, sigma^2)
+
+
+def toy_train(opts, out, resume=False, quiet=False):
+    from varilab.train import fit
+
+    ds = _toy_data(opts)
+    model = GaussianFit(opts.dim)
+    folder.begin(out, TOY, opts, resume)
+    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=50, lr=opts.lr, objective=_nll, seed=opts.seed,
+               resume=resume, quiet=quiet)
+
+
+def toy_load(run_dir, opts, data=None, raw=None):
+    from varilab.checkpoint import load_weights
+
+    model = GaussianFit(opts.dim)
+    load_weights(run_dir / "model.safetensors", model)
+    return Run(run_dir, TOY, opts, model, _toy_data(opts))
+
+
+def toy_evaluate(run, nll_k=None):
+    with torch.no_grad():
+        return {"nll": float(_nll(run.model, run.data.x_test)["loss"]), "mu": run.model.mu.tolist()}
+
+
+def toy_diagnose(run, threshold=0.01):
+    sigma = run.model.log_sigma.exp().tolist()
+    return {"sigma": sigma}, [f"sigma {', '.join(f'{s:.3f}' for s in sigma)}"]
+
+
+def toy_report(run):
+    from varilab.report import Page, Section, table
+
+    return Page("toy Gaussian", "a fitted Gaussian", [Section("Fit", table([("mu[0]", float(run.model.mu[0].detach()))]))])
+
+
+TOY = Family("toy", {"gauss": "a diagonal Gaussian"}, ToyOptions, train=toy_train, load=toy_load,
+             evaluate=toy_evaluate, diagnose=toy_diagnose, report=toy_report)
+
+
+@pytest.fixture
+def toy():
+    families.register(TOY)
+    yield TOY
+    families.FAMILIES.pop("toy")
+    families.MODELS.pop("gauss")
+
+
+def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_path, capsys):
+    out = tmp_path / "toy"
+    rc, stdout, err = cli(capsys, "train", "--model", "gauss", "--dim", "2", "--epochs", "30", "--out", out, "--quiet")
+    assert rc == 0, err
+    assert "trained gauss for 30 epochs" in stdout
+    assert json.loads((out / "config.json").read_text()) == {"family": "toy", "format": folder.FORMAT, "model": "gauss",
+                                                             "dim": 2, "n": 400, "epochs": 30, "lr": 0.1, "seed": 0}
+    rc, stdout, err = cli(capsys, "eval", out, "--json")
+    assert rc == 0, err
+    result = json.loads(stdout)
+    assert result["mu"] == pytest.approx([2.0, 2.0], abs=0.1)  # the maximum-likelihood mean of N(2, 0.25)
+    rc, stdout, err = cli(capsys, "diagnose", out, "--json")
+    assert rc == 0 and json.loads(stdout)["sigma"] == pytest.approx([0.5, 0.5], abs=0.1)
+    rc, stdout, err = cli(capsys, "report", out)
+    assert rc == 0, err
+    page = (out / "report.html").read_text()
+    assert "toy Gaussian" in page and "Training curves" in page and "<th>dim</th>" in page
+    rc, _, err = cli(capsys, "sample", out)
+    assert rc == 2 and err.strip() == "varilab sample: error: `varilab sample` does not apply to toy runs"
+    rc, _, err = cli(capsys, "train", "--model", "gauss", "--dim", "0", "--out", tmp_path / "bad")
+    assert rc == 2 and "dim must be a positive integer, got 0" in err
+    rc, _, err = cli(capsys, "train", "--out", out, "--resume", "--epochs", "31", "--quiet")
+    assert rc == 0, err
+
+
+def _parser_dests(cls, model):
+    p = options.parser(cls, model, "test")
+    p.parse_known_args([])  # simple-parsing adds a dataclass's arguments when it first parses
+    group = [a for a in p._actions if a.dest.startswith("options.")]
+    return {a.dest.removeprefix("options.") for a in group}, {s for a in group for s in a.option_strings}
+
+
+def test_each_option_has_one_spelling_derived_from_its_dataclass(tmp_path):
+    """For every model: the flags the parser accepts, the keys a config file accepts and the keys config.json
+    records are exactly the dataclass fields that apply to the model."""
+    for model, family in families.builtin().items():
+        keys = {f.name for f in dataclasses.fields(family.options) if options.applies(f, model)} - {"model"}
+        dests, flags = _parser_dests(family.options, model)
+        assert dests == keys, model
+        bools = {f.name for f in dataclasses.fields(family.options) if f.type in (bool, "bool")} & keys
+        expected = ({"--" + k.replace("_", "-") for k in keys} | {"-" + k for k in keys if len(k) == 1}
+                    | {"--no" + k.replace("_", "-") for k in bools})  # dashes; a short -k; a negated switch
+        assert flags == expected, model
+        options.check_keys(keys | {"model"}, family.options, model, "config", {})  # every key is accepted
+        others = {f.name for fam in families.FAMILIES.values() for f in dataclasses.fields(fam.options)} - keys - {"model"}
+        for key in others:
+            with pytest.raises(ValueError, match="applies to|unknown config key"):
+                options.check_keys([key], family.options, model, "config", families._elsewhere(model))
+
+
+def test_config_file_keys_are_the_options(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "vampprior"\npseudo-inputs = 7\nepochs = 1\nhidden = [8]\nlatent_dim = 2\n')
+    rc, _, err = cli(capsys, "train", "--config", cfg, "--out", tmp_path / "r", "--quiet")
+    assert rc == 0, err
+    saved = json.loads((tmp_path / "r/config.json").read_text())
+    assert saved["pseudo_inputs"] == 7 and saved["model"] == "vampprior" and "beta2" not in saved
+    cfg.write_text('model = "vae"\npseudo_inputs = 7\n')
+    rc, _, err = cli(capsys, "train", "--config", cfg, "--out", tmp_path / "r2")
+    assert rc == 2 and "--pseudo-inputs applies to vampprior, not to vae" in err
+
+
+def test_help_shows_only_the_options_of_the_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "vampprior", "--help"])
+    text = capsys.readouterr().out
+    assert "--pseudo-inputs" in text and "--latent-dim" in text and "--channels" not in text and "--beta2" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "topk", "--help"])
+    text = capsys.readouterr().out
+    assert "--aux-coef" in text and "--kl-coef" not in text and "--latent-dim" not in text
+
+
+@pytest.fixture
+def legacy(tmp_path, monkeypatch):
+    shutil.copytree(LEGACY, tmp_path / "legacy")
+    monkeypatch.chdir(tmp_path / "legacy")  # the SAE folder names its activations relative to here
+    return json.loads((LEGACY / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["vae", "sae", "ddpm"])
+def test_run_folders_written_before_the_change_load_evaluate_diagnose_and_report(legacy, name, capsys):
+    assert "family" not in json.loads(Path("vae/config.json").read_text())  # the VAE folder predates "family"
+    rc, stdout, err = cli(capsys, "eval", name, "--json")
+    assert rc == 0, err
+    result = json.loads(stdout)
+    for key, value in legacy[name].items():
+        assert result[key] == (value if isinstance(value, str) else pytest.approx(value, rel=1e-6)), key
+    rc, stdout, err = cli(capsys, "diagnose", name, "--json")
+    if name == "ddpm":
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "no learned posterior" in err
+    else:
+        assert rc == 0 and json.loads(stdout)
+    rc, stdout, err = cli(capsys, "report", name)
+    assert rc == 0, err
+    assert Path(name, "report.html").stat().st_size > 10_000
+
+
+def test_the_vae_report_shows_only_the_vae_options(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert cli(capsys, "train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", out, "--quiet")[0] == 0
+    assert cli(capsys, "report", out)[0] == 0
+    config = (out / "report.html").read_text().split("<h2>Configuration</h2>")[1]
+    shown = set(re.findall(r"<tr><th>([a-z_0-9]+)</th>", config))
+    assert {"latent_dim", "hidden", "likelihood", "beta", "epochs"} <= shown
+    assert not shown & {"pseudo_inputs", "beta2", "categories", "latent_dim_2", "enc_var_1", "condition", "temperature",
+                        "channels", "features", "kl_coef"}
+
+
+def test_a_one_epoch_sae_run_draws_its_curve_from_many_points(tmp_path, capsys, monkeypatch):
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "sae"
+    assert cli(capsys, "train", "--model", "topk", "--data", tmp_path / "x.npy", "--features", "32", "--k", "4",
+               "--epochs", "1", "--batch-size", "100", "--out", out, "--quiet")[0] == 0
+    from varilab.report import plots
+
+    drawn = {}
+    real = plots.metric_curves
+    monkeypatch.setattr(plots, "metric_curves", lambda m, k, **kw: drawn.update(kw) or real(m, k, **kw))
+    assert cli(capsys, "report", out)[0] == 0
+    points = [s for s in drawn["steps"] if "loss" in s]
+    assert len(points) >= 20 and len({s["epoch"] for s in points}) == len(points)
+
+
+def test_every_command_answers_on_every_family(tmp_path, capsys):
+    x = np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    runs = {"vae": ["--model", "vae", "--hidden", "16", "--latent-dim", "2"],
+            "sae": ["--model", "relu", "--data", tmp_path / "x.npy", "--features", "16", "--batch-size", "100"],
+            "diffusion": ["--model", "flow", "--channels", "8"]}
+    for name, args in runs.items():
+        out = tmp_path / name
+        rc, _, err = cli(capsys, "train", *args, "--epochs", "1", "--out", out, "--quiet")
+        assert rc == 0, err
+        for command in (["eval", out, "--json"], ["diagnose", out, "--json"], ["report", out],
+                        ["sample", out, "--n", "4", "--out", tmp_path / f"{name}.npy"]):
+            rc, stdout, err = cli(capsys, *command)
+            assert rc == 0 or (rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err), (command, err)
+            if rc == 0 and command[0] in ("eval", "diagnose"):
+                json.loads(stdout)
+        assert (name in ("vae", "diffusion")) == (tmp_path / f"{name}.npy").exists()
+    samples = np.load(tmp_path / "vae.npy")
+    assert samples.shape == (4, 8, 8) and 0 <= samples.min() and samples.max() <= 1  # Bernoulli means of digits
+
+
+def test_a_run_that_stops_while_improving_says_so():
+    falling = [{"epoch": e, "test_loss": 100.0 - 5 * e} for e in range(1, 21)]
+    flat = [{"epoch": e, "test_loss": 50.0 + 0.01 * (e % 2)} for e in range(1, 21)]
+    assert "still falling" in families.still_improving(falling)
+    assert families.still_improving(flat) == ""
+
+
+def test_the_command_line_module_stays_thin():
+    text = (ROOT / "src/varilab/cli.py").read_text()
+    assert len(text.splitlines()) < 200
+    for family in ("vae", "sae", "diffusion", "ddpm", "topk"):
+        assert not re.search(rf"[\"']{family}[\"']", text), family  # no family-specific branch
