@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test bench repro clean
+.PHONY: demo test bench repro clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,11 +39,22 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	$(BENCH_VENV)/bin/python -m pip uninstall -q -y dataclasses
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+# make repro and make bench read Fashion-MNIST from the Debian package: installed here where apt-get can (as
+# root), otherwise they stop before any work with the one command to run.
+FASHION_OK = python3 -c "import os, sys; d = os.environ.get('VARILAB_FASHION_MNIST_DIR', '/usr/share/datasets/fashion-mnist'); \
+	sys.exit(not os.path.exists(os.path.join(d, 't10k-labels-idx1-ubyte.gz')))"
+fashion-mnist:
+	@$(FASHION_OK) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null && $(FASHION_OK); \
+	  else echo "Fashion-MNIST is not installed; run: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; fi; }
+
+bench: fashion-mnist $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py
 	$(BENCH_VENV)/bin/python bench/run.py
 
-repro: $(STAMP)
+repro: fashion-mnist $(STAMP)
 	$(BIN)/python repro/run.py
 
 clean:

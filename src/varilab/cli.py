@@ -97,8 +97,7 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     run = families.load(args.run, args.data)
-    page = run.family.verb("report")(run)
-    print(write_report(run, page, args.out, args.force))
+    print(write_report(run, families.report_page(run), args.out, args.force))
     return 0
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from pathlib import Path
 
+from ..report.page import read_jsonl
+from ..train import METRICS, STEPS
 from . import folder, options
 from .protocol import Family, Run
 
 FAMILIES: dict[str, Family] = {}  # family name -> family
 MODELS: dict[str, Family] = {}  # model name -> its family
-BUILTIN = ("vae", "sae", "diffusion")  # modules of varilab.families that register themselves on import
+FIRST = ("vae", "sae", "diffusion")  # listed first, in this order; every other family after them
 
 
 def register(family: Family) -> Family:
@@ -32,11 +35,12 @@ def register(family: Family) -> Family:
 
 
 def builtin() -> dict[str, Family]:
-    """The registry, with varilab's own families loaded (their modules import torch only when they run),
-    varilab's families first, in a fixed order."""
-    for name in BUILTIN:
-        importlib.import_module(f"{__name__}.{name}")
-    order = [n for n in BUILTIN] + [n for n in FAMILIES if n not in BUILTIN]
+    """Model name -> family, with every module of this package imported (a family module registers itself;
+    modules named _* are a family's helpers), varilab's first families listed first."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    order = [n for n in FIRST if n in FAMILIES] + [n for n in FAMILIES if n not in FIRST]
     return {m: FAMILIES[n] for n in order for m in FAMILIES[n].models}
 
 
@@ -121,22 +125,37 @@ def train(argv: list[str]) -> str:
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
             + f"; run in {out}")
-    return line + still_improving(history)
+    return line + still_improving(history, read_jsonl(out / STEPS))
 
 
-def still_improving(history: list[dict], share: float = 0.1, threshold: float = 0.01) -> str:
-    """A note when the test loss still fell by more than `threshold` (relative) over the last `share` of the
-    epochs: the run stopped while improving."""
+def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01) -> str:
+    """A note when the loss still fell by more than `threshold` (relative) over the last `share` of training:
+    the test loss per epoch when there are at least 1 / share epochs, else the training loss logged every
+    few steps (its mean over the last share against the share before)."""
     losses = [m["test_loss"] for m in history if "test_loss" in m]
-    if len(losses) < 2:
-        return ""
-    back = max(1, round(share * len(losses)))
-    before, last = losses[-1 - back], losses[-1]
+    if len(losses) >= round(1 / share):
+        back = round(share * len(losses))
+        before, last, what = losses[-1 - back], losses[-1], f"the test loss over the last {back} of {len(losses)} epochs"
+    else:
+        train = [s["loss"] for s in steps if "loss" in s]
+        w = int(share * len(train))
+        if w < 2:
+            return ""
+        before, last = sum(train[-2 * w:-w]) / w, sum(train[-w:]) / w  # means of the last two tenths
+        what = f"the training loss over the last {share:.0%} of {steps[-1]['step']:,} steps"
     drop = (before - last) / max(abs(before), 1e-12)
     if drop > threshold:
-        return (f"; the test loss was still falling ({drop:.1%} over the last {back} of {len(losses)} epochs): "
-                "more epochs would likely help")
+        return f"; still falling ({drop:.1%}, {what}): more epochs would likely help"
     return ""
+
+
+def report_page(run: Run):
+    """The family's report page of a run, with a warning when the run stopped while still improving."""
+    page = run.family.verb("report")(run)
+    note = still_improving(read_jsonl(run.dir / METRICS), read_jsonl(run.dir / STEPS))
+    if note and not page.warning:
+        page.warning = "This run stopped while still improving: " + note.removeprefix("; ") + "."
+    return page
 
 
 def load_config(run_dir: str | Path) -> dict:

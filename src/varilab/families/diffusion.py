@@ -261,7 +261,7 @@ def evaluate(run: Run, nll_k=None, points: int = 1000, seed: int = 0) -> dict:
 
 
 def report(run: Run):
-    from .diffusion_report import page
+    from ._diffusion_page import page
 
     return page(run)
 
