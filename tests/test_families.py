@@ -260,18 +260,18 @@ def test_every_command_answers_on_every_family(tmp_path, capsys):
 def test_a_run_that_stops_while_improving_says_so(toy, tmp_path, capsys):
     falling = [{"epoch": e, "test_loss": 100.0 * 0.95 ** e} for e in range(1, 21)]
     flat = [{"epoch": e, "test_loss": 50.0 + 0.01 * (e % 2)} for e in range(1, 21)]
-    assert "still falling (9.8%, the test loss over the last 2 of 20 epochs)" in families.still_improving(falling)
+    assert "the test loss over the last 2 of its 20 epochs fell 9.8%" in families.still_improving(falling)
     steps = [{"step": i, "loss": 10.0 - 0.01 * i} for i in range(1, 101)]  # a short run: its training loss decides
-    assert "the training loss over the last 10% of 100 steps" in families.still_improving(falling[:2], steps)
+    assert "the training loss over the last 10% of its 100 steps fell" in families.still_improving(falling[:2], steps)
     assert families.still_improving(falling[:2], [{"step": i, "loss": 1.0} for i in range(1, 101)]) == ""
     assert families.still_improving(flat) == ""
     # the toy family, for every family: 9 epochs of a slow fit are still improving, 150 have converged
     rc, stdout, _ = cli(capsys, "train", "--model", "gauss", "--epochs", "9", "--lr", "0.01", "--out", tmp_path / "a")
     assert rc == 0 and "more epochs would likely help" in stdout.strip().splitlines()[-1]
     assert cli(capsys, "report", tmp_path / "a")[0] == 0
-    assert "stopped while still improving" in (tmp_path / "a/report.html").read_text()
+    assert "This run stopped while still improving: the training loss" in (tmp_path / "a/report.html").read_text()
     rc, stdout, _ = cli(capsys, "train", "--model", "gauss", "--epochs", "150", "--out", tmp_path / "b", "--quiet")
-    assert rc == 0 and "still falling" not in stdout
+    assert rc == 0 and "still improving" not in stdout
     assert cli(capsys, "report", tmp_path / "b")[0] == 0
     assert "still improving" not in (tmp_path / "b/report.html").read_text()
 

@@ -22,3 +22,18 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert len(scope["history"]) == 2 and (tmp_path / "runs/quick/model.safetensors").exists()
+
+
+def test_readme_train_commands_parse():
+    """Every `varilab train` line of the README names options its model has (parsed, not run)."""
+    import shlex
+
+    from varilab.families import parse_train
+
+    lines = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+             for line in block.splitlines() if line.startswith("varilab train")]
+    lines = [line for line in lines if "--resume" not in line and "--help" not in line]
+    assert len(lines) >= 8
+    for line in lines:
+        family, opts, *_ = parse_train(shlex.split(line)[2:])
+        assert opts.model in family.models, line

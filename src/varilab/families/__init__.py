@@ -125,7 +125,8 @@ def train(argv: list[str]) -> str:
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
             + f"; run in {out}")
-    return line + still_improving(history, read_jsonl(out / STEPS))
+    note = still_improving(history, read_jsonl(out / STEPS))
+    return line + (f"; {note}" if note else "")
 
 
 def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01) -> str:
@@ -135,17 +136,17 @@ def still_improving(history: list[dict], steps: list[dict] = (), share: float = 
     losses = [m["test_loss"] for m in history if "test_loss" in m]
     if len(losses) >= round(1 / share):
         back = round(share * len(losses))
-        before, last, what = losses[-1 - back], losses[-1], f"the test loss over the last {back} of {len(losses)} epochs"
+        before, last, what = losses[-1 - back], losses[-1], f"the test loss over the last {back} of its {len(losses)} epochs"
     else:
         train = [s["loss"] for s in steps if "loss" in s]
         w = int(share * len(train))
         if w < 2:
             return ""
         before, last = sum(train[-2 * w:-w]) / w, sum(train[-w:]) / w  # means of the last two tenths
-        what = f"the training loss over the last {share:.0%} of {steps[-1]['step']:,} steps"
+        what = f"the training loss over the last {share:.0%} of its {steps[-1]['step']:,} steps"
     drop = (before - last) / max(abs(before), 1e-12)
     if drop > threshold:
-        return f"; still falling ({drop:.1%}, {what}): more epochs would likely help"
+        return f"still improving: {what} fell {drop:.1%}, so more epochs would likely help"
     return ""
 
 
@@ -154,7 +155,7 @@ def report_page(run: Run):
     page = run.family.verb("report")(run)
     note = still_improving(read_jsonl(run.dir / METRICS), read_jsonl(run.dir / STEPS))
     if note and not page.warning:
-        page.warning = "This run stopped while still improving: " + note.removeprefix("; ") + "."
+        page.warning = f"This run stopped while {note}."
     return page
 
 
