@@ -23,7 +23,7 @@ demo: $(STAMP)
 # The layer contracts (pyproject.toml, [tool.importlinter]) first; pytest exits 5 when it collects nothing:
 # that counts as a failure.
 test: $(STAMP)
-	$(BIN)/lint-imports --no-cache | tail -n +12
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
