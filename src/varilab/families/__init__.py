@@ -64,9 +64,10 @@ def _elsewhere(model: str) -> dict[str, str]:
     return where
 
 
-RUN_ARGS = [("--model", {"help": "the model (default vae); `varilab train --model M --help` lists M's options"}),
-            ("--config", {"help": "a .json or .toml file of options; flags override it"}),
-            ("--out", {"help": "run folder (default runs/MODEL-DATA)"}),
+RUN_ARGS = [("--model", {"metavar": "MODEL", "help": "the model; vae when not given. `varilab train --model M --help` "
+                                                    "lists M's options"}),
+            ("--config", {"metavar": "FILE", "help": "a .json or .toml file of options; flags override it"}),
+            ("--out", {"metavar": "DIR", "help": "the run folder; runs/MODEL-DATA when not given"}),
             ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
             ("--force", {"action": "store_true", "help": "replace a run already in --out"}),
             ("--quiet", {"action": "store_true", "help": "print nothing but errors and the final line"})]

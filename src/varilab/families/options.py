@@ -147,9 +147,20 @@ def to_argv(values: dict) -> list[str]:
     return argv
 
 
+_PARSERS: dict = {}  # (options class, model, extra flags) -> parser: building one reads the class's source
+
+
 def parser(cls, model: str, prog: str, extra: list[tuple[str, dict]] = ()):
     """A command-line parser of the options of `cls` that apply to `model` (built by simple-parsing), plus
     the `extra` arguments ((flag, argparse keywords)) of the command itself. Errors raise ValueError."""
+    key = (cls, model, tuple(name for name, _ in extra))
+    if key not in _PARSERS:
+        _PARSERS[key] = _build(cls, model, extra)
+    _PARSERS[key].prog = prog
+    return _PARSERS[key]
+
+
+def _build(cls, model: str, extra):
     import simple_parsing
 
     class Parser(simple_parsing.ArgumentParser):
@@ -160,7 +171,7 @@ def parser(cls, model: str, prog: str, extra: list[tuple[str, dict]] = ()):
     chosen = [f for f in fields_for(cls, model) if f.name != "model"]
     view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(f)) for f in chosen])
     view.__doc__ = f"Options of {model}:"
-    p = Parser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
+    p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
     for name, kwargs in extra:
         p.add_argument(name, **kwargs)
     p.add_arguments(view, dest="options")
