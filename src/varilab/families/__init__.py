@@ -74,14 +74,14 @@ RUN_ARGS = [("--model", {"metavar": "MODEL", "help": "the model; vae when not gi
 
 
 def parse_train(argv: list[str]):
-    """(family, options, out, resume, quiet) from the words of `varilab train`."""
+    """(family, options, out, resume, quiet, force) from the words of `varilab train`: the model's options
+    from (in rising precedence) the resumed run's config.json, the --config file and the flags."""
     import argparse
 
     pre = argparse.ArgumentParser(add_help=False)
     for name, kwargs in RUN_ARGS:
         pre.add_argument(name, **kwargs)
     args, _ = pre.parse_known_args(argv)
-    rest = [a for a in argv if a != "--force" and a != "--resume" and a != "--quiet"]
     given = options.read_config_file(args.config) if args.config else {}
     saved = None
     if args.resume:
@@ -97,9 +97,9 @@ def parse_train(argv: list[str]):
     given.pop("model", None)
     where = _elsewhere(model)
     options.check_keys(given, family.options, model, args.config or "config", where)
-    for word in rest:  # a flag of another model or family: say where it belongs
+    for word in argv:  # a flag of another model or family: say where it belongs
         name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
-        if name in where and name not in {n.lstrip("-") for n, _ in RUN_ARGS}:
+        if name in where:
             raise ValueError(f"--{name.replace('_', '-')} applies to {where[name]}, not to {model}")
     keys = [k for k in options.keys_for(family.options, model) if k != "model"]
     kept = options.to_argv({k: v for k, v in (saved or {}).items() if k in keys})
