@@ -34,6 +34,27 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         raise
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a log file, one a line (none when it is missing). A last line cut short by a
+    crash mid-append is dropped; a damaged line before it is a ValueError naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [(i, line) for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    rows = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError
+        except ValueError:
+            if k == len(lines) - 1:
+                break  # a torn last line: the epoch it belonged to is recomputed or restored on resume
+            raise ValueError(f"{path}: line {i} is not a JSON object of metrics") from None
+        rows.append(row)
+    return rows
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -48,11 +69,27 @@ def save_weights(path: str | Path, model: nn.Module) -> None:
     atomic_write(path, st_save({k: _cpu(v) for k, v in model.state_dict().items()}))
 
 
+def read_tensors(path: Path) -> tuple[dict, dict]:
+    """(tensors, header metadata) of a safetensors file; a damaged file is a ValueError naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+        return st_load(path.read_bytes()), header
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise ValueError(f"{path}: damaged or not a safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
 def load_weights(path: str | Path, model: nn.Module) -> None:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no weights file")
-    tensors = st_load(path.read_bytes())
+    tensors, _ = read_tensors(path)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf ({bad[0]}); these weights are unusable, "
+                         "so train the run again or resume it from a good checkpoint")
     own = model.state_dict()
     missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
     if missing or unexpected:
@@ -80,14 +117,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore model and optimiser in place; return the meta dict saved with them."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    with safe_open(path, framework="pt") as f:
-        header = f.metadata() or {}
-    tensors = st_load(path.read_bytes())
+    tensors, header = read_tensors(path)
+    if "meta" not in header or "param_groups" not in header:
+        raise ValueError(f"{path}: not a varilab checkpoint (its header has no training state)")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", choices=["normal", "expost"],
                    help="diffusevae: draw z from N(0, I) or the fitted mixture (default: the mixture if fitted)")
     s.add_argument("--out", help=".npy file (default RUN/samples-....npy; DiffuseVAE adds ...-vae.npy)")
+    s.add_argument("--force", action="store_true", help="overwrite existing .npy files")
     d = sub.add_parser("data", help="data sets: list them, or collect transformer activations")
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
     dsub.add_parser("list", help="the data sets and whether each is available here")
@@ -61,7 +62,7 @@ def cmd_eval(args) -> int:
     run = families.load(args.run, args.data)
     result = run.family.verb("evaluate")(run, nll_k=_int_list(args.k, "--k") if args.nll else None)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(families.json_ready(result), allow_nan=False))
         return 0
     for k, v in result.items():
         if k != "nll_sweep":
@@ -88,7 +89,7 @@ def cmd_diagnose(args) -> int:
 
     run = families.load(args.run, args.data)
     result, lines = run.family.verb("diagnose")(run, threshold=args.threshold)
-    print(json.dumps(result) if args.json else "\n".join(lines))
+    print(json.dumps(families.json_ready(result), allow_nan=False) if args.json else "\n".join(lines))
     return 0
 
 
@@ -97,7 +98,8 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     run = families.load(args.run, args.data)
-    print(write_report(run, families.report_page(run), args.out, args.force))
+    with families.folder.lock(run.dir, "report"):
+        print(write_report(run, families.report_page(run), args.out, args.force))
     return 0
 
 
@@ -107,19 +109,25 @@ def cmd_sample(args) -> int:
     from . import families
 
     run = families.load(args.run)
-    result = run.family.verb("sample")(run, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                                       prior=args.prior)
     name = "-".join(["samples"] + [str(v) for v in (args.sampler, args.steps) if v])
     out = Path(args.out) if args.out else run.dir / f"{name}.npy"
     if out.suffix != ".npy":
         raise ValueError(f"--out must be a .npy file, got {out}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    result = run.family.verb("sample")(run, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
+                                       prior=args.prior)
     out.parent.mkdir(parents=True, exist_ok=True)
     shape = getattr(run.data, "image_shape", None)
     arrays = {k: (v.reshape(len(v), *shape) if shape else v).numpy() for k, v in result.items() if k != "chain"}
-    np.save(out, arrays["samples"])
-    extra = {out.with_name(f"{out.stem}-{k}.npy"): v for k, v in arrays.items() if k != "samples"}
-    for path, array in extra.items():  # e.g. a DiffuseVAE's VAE outputs beside their refinements
-        np.save(path, array)
+    files = {out if k == "samples" else out.with_name(f"{out.stem}-{k}.npy"): v for k, v in arrays.items()}
+    taken = [str(p) for p in files if p.exists()]
+    if taken and not args.force:
+        raise FileExistsError(f"{taken[0]} exists; pass --force to overwrite it")
+    with families.folder.lock(run.dir, "sample"):
+        for path, array in files.items():  # e.g. a DiffuseVAE's VAE outputs beside their refinements
+            np.save(path, array)
+    extra = [p for p in files if p != out]
     print(f"{args.n} samples: {out}" + "".join(f", {p}" for p in extra))
     return 0
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import atomic_write, load_checkpoint, read_jsonl, save_checkpoint, save_weights
 from .core import vae_loss
 from .core.conditioning import bind, split
 from .data import Dataset
@@ -107,10 +107,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def read_metrics(out: str | Path, name: str = METRICS) -> list[dict]:
-    path = Path(out) / name
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(out) / name)
 
 
 @torch.no_grad()
@@ -169,11 +166,17 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     n_batches = -(-len(data.x_train) // batch_size)
     log_every = max(1, epochs * n_batches // CURVE_POINTS)
     if resume:
-        start = load_checkpoint(out / CHECKPOINT, model, optimizer)["epoch"]
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
+        start = meta["epoch"]
+        # the logs as of the checkpoint: lines written after it dropped, and the checkpoint's own epoch
+        # restored from it when a crash came between the checkpoint and the log append
         history = [m for m in read_metrics(out) if m["epoch"] <= start]
-        if rank == 0:  # drop lines written after the checkpoint (a crash between the two writes)
+        steps = [m for m in read_metrics(out, STEPS) if m["step"] <= start * n_batches]
+        if "metrics" in meta and (not history or history[-1]["epoch"] < start):
+            history.append(meta["metrics"])
+            steps += [m for m in meta.get("steps", []) if not steps or m["step"] > steps[-1]["step"]]
+        if rank == 0:
             _write_metrics(out, history)
-            steps = [m for m in read_metrics(out, STEPS) if m["step"] <= start * n_batches]
             atomic_write(out / STEPS, "".join(json.dumps(m) + "\n" for m in steps))
     step_fn: nn.Module = _Step(model, objective)
     # a model may constrain its own updates: before_optimizer_step() after backward, after_optimizer_step() after it
@@ -249,6 +252,14 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
             metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in zip(keys, sums / count)}}
             if schedule:
                 metrics["beta"] = schedule((epoch + 1) * len(batches) - 1)
+            bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+            if bad:  # a finite loss with a non-finite gradient: never save such weights
+                raise TrainingDiverged(
+                    f"the weights became non-finite in epoch {epoch + 1} ({bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1
+                                                                                      else "")
+                    + ") although the loss stayed finite: a NaN or Inf gradient; training "
+                    + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
+                       if epoch > 0 else "stopped before any checkpoint was written"))
             if rank == 0:
                 test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
                 test = evaluate(model, x_test, test_objective, cond=c_test)
@@ -256,7 +267,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                 if diagnostics:
                     metrics.update(_collapse_metrics(model, x_test, c_test))
                 metrics["seconds"] = time.perf_counter() - t0
-                save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed})
+                save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed, "metrics": metrics,
+                                                                     "steps": step_lines})
                 save_weights(out / WEIGHTS, model)
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(metrics) + "\n")

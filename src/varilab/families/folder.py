@@ -3,11 +3,14 @@ options), refusing to overwrite a run without --force, and clearing an old run o
 Metrics, weights and checkpoints are written by the trainer (varilab.train), atomically."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, read_tensors
 from ..report import REPORT
 from ..train import CHECKPOINT, METRICS, STEPS, WEIGHTS
 from . import options
@@ -15,6 +18,74 @@ from . import options
 CONFIG = "config.json"
 FORMAT = 2  # 1: written before config.json recorded its format (VAE folders then recorded no family)
 RUN_FILES = (CONFIG, METRICS, STEPS, WEIGHTS, CHECKPOINT, REPORT)
+LOCK = ".lock"  # holds the PID and command of the process writing the folder
+PREVIOUS = ".previous-run"  # the run that --force replaces, kept until the new one has a checkpoint
+
+
+class RunBusy(FileExistsError):
+    """Another process is writing the run folder."""
+
+
+@contextlib.contextmanager
+def lock(out: Path, command: str):
+    """Hold the run folder's exclusive lock while writing it (an OS file lock: it goes with the process that
+    holds it, so a killed process leaves no stale lock); a second writer is refused, naming the first."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the folder and holds the lock
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusy(f"{out} is being written by process {holder}; wait for it to finish or stop it") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} (varilab {command})\n".encode(), 0)
+        for tmp in out.glob(".*.tmp"):  # left by writes that a killed process never finished
+            tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def holds_run(out: Path) -> bool:
+    """Whether `out` holds a run that trained at least one epoch (a folder killed before its first
+    checkpoint holds none, and a new run may take it without --force)."""
+    return (out / CHECKPOINT).exists() or (out / WEIGHTS).exists()
+
+
+def set_aside(out: Path, family) -> Path | None:
+    """Move the run in `out` to out/.previous-run before --force replaces it (restore() brings it back)."""
+    present = [n for n in RUN_FILES + tuple(family.files) if (out / n).exists()]
+    if not present:
+        return None
+    keep = out / PREVIOUS
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir()
+    for name in present:
+        os.replace(out / name, keep / name)
+    return keep
+
+
+def settle(out: Path) -> str | None:
+    """After a run that replaced another (or a kill during one): drop the old run once the new one has a
+    checkpoint, else put the old one back. Returns what was done, for a message."""
+    keep = out / PREVIOUS
+    if not keep.is_dir():
+        return None
+    if (out / CHECKPOINT).exists():
+        shutil.rmtree(keep)
+        return "replaced"
+    for p in keep.iterdir():
+        target = out / p.name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        os.replace(p, target)
+    keep.rmdir()
+    return "restored"
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -42,11 +113,12 @@ def check_out_dir(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        read_tensors(out / CHECKPOINT)  # a damaged checkpoint is refused before any work
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     present = [f for f in RUN_FILES if (out / f).exists()]
-    if present and not force:
+    if present and not force and holds_run(out):
         raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
                               "or --force to overwrite it")
 

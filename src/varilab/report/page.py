@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..checkpoint import read_jsonl
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 20px;
@@ -68,13 +69,6 @@ def table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) -
 
     h = f"<tr><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th></tr>" if head else ""
     return "<table>" + h + "".join(f"<tr><th>{html.escape(k)}</th>{cell(v)}</tr>" for k, v in rows) + "</table>"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON lines of a log file (none when it is missing)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def render(run, page: Page) -> str:

@@ -1,0 +1,249 @@
+"""A run folder that nothing corrupts: the lock, --force that never leaves the user with nothing, damaged
+files, the complete NaN guard, strict input types, and kill -9 at random moments (docs/reliability.md)."""
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from varilab.cli import main
+
+FAST = ["--epochs", "2", "--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--quiet"]
+
+
+def cli(capsys, *args):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc, err, pattern):
+    lines = [line for line in err.strip().splitlines() if line]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def varilab(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "varilab", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "--out", out, *FAST)[0] == 0
+    return out
+
+
+def test_a_second_train_on_the_same_folder_is_refused_and_the_first_is_intact(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = varilab("train", "--out", out, "--epochs", "40", "--hidden", "256", "--quiet")
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:  # the first is training
+        time.sleep(0.05)
+    rc, _, err = cli(capsys, "train", "--out", out, "--model", "discrete-vae", "--force", *FAST)
+    one_line_error(rc, err, rf"{re.escape(str(out))} is being written by process {first.pid} \(varilab train\)")
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert json.loads((out / "config.json").read_text())["model"] == "vae"
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 41))
+    rc, stdout, err = cli(capsys, "eval", out, "--json")
+    assert rc == 0, err
+    # once the first has finished, the lock is free again (it dies with its process: nothing stale)
+    assert cli(capsys, "train", "--out", out, "--force", *FAST)[0] == 0
+
+
+def test_force_with_bad_data_or_a_run_that_dies_at_once_keeps_the_old_run(run, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    x = np.ones((50, 4))
+    x[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    rc, _, err = cli(capsys, "train", "--out", run, "--force", "--data", tmp_path / "nan.npy", *FAST)
+    one_line_error(rc, err, "1 NaN")
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before
+    # a new run that diverges in its first epoch: the old one is put back
+    rc, _, err = cli(capsys, "train", "--out", run, "--force", "--likelihood", "gaussian", "--lr", "1e12", *FAST)
+    assert rc == 1 and "before any checkpoint" in err and "the earlier run" not in err  # --quiet
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert not (run / ".previous-run").exists()
+
+
+def test_a_failed_train_leaves_no_stub(tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.zeros((10, 4, 2, 2)))
+    rc, _, _ = cli(capsys, "train", "--out", tmp_path / "new", "--data", tmp_path / "bad.npy", *FAST)
+    assert rc == 2 and not (tmp_path / "new").exists()
+
+
+def test_a_folder_killed_before_its_first_checkpoint_takes_a_new_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"model": "vae"}')
+    (out / "metrics.jsonl").write_text("")
+    (out / ".config.json.abc.tmp").write_text("half")
+    assert cli(capsys, "train", "--out", out, *FAST)[0] == 0  # no --force needed: nothing had trained
+    assert not list(out.glob(".*.tmp"))  # temporary files of interrupted writes are cleaned
+
+
+def test_sample_never_overwrites_a_file_without_force(run, tmp_path, capsys):
+    target = tmp_path / "x.npy"
+    np.save(target, np.arange(3))
+    rc, _, err = cli(capsys, "sample", run, "--n", "4", "--out", target)
+    one_line_error(rc, err, "x.npy exists; pass --force")
+    assert np.load(target).tolist() == [0, 1, 2]
+    assert cli(capsys, "sample", run, "--n", "4", "--out", target, "--force")[0] == 0
+    assert np.load(target).shape == (4, 8, 8)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_damaged_weights_give_one_line_for_every_command(run, capsys, damage):
+    path = run / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    for command in (["eval", run, "--json"], ["diagnose", run], ["report", run, "--force"], ["sample", run]):
+        rc, _, err = cli(capsys, *command)
+        one_line_error(rc, err, "model.safetensors: damaged or not a safetensors file")
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]", "{not json"])
+def test_a_damaged_config_gives_one_line(run, capsys, text):
+    (run / "config.json").write_text(text)
+    rc, _, err = cli(capsys, "eval", run)
+    one_line_error(rc, err, r"config.json: (expected a JSON object|not valid JSON)")
+
+
+def test_resume_on_a_truncated_checkpoint_gives_one_line(run, capsys):
+    path = run / "checkpoint.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    rc, _, err = cli(capsys, "train", "--out", run, "--resume", "--epochs", "3")
+    one_line_error(rc, err, "checkpoint.safetensors: damaged")
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_recomputed(run, capsys):
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # a kill in the middle of an append
+    assert cli(capsys, "report", run, "--force")[0] == 0
+    assert cli(capsys, "train", "--out", run, "--resume", "--epochs", "3", "--quiet")[0] == 0
+    epochs = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3] and epochs[1] == json.loads(lines[1])  # restored from the checkpoint
+    metrics.write_text("oops\n" + metrics.read_text())
+    rc, _, err = cli(capsys, "report", run, "--force")
+    one_line_error(rc, err, "metrics.jsonl: line 1 is not a JSON object")
+
+
+def test_a_nan_gradient_saves_nothing_non_finite(tmp_path):
+    from varilab.checkpoint import load_checkpoint
+    from varilab.core import vae_loss
+    from varilab.data import load
+    from varilab.models import build_model
+    from varilab.train import TrainingDiverged, adam, fit
+
+    ds = load("digits")
+    model = build_model("vae", ds.x_dim, latent_dim=2, hidden=[16])
+    calls = {"n": 0}
+    steps_per_epoch = -(-len(ds.x_train) // 128)
+
+    def objective(m, x, **kw):
+        out = vae_loss(m, x)
+        calls["n"] += m.training  # training steps only, not the test split's evaluation
+        if calls["n"] == 2 * steps_per_epoch:  # the last step of epoch 2: a finite loss, a NaN gradient
+            w = next(m.parameters())
+            out["loss"] = out["loss"] + torch.sqrt(w.sum() * 0.0)  # d sqrt(u)/du at 0 is inf; times 0: NaN
+        return out
+
+    with pytest.raises(TrainingDiverged, match=r"weights became non-finite in epoch 2 .*checkpoint \(epoch 1\) is kept"):
+        fit(model, ds, out=tmp_path, epochs=3, objective=objective, quiet=True)
+    again = build_model("vae", ds.x_dim, latent_dim=2, hidden=[16])
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors", again, adam(again, 1e-3, torch.device("cpu")))["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in again.parameters())
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "model.safetensors").values())
+
+
+def test_non_finite_weights_are_refused_and_json_output_never_holds_a_bare_nan(run, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from varilab.families import json_ready
+
+    weights = load_file(run / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, run / "model.safetensors")
+    rc, _, err = cli(capsys, "eval", run, "--json")
+    one_line_error(rc, err, r"model.safetensors: \d+ tensor\(s\) hold NaN or Inf")
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in the output")
+
+    result = json_ready({"elbo": float("nan"), "sweep": [{"nll": 1.5}, {"nll": float("-inf")}], "n": 3})
+    assert json.loads(json.dumps(result, allow_nan=False), parse_constant=refuse) == {
+        "elbo": None, "sweep": [{"nll": 1.5}, {"nll": None}], "n": 3,
+        "non_finite": {"elbo": "nan", "sweep[1].nll": "-inf"}}
+
+
+def test_silent_inputs_are_refused(tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.ones((20, 3)) + 1j)
+    rc, _, err = cli(capsys, "train", "--data", tmp_path / "c.npy", "--out", tmp_path / "a", *FAST)
+    one_line_error(rc, err, "complex array")
+    big = np.ones((20, 3))
+    big[4, 2] = 1e39
+    np.save(tmp_path / "big.npy", big)
+    rc, _, err = cli(capsys, "train", "--data", tmp_path / "big.npy", "--out", tmp_path / "b", *FAST)
+    one_line_error(rc, err, r"1 value\(s\) beyond float32's range .* index \[4, 2\]")
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"epochs": true}')
+    rc, _, err = cli(capsys, "train", "--config", cfg, "--out", tmp_path / "c")
+    one_line_error(rc, err, "--epochs: invalid int value: 'true'")
+    rc, _, err = cli(capsys, "data", "collect", "--tokens", "0", "--out", tmp_path / "acts")
+    one_line_error(rc, err, "--tokens must be a positive number")
+    acts = tmp_path / "acts2"
+    acts.mkdir()
+    (acts / "cursor.json").write_text(json.dumps({"text": 1, "tokens": 5, "shards": [{"file": "../x.npy", "tokens": 5}]}))
+    rc, _, err = cli(capsys, "train", "--model", "topk", "--data", acts, "--out", tmp_path / "d")
+    one_line_error(rc, err, "shard '../x.npy' is not a file name inside")
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+    args = ["--epochs", "30", "--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--quiet"]
+    straight = varilab("train", "--out", tmp_path / "straight", *args)
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    out, rng = tmp_path / "killed", random.Random(0)
+    kills, done = 0, lambda: len(_lines(out / "metrics.jsonl"))
+    while kills < 10:
+        resume = ["--resume"] if (out / "checkpoint.safetensors").exists() else []
+        start = done()
+        proc = varilab("train", "--out", out, *args, *resume)
+        while proc.poll() is None and done() <= start:  # kill while it trains: after its next epoch line,
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.15))  # at a random moment within the epochs that follow
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    if not (_lines(out / "metrics.jsonl") and json.loads(_lines(out / "metrics.jsonl")[-1])["epoch"] == 30):
+        proc = varilab("train", "--out", out, *args, "--resume")
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert kills == 10
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, 31))  # no missing or repeated line
+    a, b = _weights(tmp_path / "straight/model.safetensors"), _weights(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(out.glob(".*.tmp"))
