@@ -45,7 +45,7 @@ def run(tmp_path, capsys):
 
 def test_a_second_train_on_the_same_folder_is_refused_and_the_first_is_intact(tmp_path, capsys):
     out = tmp_path / "run"
-    first = varilab("train", "--out", out, "--epochs", "40", "--hidden", "256", "--quiet")
+    first = varilab("train", "--out", out, "--epochs", "25", "--hidden", "128", "--quiet")
     deadline = time.time() + 60
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:  # the first is training
         time.sleep(0.05)
@@ -53,7 +53,7 @@ def test_a_second_train_on_the_same_folder_is_refused_and_the_first_is_intact(tm
     one_line_error(rc, err, rf"{re.escape(str(out))} is being written by process {first.pid} \(varilab train\)")
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert json.loads((out / "config.json").read_text())["model"] == "vae"
-    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 41))
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 26))
     rc, stdout, err = cli(capsys, "eval", out, "--json")
     assert rc == 0, err
     # once the first has finished, the lock is free again (it dies with its process: nothing stale)
@@ -247,3 +247,27 @@ def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run
     a, b = _weights(tmp_path / "straight/model.safetensors"), _weights(out / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("args", [["--latent-dim", "1000000000"], ["--hidden", "1000000000"],
+                                  ["--samples", "100000000"], ["--model", "topk", "--features", "1000000000"]])
+def test_a_model_that_cannot_fit_is_refused_within_a_second(tmp_path, capsys, args):
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
+    data = ["--data", tmp_path / "acts.npy"] if "topk" in args else []
+    cli(capsys, "train", "--out", tmp_path / "r", *args, *data)  # the first call also imports and builds parsers
+    t0 = time.perf_counter()
+    rc, _, err = cli(capsys, "train", "--out", tmp_path / "r", *args, *data)
+    assert time.perf_counter() - t0 < 1.0
+    one_line_error(rc, err, r"would need about [\d,.]+ GiB to train \([\d,]+ parameters.* GiB is available")
+    assert not (tmp_path / "r").exists()
+
+
+def test_samples_and_importance_samples_beyond_bounds_are_refused_within_a_second(run, capsys):
+    for args, pattern in ((["sample", run, "--n", "1000000000"], r"would need about [\d,.]+ GiB"),
+                          (["sample", run, "--n", "-1"], "--n must be a positive number"),
+                          (["eval", run, "--nll", "--k", "100000000"], r"the bound is K <= 100,000")):
+        cli(capsys, *args)  # the first call also imports
+        t0 = time.perf_counter()
+        rc, _, err = cli(capsys, *args)
+        assert time.perf_counter() - t0 < 1.0
+        one_line_error(rc, err, pattern)

@@ -109,6 +109,7 @@ def cmd_sample(args) -> int:
     from . import families
 
     run = families.load(args.run)
+    families.check_sample_size(run, args.n)
     name = "-".join(["samples"] + [str(v) for v in (args.sampler, args.steps) if v])
     out = Path(args.out) if args.out else run.dir / f"{name}.npy"
     if out.suffix != ".npy":

@@ -178,6 +178,18 @@ def report_page(run: Run):
     return page
 
 
+def check_sample_size(run: Run, n: int) -> None:
+    """Refuse a number of samples that is not positive, or whose arrays cannot fit in memory (a generous
+    64 floats of network state per output value)."""
+    if n < 1:
+        raise ValueError(f"--n must be a positive number of samples, got {n}")
+    width = getattr(run.data, "x_dim", 1)
+    need, have = 64 * 4 * n * width, folder.available_memory()
+    if need > have:
+        raise ValueError(f"{n:,} samples of {width:,} values would need about {need / 2**30:,.1f} GiB but "
+                         f"{have / 2**30:,.1f} GiB is available; draw fewer (several runs of --n with other --seed)")
+
+
 def json_ready(result):
     """`result` with every NaN or Inf replaced by null, and "non_finite" naming each replaced key and its value,
     so that --json output is JSON (which has no NaN)."""

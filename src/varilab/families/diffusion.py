@@ -150,6 +150,7 @@ def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool =
 
     opts = check(opts)
     ds = load_data(opts)
+    folder.check_fits(lambda: make_denoiser(opts, ds), f"a {opts.model} network of these sizes")
     print(ds.summary(), file=sys.stderr)
     common = dict(batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, quiet=quiet, precision=opts.precision)
     if opts.model != "diffusevae":

@@ -52,6 +52,37 @@ def lock(out: Path, command: str):
         os.close(fd)
 
 
+def available_memory() -> int:
+    """Bytes a new allocation can take: free GPU memory when training on a GPU, else MemAvailable."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(build, what: str, extra_bytes: int = 0) -> None:
+    """Refuse, before allocating anything, a model that cannot train here: `build()` runs on PyTorch's meta
+    device (shapes only), and training needs about 16 bytes a parameter (float32 weights, gradients and
+    Adam's two moments) plus `extra_bytes` (activations)."""
+    import torch
+
+    with torch.device("meta"):
+        model = build()
+    n = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    need, have = 16 * n + extra_bytes, available_memory()
+    if need > have:
+        raise ValueError(f"{what} would need about {need / 2**30:,.1f} GiB to train ({n:,} parameters"
+                         + (f", {extra_bytes / 2**30:,.1f} GiB of activations" if extra_bytes else "")
+                         + f") but {have / 2**30:,.1f} GiB is available; choose smaller sizes")
+
+
 def holds_run(out: Path) -> bool:
     """Whether `out` holds a run that trained at least one epoch (a folder killed before its first
     checkpoint holds none, and a new run may take it without --force)."""

@@ -93,6 +93,8 @@ def train(opts: SAEOptions, out: Path, resume: bool = False, quiet: bool = False
     x = _activations(opts)
     x_train, x_test = split(x, opts.test_fraction)
     steps = opts.epochs * math.ceil(len(x_train) / opts.batch_size)
+    folder.check_fits(lambda: SAE(sae_config(opts, x.shape[1], steps)), f"an SAE with {opts.features:,} features",
+                      extra_bytes=3 * 4 * opts.batch_size * (opts.features + x.shape[1]))
     torch.manual_seed(opts.seed)
     model = SAE(sae_config(opts, x.shape[1], steps))
     if not resume:

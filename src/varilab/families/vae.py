@@ -26,6 +26,7 @@ LIKELIHOOD = ("vae", "vampprior", "cvae", "hvae", "ard-vae")
 GAUSSIAN = LIKELIHOOD + ("linear-vae", "linear-cvae", "linear-hvae")
 HIERARCHICAL = ("hvae", "linear-hvae")
 CONDITIONAL = ("cvae", "linear-cvae")
+MAX_K = 100_000  # importance samples per test point for --nll (10,000 points at K = 5,000 take minutes on a CPU)
 
 
 def _obs_var(text):
@@ -162,6 +163,9 @@ def train(opts: VAEOptions, out: Path, resume: bool = False, quiet: bool = False
 
     check(opts)
     ds = load_data(opts)
+    widths = ds.x_dim + 2 * sum(opts.hidden) + 4 * opts.latent_dim  # floats a sample keeps for backward, about
+    folder.check_fits(lambda: make_model(opts, ds), f"a {opts.model} of these sizes",
+                      extra_bytes=3 * 4 * opts.batch_size * opts.samples * widths)
     print(ds.summary(), file=sys.stderr)
     model = make_model(opts, ds)
     for w in preflight(model, ds, opts.batch_size):
@@ -209,6 +213,9 @@ def evaluate(run: Run, nll_k: list[int] | None = None, seed: int = 0) -> dict:
     from ..core import elbo_terms, hierarchical_elbo_terms, log_likelihood
     from ..train import evaluate as mean_over
 
+    if nll_k and max(nll_k) > MAX_K:
+        raise ValueError(f"--k {max(nll_k):,} would draw {max(nll_k) * len(run.data.x_test):,} samples (K x "
+                         f"{len(run.data.x_test):,} test points); the bound is K <= {MAX_K:,}")
     x, cond = _test_split(run)
     torch.manual_seed(seed)
     if getattr(run.model, "levels", 1) > 1:
