@@ -180,7 +180,7 @@ def test_trainer_uses_fused_adam_and_bf16_autocast_when_asked(tmp_path, digits_s
     # same run in bfloat16: the weights stay float32 and the loss follows the float32 run closely
     assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
     assert bf16[-1]["test_loss"] == pytest.approx(fp32[-1]["test_loss"], rel=0.02)
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
         fit(small_vae(64), digits_small, out=tmp_path / "x", epochs=1, quiet=True, precision="fp16")
 
 

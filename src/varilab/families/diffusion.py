@@ -48,7 +48,8 @@ class DiffusionOptions:
                              "the training set (0: z ~ N(0, I))", check=non_negative, models=("diffusevae",))
     ema: float = option(0.0, "decay of a moving average of the weights that samples, e.g. 0.999 (0: off)",
                         check=lambda v: None if 0 <= v < 1 else f"must lie in [0, 1), got {v}")
-    precision: str = option("fp32", "fp32, or bf16 for the forward pass under bfloat16 autocast", choices=("fp32", "bf16"))
+    precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
+                            "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     compile: bool = option(False, "torch.compile the training step (eager, with a notice, when compiling fails)")
 
 

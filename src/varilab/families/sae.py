@@ -48,7 +48,8 @@ class SAEOptions:
                              choices=("d", "unit", "none"))
     init_norm: float = option(1.0, "norm of the decoder columns and encoder rows at initialisation", check=positive)
     grad_clip: float | None = option(None, "clip the global gradient norm to this (default off)", check=positive)
-    precision: str = option("fp32", "fp32, or bf16 for the forward pass under bfloat16 autocast", choices=("fp32", "bf16"))
+    precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
+                            "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     embedding: bool = option(True, "measure embedding recovered after training (MiniLM activations only)")
     embedding_sequences: int = option(256, "held-out 128-token sequences for embedding recovered", check=positive_int)
 

@@ -80,7 +80,8 @@ class VAEOptions:
     spectrum: list[float] | None = option(None, "linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5", parse=floats)
     dim: int | None = option(None, "linear-gaussian: data dimension (the last eigenvalue repeats)", check=positive_int)
     size: int | None = option(None, "shapes: image side in pixels (default 32)", check=positive_int)
-    precision: str = option("fp32", "fp32, or bf16 for the forward pass under bfloat16 autocast", choices=("fp32", "bf16"))
+    precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
+                            "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     compile: bool = option(False, "torch.compile the training step (eager, with a notice, when compiling fails)")
     diagnostics: bool = option(False, "log KL per dimension, activity and active units of the test split every epoch")
 
