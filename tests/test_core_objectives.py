@@ -260,3 +260,14 @@ def test_vae_prior_follows_its_buffers():
     state["prior_scale"] = torch.full((2,), 3.0)
     model.load_state_dict(state)
     assert torch.equal(model.prior().base_dist.scale, torch.full((2,), 3.0))
+
+
+def test_log_likelihood_reports_its_progress_over_every_point():
+    from varilab.core import log_likelihood
+    from varilab.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model, x = VAE(VAEConfig(x_dim=6, latent_dim=2, hidden=(8,))), torch.rand(50, 6)
+    done = []
+    log_likelihood(model, x, k=20, batch_size=16, progress=done.append)
+    assert done == [16, 16, 16, 2]  # one call per chunk of points, all of them

@@ -16,14 +16,16 @@ from .objectives import log_weights
 
 @torch.no_grad()
 def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None = None,
-                   max_elements: int = 2**21, estimator="score", cond: torch.Tensor | None = None) -> dict:
+                   max_elements: int = 2**21, estimator="score", cond: torch.Tensor | None = None,
+                   progress=None) -> dict:
     """Per-point log p(x) estimates and their summary.
 
     Returns {"log_px": [N], "nll": mean -log p(x), "nll_se": its standard error over points,
     "elbo": mean ELBO (average log-weight), "elbo_gap": IWAE_K - ELBO (>= 0), "k": K}.
     `max_elements` caps K_chunk * B_chunk * D, the largest array held at once (floats); the default (8 MB
     arrays) keeps the elementwise likelihood work in cache, about twice as fast as 256 MB chunks. No gradients
-    are taken, so plain sampling ("score") serves every latent type.
+    are taken, so plain sampling ("score") serves every latent type. `progress(points)` is called after each
+    chunk of data points (e.g. a progress bar's update).
     """
     if k < 1:
         raise ValueError(f"k must be a positive number of samples, got {k}")
@@ -48,6 +50,8 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int | None
             done += m
         log_px.append(running - math.log(k))
         mean_lw.append(total / k)
+        if progress is not None:
+            progress(len(xb))
     log_px, mean_lw = torch.cat(log_px), torch.cat(mean_lw)
     nll = -log_px
     return {"log_px": log_px, "nll": float(nll.mean()), "nll_se": float(nll.std() / math.sqrt(n)) if n > 1 else 0.0,

@@ -228,11 +228,17 @@ def evaluate(run: Run, nll_k: list[int] | None = None, seed: int = 0) -> dict:
         with torch.no_grad():
             result["exact_nll"] = float(-run.model.marginal().log_prob(x).mean())
     if nll_k:
+        import sys
+
+        from tqdm import tqdm
+
         sweep = []
+        bar = tqdm(total=len(x) * len(set(nll_k)), unit="pt", desc="NLL", leave=False, disable=not sys.stderr.isatty())
         for k in sorted(set(nll_k)):
             torch.manual_seed(seed)
-            ll = log_likelihood(run.model, x, k=k, cond=cond)
+            ll = log_likelihood(run.model, x, k=k, cond=cond, progress=bar.update)
             sweep.append({"k": k, "nll": ll["nll"], "nll_se": ll["nll_se"], "elbo_gap": ll["elbo_gap"]})
+        bar.close()
         result.update({key: sweep[-1][key] for key in ("nll", "nll_se", "elbo_gap", "k")})
         if len(sweep) > 1:
             result["nll_sweep"] = sweep
