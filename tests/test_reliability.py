@@ -203,6 +203,7 @@ def test_silent_inputs_are_refused(tmp_path, capsys):
     one_line_error(rc, err, "--epochs: invalid int value: 'true'")
     rc, _, err = cli(capsys, "data", "collect", "--tokens", "0", "--out", tmp_path / "acts")
     one_line_error(rc, err, "--tokens must be a positive number")
+    assert not (tmp_path / "acts").exists()
     acts = tmp_path / "acts2"
     acts.mkdir()
     (acts / "cursor.json").write_text(json.dumps({"text": 1, "tokens": 5, "shards": [{"file": "../x.npy", "tokens": 5}]}))

@@ -136,8 +136,10 @@ def cmd_sample(args) -> int:
 def cmd_data(args) -> int:
     if args.action == "collect":
         from .data.activations import collect
+        from .families.folder import lock
 
-        cur = collect(args.out, layer=args.layer, tokens=args.tokens, text_file=args.text, progress=not args.quiet)
+        with lock(Path(args.out), "data collect"):
+            cur = collect(args.out, layer=args.layer, tokens=args.tokens, text_file=args.text, progress=not args.quiet)
         print(f"{cur['tokens']:,} activations of layer {args.layer} in {len(cur['shards'])} shards in {args.out}")
         return 0
     from .data import DATASETS, available

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-import shutil
 import sys
 from pathlib import Path
 
@@ -123,23 +122,17 @@ def train(argv: list[str]) -> str:
     """Run `varilab train` on its words; returns the final line. The folder is locked while it is written;
     --force sets the old run aside and drops it only once the new one has written a checkpoint."""
     family, opts, out, resume, quiet, force = parse_train(argv)
-    fresh = not out.exists()
-    try:
-        with folder.lock(out, "train"):
-            folder.settle(out)  # a run that --force was replacing when it was killed
-            folder.check_out_dir(out, resume, force)
-            if not resume:
-                folder.set_aside(out, family)
-            try:
-                history = family.train(opts, out, resume=resume, quiet=quiet)
-            finally:
-                if folder.settle(out) == "restored" and not quiet:
-                    print(f"the earlier run in {out} is kept: the new one stopped before its first checkpoint",
-                          file=sys.stderr)
-    except BaseException:
-        if fresh and out.is_dir() and {p.name for p in out.iterdir()} <= {folder.LOCK}:
-            shutil.rmtree(out)  # nothing of a run that failed before starting
-        raise
+    with folder.lock(out, "train"):
+        folder.settle(out)  # a run that --force was replacing when it was killed
+        folder.check_out_dir(out, resume, force)
+        if not resume:
+            folder.set_aside(out, family)
+        try:
+            history = family.train(opts, out, resume=resume, quiet=quiet)
+        finally:
+            if folder.settle(out) == "restored" and not quiet:
+                print(f"the earlier run in {out} is kept: the new one stopped before its first checkpoint",
+                      file=sys.stderr)
     m = history[-1] if history else {}
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")

@@ -33,6 +33,7 @@ def lock(out: Path, command: str):
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the folder and holds the lock
         yield
         return
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -48,6 +49,8 @@ def lock(out: Path, command: str):
             tmp.unlink(missing_ok=True)
         yield
     finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # a command that failed before writing anything
+            shutil.rmtree(out)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
