@@ -145,3 +145,15 @@ def test_wrong_estimator_choices_are_named():
     with pytest.raises(ValueError, match="at least 2 samples"):
         leave_one_out(torch.zeros(1, 4))
     assert isinstance(RelaxedBernoulli(torch.tensor(0.5), logits=torch.zeros(1)), RelaxedBernoulli)
+
+
+def test_gumbel_relaxation_runs_under_bfloat16_autocast():
+    """The relaxed posterior is built in float32: a bfloat16 softmax misses the simplex check by its rounding."""
+    from varilab.core import vae_loss
+    from varilab.models import DiscreteVAE, DiscreteVAEConfig
+
+    torch.manual_seed(0)
+    model, x = DiscreteVAE(DiscreteVAEConfig(x_dim=64, latent_dim=8, categories=4, hidden=(128,))), torch.rand(64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vae_loss(model, x, estimator="gumbel", temperature=0.5)
+    assert torch.isfinite(out["loss"])

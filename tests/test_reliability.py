@@ -278,16 +278,16 @@ def test_precision_auto_takes_bf16_only_where_it_is_native_and_bf16_without_it_w
     from varilab import train
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "native_bf16", lambda device: (False, "the CPU has neither avx512_bf16 nor amx_bf16"))
+    monkeypatch.setattr(train, "native_bf16", lambda device: (False, "the CPU has no AMX bfloat16 units (amx_bf16)"))
     assert train.resolve_precision("auto", cpu) == "fp32" and capsys.readouterr().err == ""
     assert train.resolve_precision("bf16", cpu) == "bf16"
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.match(
-        r"warning: --precision bf16 without native bfloat16 \(the CPU has neither .*\): a bfloat16 matrix product "
+        r"warning: --precision bf16 without native bfloat16 \(the CPU has no AMX .*\): a bfloat16 matrix product "
         r"measured [\d.]+ times the float32 time here", err)
-    monkeypatch.setattr(train, "native_bf16", lambda device: (True, "the CPU has amx_bf16"))
+    monkeypatch.setattr(train, "native_bf16", lambda device: (True, "the CPU has AMX bfloat16 units (amx_bf16)"))
     assert train.resolve_precision("auto", cpu) == "bf16" and capsys.readouterr().err == ""
     monkeypatch.undo()
     native, why = train.native_bf16(cpu)  # this machine, read from /proc/cpuinfo
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    assert native == ("avx512_bf16" in flags or "amx_bf16" in flags) and "CPU" in why
+    assert native == ("amx_bf16" in flags) and "CPU" in why

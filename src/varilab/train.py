@@ -75,8 +75,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether the device computes in bfloat16 natively (a GPU of compute capability 8 or more; a CPU with
-    AVX512_BF16 or AMX), and what that was read from."""
+    """Whether the device computes in bfloat16 natively (a GPU of compute capability 8 or more; a CPU with AMX
+    bfloat16 matrix units), and what that was read from. AVX512_BF16 alone is not enough: on such a CPU a
+    bfloat16 matrix product measured 1.7 times, and the VAE's training 1.2 times, the float32 time."""
     if device.type == "cuda":
         major = torch.cuda.get_device_capability(device)[0]
         return torch.cuda.is_bf16_supported() and major >= 8, f"GPU compute capability {major}.x"
@@ -84,8 +85,9 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
         flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     except OSError:
         flags = []
-    found = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return bool(found), (f"the CPU has {' and '.join(found)}" if found else "the CPU has neither avx512_bf16 nor amx_bf16")
+    if "amx_bf16" in flags:
+        return True, "the CPU has AMX bfloat16 units (amx_bf16)"
+    return False, "the CPU has no AMX bfloat16 units (amx_bf16)" + (", only avx512_bf16" if "avx512_bf16" in flags else "")
 
 
 def _bf16_slowdown(device: torch.device) -> float:

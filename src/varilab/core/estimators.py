@@ -21,11 +21,13 @@ def _relaxed(q: Distribution, temperature: float) -> Distribution:
     """The concrete relaxation of a Bernoulli or one-hot categorical q (Independent wrappers kept)."""
     if isinstance(q, Independent):
         return Independent(_relaxed(q.base_dist, temperature), q.reinterpreted_batch_ndims)
-    t = torch.as_tensor(temperature, dtype=q.logits.dtype, device=q.logits.device) if hasattr(q, "logits") else None
+    # in float32 even under bfloat16 autocast: a bfloat16 softmax misses the simplex check by its rounding
+    logits = q.logits.float() if hasattr(q, "logits") else None
+    t = torch.as_tensor(temperature, dtype=torch.float32, device=q.logits.device) if logits is not None else None
     if isinstance(q, Bernoulli):
-        return RelaxedBernoulli(t, logits=q.logits)
+        return RelaxedBernoulli(t, logits=logits)
     if isinstance(q, OneHotCategorical):
-        return RelaxedOneHotCategorical(t, logits=q.logits)
+        return RelaxedOneHotCategorical(t, logits=logits)
     raise TypeError(f"the gumbel and straight-through estimators need a Bernoulli or OneHotCategorical latent, "
                     f"got {type(q).__name__}; use 'score' for other discrete latents")
 
