@@ -1,5 +1,6 @@
 """A run folder's mechanics, the same for every family: config.json (family, format version and the
-options), refusing to overwrite a run without --force, and clearing an old run once a new one starts.
+options), the lock that lets one process write it, refusing to overwrite a run without --force (and, with
+it, keeping the old run aside until the new one has a checkpoint), and the size check before allocating.
 Metrics, weights and checkpoints are written by the trainer (varilab.train), atomically."""
 from __future__ import annotations
 
