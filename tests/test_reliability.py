@@ -119,6 +119,18 @@ def test_a_damaged_config_gives_one_line(run, capsys, text):
     one_line_error(rc, err, r"config.json: (expected a JSON object|not valid JSON)")
 
 
+def test_a_damaged_sae_health_file_is_measured_again(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32))
+    out = tmp_path / "sae"
+    assert cli(capsys, "train", "--model", "relu", "--data", tmp_path / "x.npy", "--features", "16", "--epochs", "1",
+               "--batch-size", "100", "--out", out, "--quiet")[0] == 0
+    good = json.loads((out / "health.json").read_text())
+    (out / "health.json").write_text('{"l0": ')  # cut short
+    rc, stdout, err = cli(capsys, "diagnose", out, "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["explained_variance"] == pytest.approx(good["explained_variance"])
+
+
 def test_resume_on_a_truncated_checkpoint_gives_one_line(run, capsys):
     path = run / "checkpoint.safetensors"
     path.write_bytes(path.read_bytes()[:100])

@@ -158,8 +158,15 @@ def _embedding(opts: SAEOptions, model) -> dict:
 
 
 def _saved_health(run: Run) -> dict:
-    saved = run.dir / HEALTH  # written after training; measured again when missing
-    return json.loads(saved.read_text()) if saved.exists() else health(run)
+    """health.json, written after training; measured again when it is missing or damaged (it is a cache)."""
+    saved = run.dir / HEALTH
+    try:
+        h = json.loads(saved.read_text())
+        if isinstance(h, dict) and {"explained_variance", "l0", "embedding"} <= h.keys():
+            return h
+    except (OSError, ValueError):
+        pass
+    return health(run)
 
 
 def _line(h: dict) -> str:
