@@ -148,8 +148,12 @@ def test_diagnostics_are_fast_on_10000_points_and_64_latents():
 def test_bad_inputs_are_named():
     with pytest.raises(TypeError, match="has no encode"):
         diagnose(nn.Linear(3, 3), torch.zeros(5, 3))
-    with pytest.raises(ValueError, match=r"shape \[N, D\]"):
+    with pytest.raises(ValueError, match=r"the posterior has 8 coordinates .* prior has 6; x of shape \[2, 2\]"):
         diagnose(OwnModel(), torch.zeros(5, 2, 2))
+    with pytest.raises(ValueError, match=r"encode\(x\) failed on a batch of shape \[5, 2\] .* the shape the model takes"):
+        diagnose(MeanLogVar(lambda x: nn.Linear(3, 4)(x).chunk(2, 1)), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match=r"shape \[N, \.\.\.\]"):
+        diagnose(OwnModel(), torch.zeros(5))
 
 
 def test_frechet_distance_matches_the_gaussian_closed_form():

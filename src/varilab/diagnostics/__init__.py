@@ -1,4 +1,5 @@
-"""Posterior-collapse diagnostics for any model with `encode(x) -> torch.distributions.Distribution`.
+"""Posterior-collapse diagnostics for any model with `encode(x)` (or a function x -> posterior): a
+torch.distributions posterior of any shape, a diagonal Gaussian duck type, or a mapping (see adapters.py).
 
 >>> import torch
 >>> from varilab.diagnostics import MeanLogVar, diagnose
@@ -16,8 +17,12 @@ import torch
 from .collapse import (Variables, active_units, activity, classify, correlation, kl_per_dim,
                        sampled_representation)
 from .information import Information, aggregate_information
+from .adapters import as_posterior
 from .posterior import MeanLogVar, Posteriors, encode_dataset, standard_normal
 from .relevance import ard_relevance, decoder_sensitivity, relevant_dims, traversals
+
+
+OFF_PRIOR = 0.1  # nats: an inactive latent with at least this KL has not collapsed to the prior
 
 
 @dataclass
@@ -43,12 +48,30 @@ class Diagnosis:
     def mixed(self) -> list[int]:
         return self.variables.mixed
 
+    @property
+    def off_prior(self) -> list[int]:
+        """Inactive latents (activity at most the threshold) whose posterior still sits off the prior: they carry
+        no information about x yet cost at least OFF_PRIOR nats of KL each (e.g. a constant mean, sigma 0.1)."""
+        return [i for i in range(len(self.activity))
+                if self.activity[i] <= self.threshold and self.kl_per_dim[i] >= OFF_PRIOR]
+
     def verdict(self) -> str:
-        d, n = self.posteriors.dim, self.active_units
-        text = f"{n} of {d} latents are active; {d - n} {'has' if d - n == 1 else 'have'} collapsed to the prior"
+        d, n, off = self.posteriors.dim, self.active_units, self.off_prior
+        collapsed = d - n - len(off)
+
+        def count(k, one, many):
+            return f"{k} {one if k == 1 else many}"
+
+        parts = [f"{n} of {d} latents {'is' if n == 1 else 'are'} active"]
+        if collapsed:
+            parts.append(count(collapsed, "has", "have") + " collapsed to the prior")
+        if off:
+            wasted = float(self.kl_per_dim[off].sum())  # KL - I(x; z_i), with I ~ 0 for an inactive latent
+            parts.append(count(len(off), "is", "are") + f" inactive but off the prior, spending {wasted:.2f} nats of "
+                         "KL without carrying information")
         if self.mixed:
-            text += f"; {len(self.mixed)} are mixed (active for some inputs only)"
-        return text + f" (total KL {float(self.kl_per_dim.sum()):.2f} nats)."
+            parts.append(count(len(self.mixed), "is", "are") + " mixed (active for some inputs only)")
+        return "; ".join(parts) + f" (total KL {float(self.kl_per_dim.sum()):.2f} nats)."
 
     def to_dict(self) -> dict:
         """Plain lists and floats, for JSON."""
@@ -61,6 +84,12 @@ class Diagnosis:
             "mean_rep_var": v.mean_rep_var.tolist(), "sampled_rep_var": v.sampled_rep_var.tolist(),
             "mean_posterior_var": v.mean_posterior_var.tolist(), "verdict": self.verdict(),
         }
+        out["off_prior"] = self.off_prior
+        shape = self.posteriors.shape
+        if len(shape) > 1:  # a structured latent, e.g. [C, H, W]: KL per channel, and per position of each
+            kl = self.kl_per_dim.reshape(shape)
+            out.update(latent_shape=list(shape), kl_per_channel=kl.flatten(1).sum(1).tolist(),
+                       kl_map=kl.sum(0).tolist())
         if self.information is not None:
             out.update(mutual_information=self.information.mutual_information,
                        marginal_kl=self.information.marginal_kl, average_kl=self.information.average_kl)
@@ -72,20 +101,23 @@ class Diagnosis:
 
 def diagnose(model, x: torch.Tensor, threshold: float = 0.01, seed: int = 0, relevance_points: int = 256,
              information_points: int = 10_000, cond: torch.Tensor | None = None) -> Diagnosis:
-    """All collapse diagnostics of `model` on data x [N, D], from one pass of the encoder.
+    """All collapse diagnostics of `model` on data x [N, ...], from one pass of the encoder (any posterior
+    `adapters.as_posterior` accepts; a structured latent is reported per coordinate, per channel and per position).
     A conditional model gets its conditions `cond` [N, C]; its decoder relevance is then skipped."""
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape [N, D], got {list(x.shape)}")
+    if not torch.is_tensor(x) or x.ndim < 2:
+        raise ValueError(f"x must be a tensor of shape [N, ...] (one row per data point), got "
+                         f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     if len(x) < 2:
         raise ValueError("diagnostics need at least 2 data points")
     post = encode_dataset(model, x, cond=cond)
     g = torch.Generator(device=post.mean.device).manual_seed(104_729 + seed)  # a stream unlike a data seed of 0
     n_active, a = active_units(post, threshold)
     info = aggregate_information(post, information_points, generator=g) if post.gaussian else None
-    rel = ard_relevance(model, post, relevance_points) if hasattr(model, "decode") and cond is None else None
+    vector = len(post.shape) == 1  # the decoder takes the flat latent
+    rel = ard_relevance(model, post, relevance_points) if hasattr(model, "decode") and cond is None and vector else None
     return Diagnosis(kl_per_dim(post), a, n_active, threshold, classify(post), info, rel, post)
 
 
-__all__ = ["Diagnosis", "Information", "MeanLogVar", "Posteriors", "Variables", "active_units", "activity",
+__all__ = ["Diagnosis", "Information", "as_posterior", "MeanLogVar", "Posteriors", "Variables", "active_units", "activity",
            "aggregate_information", "ard_relevance", "classify", "correlation", "decoder_sensitivity", "diagnose",
            "encode_dataset", "kl_per_dim", "relevant_dims", "sampled_representation", "standard_normal", "traversals"]

@@ -1,8 +1,8 @@
 """One pass of the encoder over a data set, kept as per-point posterior means, variances and KLs.
 
-Works on anything with `encode(x) -> Distribution` (a factorised posterior over a vector latent);
-`prior()` is optional and defaults to N(0, I). `MeanLogVar` adapts a plain callable returning
-(mean, log-variance).
+Works on anything with `encode(x)`, or a function x -> posterior, returning what `adapters.as_posterior`
+accepts (a factorised posterior of any shape, flattened to a vector of coordinates); `prior()` is optional
+and defaults to N(0, I). `MeanLogVar` adapts a plain callable returning (mean, log-variance).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from ..core.conditioning import split
 from ..core.distributions import diag_normal
+from .adapters import as_posterior
 
 
 class MeanLogVar(nn.Module):
@@ -58,6 +59,7 @@ class Posteriors:
     prior_var: torch.Tensor  # [d]
     gaussian: bool  # q(z|x) is a diagonal Gaussian (enables the closed-form aggregate density)
     prior_mean: torch.Tensor  # [d]
+    shape: tuple = ()  # the latent's own shape, e.g. (d,) or (C, H, W) for image latents (d = its product)
 
     @property
     def dim(self) -> int:
@@ -76,9 +78,13 @@ def model_device(model, default: torch.device) -> torch.device:
 def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.Tensor | None = None) -> Posteriors:
     """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d]).
     A conditional model gets its conditions `cond` [N, C] alongside."""
-    if not hasattr(model, "encode"):
-        raise TypeError(f"{type(model).__name__} has no encode(x) method; wrap a (mean, log_var) function "
-                        "in varilab.diagnostics.MeanLogVar")
+    if hasattr(model, "encode"):
+        encode = model.encode
+    elif callable(model) and not isinstance(model, nn.Module):
+        encode = model  # a plain function x -> posterior, e.g. lambda x: vae.encode(x).latent_dist
+    else:
+        raise TypeError(f"{type(model).__name__} has no encode(x) method; pass a function x -> posterior, or wrap a "
+                        "(mean, log_var) function in varilab.diagnostics.MeanLogVar")
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
@@ -87,17 +93,22 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.T
     device = model_device(model, x.device)  # a model on the GPU gets its data there, batch by batch
     for xb, cb in zip(x.split(batch_size), split(cond, batch_size)):
         xb, cb = xb.to(device), None if cb is None else cb.to(device)
-        q = model.encode(xb) if cb is None else model.encode(xb, cb)
-        if not isinstance(q, Distribution):
-            raise TypeError(f"encode(x) must return a torch.distributions.Distribution, got {type(q).__name__}")
-        if q.event_shape == () or len(q.event_shape) != 1:
-            raise ValueError(f"diagnostics need a vector latent (event shape [d]), got event shape {list(q.event_shape)}")
+        try:
+            out = encode(xb) if cb is None else encode(xb, cb)
+        except RuntimeError as e:  # a shape mismatch inside the user's network: name it at the boundary
+            raise ValueError(f"encode(x) failed on a batch of shape {list(xb.shape)} ({str(e).splitlines()[0][:160]}); "
+                             "x must have the shape the model takes, [N, ...]") from None
+        q, shape = as_posterior(out, len(xb))
         base = _base(q)
         if getattr(model, "levels", 1) > 1:  # z_1 of a hierarchical VAE: its prior is p(z_1|z_2), z_2 ~ q(z_2|z_1)
             prior = model.prior_down(1, model.encode_up(1, q.sample()).sample())
             gaussian = False
         elif prior is None:
             prior = model.prior() if hasattr(model, "prior") else standard_normal(q.event_shape[0], xb.device)
+        if prior.event_shape.numel() != q.event_shape[0]:
+            raise ValueError(f"the posterior has {q.event_shape[0]} coordinates (latent shape {list(shape)}) but the "
+                             f"model's prior has {prior.event_shape.numel()}; x of shape {list(xb.shape[1:])} per point "
+                             "is probably not what the model takes")
         gaussian = gaussian and isinstance(base, Normal)
         means.append(base.mean.expand(q.batch_shape + q.event_shape))
         variances.append(base.variance.expand(q.batch_shape + q.event_shape))
@@ -112,4 +123,4 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.T
     prior_var = prior.variance.reshape(-1, d).mean(0)
     mean = torch.cat(means)
     return Posteriors(mean, torch.cat(variances), torch.cat(kls), prior_var.to(mean.dtype), gaussian,
-                      prior_mean.to(mean.dtype))
+                      prior_mean.to(mean.dtype), shape)

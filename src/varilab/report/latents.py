@@ -73,7 +73,7 @@ def diagnostics_section(model, x: torch.Tensor, cond, image_shape, metrics: list
                   "the sampled one; active variables look alike in both (Bonheme &amp; Grze&#347;).</p>",
                   img(plots.mean_vs_sampled(examples), "mean vs sampled representations")]
     top = [int(i) for i in torch.argsort(d.kl_per_dim, descending=True)[:5]]
-    if hasattr(model, "decode") and post.gaussian and cond is None:
+    if hasattr(model, "decode") and post.gaussian and cond is None and len(post.shape) == 1:
         outs = traversals(model, post.mean[0], top, span=3.0, steps=9).float().cpu().numpy()
         rows = [(f"z_{i} ({float(d.kl_per_dim[i]):.2f} nats)", outs[r]) for r, i in enumerate(top)]
         parts += ["<h3>Traversals of the most informative latents</h3>",
