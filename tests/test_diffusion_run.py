@@ -193,3 +193,20 @@ def test_weight_average_follows_its_formula_samples_from_it_and_resumes_exactly(
     assert int(a.ema_steps) == int(b.ema_steps) > 0
     for p, q in zip(a.ema_net.parameters(), b.ema_net.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_default_ddpm_samples_a_three_mode_mixture_with_the_right_weights(tmp_path):
+    """Weights 0.5 / 0.3 / 0.2, well separated; 8,000 samples put the standard error of a weight under 0.006,
+    so 0.03 is five of them. The default moving average of the weights is what gets it there."""
+    rng = np.random.default_rng(0)
+    w, centres = np.array([0.5, 0.3, 0.2]), np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
+    k = rng.choice(3, size=6000, p=w)
+    np.save(tmp_path / "mix.npy", (centres[k] + 0.5 * rng.standard_normal((6000, 2))).astype(np.float32))
+    out = tmp_path / "ddpm"
+    assert main(["train", "--model", "ddpm", "--data", str(tmp_path / "mix.npy"), "--quiet", "--out", str(out)]) == 0
+    run = families.load(out)
+    assert run.options.ema == 0.999 and run.options.epochs == 50  # the defaults
+    for sampler, steps in (("ddim", 50), ("ddpm", 100)):
+        s = D.sample(run, 8000, steps, sampler, seed=1)["samples"].numpy()
+        share = np.bincount(((s[:, None] - centres[None]) ** 2).sum(-1).argmin(1), minlength=3) / len(s)
+        assert np.abs(share - w).max() < 0.03, (sampler, share)

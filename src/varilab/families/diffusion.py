@@ -46,7 +46,8 @@ class DiffusionOptions:
     beta: float = option(1.0, "the VAE's KL weight", check=non_negative, models=("diffusevae",))
     expost_gmm: int = option(0, "sample z from a Gaussian mixture of this many components fit to the VAE's codes of "
                              "the training set (0: z ~ N(0, I))", check=non_negative, models=("diffusevae",))
-    ema: float = option(0.0, "decay of a moving average of the weights that samples, e.g. 0.999 (0: off)",
+    ema: float = option(0.999, "decay of the moving average of the weights that samples (0: off); without it a "
+                        "2-D three-mode mixture's sampled mode weights were off by 0.06-0.08, with 0.999 by under 0.02",
                         check=lambda v: None if 0 <= v < 1 else f"must lie in [0, 1), got {v}")
     precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
                             "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
