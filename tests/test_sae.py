@@ -368,17 +368,28 @@ def test_bf16_autocast_forward_gives_float32_gradients(kind):
     assert torch.isfinite(out["loss"]) and all(p.grad.dtype == torch.float32 for p in model.parameters())
 
 
-def test_dead_latent_counter_counts_training_tokens_only():
+def test_dead_latent_counter_is_token_exact_and_agrees_with_the_diagnostics():
+    """One definition of a dead latent, in tokens: tokens since its last firing (a latent that fired on the last
+    token has 0; one that never fired counts every token), dead when that reaches the window. Training's
+    counter and diagnostics.sae.Firing count the same, also when a last firing falls inside a batch."""
+    from varilab.diagnostics.sae import Firing
+
     model = make(features=64, k=2)
-    x = data(100)
+    x = data(300)
     model.init_from_data(x)
-    model.loss(x)
-    z = model.encode(x)
-    fired = (z != 0).any(0)
-    assert torch.equal(model.tokens_since_fired, torch.where(fired, 0, 100))
+    firing = Firing(64)
+    for xb in x.split(100):
+        model.loss(xb)
+        firing.update(model.encode(xb))
+    assert torch.equal(model.tokens_since_fired, firing.since)
+    inside = firing.fired & (firing.since % 100 != 0) & (firing.since > 0)
+    assert inside.any()  # last firings that straddle a batch boundary are counted to the token
+    window = int(firing.since[inside][0])  # a window ending exactly at such a latent's last firing
+    assert torch.equal(model.tokens_since_fired >= window, ~firing.alive(window))
+    before = model.tokens_since_fired.clone()
     model.eval()
     model.loss(x)
-    assert torch.equal(model.tokens_since_fired, torch.where(fired, 0, 100))  # eval mode leaves it alone
+    assert torch.equal(model.tokens_since_fired, before)  # eval mode leaves it alone
 
 
 def test_config_errors_name_the_choices():

@@ -280,9 +280,10 @@ class SAE(nn.Module):
         return self.tokens_since_fired >= self.config.dead_window_tokens
 
     @torch.no_grad()
-    def _record_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
-        """tokens_since_fired += B, then 0 for the latents that fired (fired: bool [F])."""
-        self.tokens_since_fired.add_(n_tokens).masked_fill_(fired, 0)
+    def _record_firing(self, last: torch.Tensor, n_tokens: int) -> None:
+        """Token-exact, as `diagnostics.sae.Firing`: a latent whose last firing in this batch of B tokens was at
+        position p has fired B - 1 - p tokens ago; one that did not fire adds B (last: long [F], -1 if silent)."""
+        self.tokens_since_fired.copy_(torch.where(last >= 0, n_tokens - 1 - last, self.tokens_since_fired + n_tokens))
 
     def _aux(self, x: torch.Tensor, e: torch.Tensor, dead: torch.Tensor) -> tuple[torch.Tensor, int]:
         """AuxK: (mean_b ||e_b - W_dec TopK_aux(ReLU(dead pre-activations))_b||^2 with e detached, the number
@@ -314,14 +315,16 @@ class SAE(nn.Module):
                 values = z.gather(1, indices)
                 out["kl"], out["kappa"] = kl.mean(), kl_weight(step, warmup_steps(c, total_steps), c.kl_coef)
             x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec
-            fired = torch.zeros(c.features, dtype=torch.bool, device=x.device)
-            fired[indices[values != 0]] = True
+            on = values != 0  # [B, k]
+            position = torch.arange(len(x), device=x.device)[:, None].expand_as(indices)
+            last = torch.full((c.features,), -1, dtype=torch.long, device=x.device)
+            last.scatter_reduce_(0, indices[on], position[on], reduce="amax")  # [F] last firing in the batch
             out["l0"] = (values != 0).sum(-1).float().mean()
         else:
             a = torch.relu(self._pre(x))
             z = self._batch_topk(a) if c.kind == "batchtopk" else a
             x_hat = z @ self.W_dec + self.b_dec
-            fired = (z != 0).any(0)
+            last = torch.where(z != 0, torch.arange(len(x), device=x.device)[:, None], -1).amax(0)  # [F]
             out["l0"] = (z != 0).sum(-1).float().mean()
             if c.kind == "relu":
                 out["l1"] = (z * self.W_dec.norm(dim=1)).sum(-1).mean()  # sum_j |z_j| ||d_j||  (z >= 0)
@@ -333,7 +336,7 @@ class SAE(nn.Module):
             out["aux"], out["aux_latents"] = self._aux(x, e, dead)
         out["dead"] = int(dead.sum())
         if self.training:
-            self._record_firing(fired, len(x))
+            self._record_firing(last, len(x))
         return out
 
     def loss(self, x: torch.Tensor, step: int | None = None, total_steps: int | None = None) -> dict:
