@@ -29,6 +29,7 @@ def one_line_error(rc, err, pattern):
     lines = [line for line in err.strip().splitlines() if line]
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
 
 
 def varilab(*args, **kw):
@@ -109,14 +110,14 @@ def test_damaged_weights_give_one_line_for_every_command(run, capsys, damage):
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
     for command in (["eval", run, "--json"], ["diagnose", run], ["report", run, "--force"], ["sample", run]):
         rc, _, err = cli(capsys, *command)
-        one_line_error(rc, err, "model.safetensors: damaged or not a safetensors file")
+        assert "model.safetensors" in one_line_error(rc, err, "model.safetensors: damaged or not a safetensors file")
 
 
 @pytest.mark.parametrize("text", ["null", "[1, 2]", "{not json"])
 def test_a_damaged_config_gives_one_line(run, capsys, text):
     (run / "config.json").write_text(text)
     rc, _, err = cli(capsys, "eval", run)
-    one_line_error(rc, err, r"config.json: (expected a JSON object|not valid JSON)")
+    assert "config.json" in one_line_error(rc, err, r"config.json: (expected a JSON object|not valid JSON)")
 
 
 def test_a_damaged_sae_health_file_is_measured_again(tmp_path, capsys):
@@ -135,7 +136,7 @@ def test_resume_on_a_truncated_checkpoint_gives_one_line(run, capsys):
     path = run / "checkpoint.safetensors"
     path.write_bytes(path.read_bytes()[:100])
     rc, _, err = cli(capsys, "train", "--out", run, "--resume", "--epochs", "3")
-    one_line_error(rc, err, "checkpoint.safetensors: damaged")
+    assert "checkpoint.safetensors" in one_line_error(rc, err, "checkpoint.safetensors: damaged")
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_recomputed(run, capsys):
