@@ -69,16 +69,22 @@ def save_weights(path: str | Path, model: nn.Module) -> None:
     atomic_write(path, st_save({k: _cpu(v) for k, v in model.state_dict().items()}))
 
 
-def read_tensors(path: Path) -> tuple[dict, dict]:
-    """(tensors, header metadata) of a safetensors file; a damaged file is a ValueError naming it."""
+def read_header(path: Path) -> dict:
+    """The metadata of a safetensors file, reading only its header (which also covers the file's length, so a
+    truncated file is caught); a damaged file is a ValueError naming it."""
     from safetensors import safe_open
 
     try:
         with safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-        return st_load(path.read_bytes()), header
+            return f.metadata() or {}
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
         raise ValueError(f"{path}: damaged or not a safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def read_tensors(path: Path) -> tuple[dict, dict]:
+    """(tensors, header metadata) of a safetensors file; a damaged file is a ValueError naming it."""
+    header = read_header(path)
+    return st_load(path.read_bytes()), header
 
 
 def load_weights(path: str | Path, model: nn.Module) -> None:

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from ..report.page import read_jsonl
+from ..checkpoint import read_jsonl
 from ..train import METRICS, STEPS
 from . import folder, options
 from .protocol import Family, Run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..report import Page, Section, img, plots, table
-from ..report.page import read_jsonl
+from ..checkpoint import read_jsonl
 from ..train import METRICS
 from .diffusion import bound_bits_per_dim, process, sample
 

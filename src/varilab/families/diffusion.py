@@ -133,7 +133,7 @@ def _vae_options(opts: DiffusionOptions):
 
 
 def _stage_done(stage: Path, epochs: int) -> bool:
-    from ..report.page import read_jsonl
+    from ..checkpoint import read_jsonl
     from ..train import CHECKPOINT, METRICS
 
     done = read_jsonl(stage / METRICS) if (stage / CHECKPOINT).exists() else []

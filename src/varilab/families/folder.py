@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import atomic_write, read_tensors
+from ..checkpoint import atomic_write, read_header
 from ..report import REPORT
 from ..train import CHECKPOINT, METRICS, STEPS, WEIGHTS
 from . import options
@@ -94,7 +94,7 @@ def holds_run(out: Path) -> bool:
 
 
 def set_aside(out: Path, family) -> Path | None:
-    """Move the run in `out` to out/.previous-run before --force replaces it (restore() brings it back)."""
+    """Move the run in `out` to out/.previous-run before --force replaces it (settle() drops it or brings it back)."""
     present = [n for n in RUN_FILES + tuple(family.files) if (out / n).exists()]
     if not present:
         return None
@@ -148,7 +148,7 @@ def check_out_dir(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT})")
-        read_tensors(out / CHECKPOINT)  # a damaged checkpoint is refused before any work
+        read_header(out / CHECKPOINT)  # a damaged or truncated checkpoint is refused before any work
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")

@@ -264,7 +264,8 @@ def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
 def report(run: Run):
     from ..report import Page, table
     from ..report.latents import diagnostics_section, generation_sections
-    from ..report.page import Section, read_jsonl
+    from ..checkpoint import read_jsonl
+    from ..report.page import Section
     from ..train import METRICS
 
     metrics = read_jsonl(run.dir / METRICS)
