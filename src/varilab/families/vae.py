@@ -262,10 +262,9 @@ def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
 
 
 def report(run: Run):
-    from ..report import Page, table
-    from ..report.latents import diagnostics_section, generation_sections
     from ..checkpoint import read_jsonl
-    from ..report.page import Section
+    from ..report import Page, Section, table
+    from ..report.latents import diagnostics_section, generation_sections
     from ..train import METRICS
 
     metrics = read_jsonl(run.dir / METRICS)
