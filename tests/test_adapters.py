@@ -99,3 +99,33 @@ def test_the_verdict_names_collapsed_inactive_off_prior_and_active_latents_in_go
     assert text.startswith("1 of 3 latents is active; 1 has collapsed to the prior; 1 is inactive but off the prior, "
                            f"spending {float(wasted):.2f} nats of KL without carrying information")
     assert not re.search(r"\b1 are\b", text)
+
+
+def test_the_report_of_an_image_latent_shows_kl_per_channel_and_a_kl_map(tmp_path):
+    """A [3, 2, 2] latent: channel 0 carries x everywhere, channel 1 is the prior, channel 2 carries x at position
+    (0, 0) only. The page's channel table equals the closed form, with the right active counts, beside the map."""
+    from varilab.report import diagnosis_report
+
+    def fn(x):
+        x = x.reshape(len(x), -1)
+        h = x[:, :4].reshape(len(x), 1, 2, 2)
+        corner = torch.zeros(len(x), 1, 2, 2)
+        corner[:, 0, 0, 0] = x[:, 4]
+        mu = torch.cat([h, torch.zeros_like(h), corner], 1)
+        lv = torch.cat([torch.full_like(h, -2.0), torch.zeros_like(h), torch.full_like(h, -1.0)], 1)
+        return mu, lv
+
+    x = X.reshape(400, 1, 1, 6)  # an image-shaped input
+    d = diagnose(lambda x: Normal(fn(x)[0], (0.5 * fn(x)[1]).exp()), x)
+    exact = closed_form_kl(*fn(x)).flatten(1).sum(1)  # per channel, [3]
+    page = diagnosis_report(d, tmp_path / "latents.html").read_text()
+    rows = dict(re.findall(r"<th>(channel \d)</th><td>([^<]*)</td>", page))
+    assert list(rows) == ["channel 0", "channel 1", "channel 2"]
+    for c in range(3):
+        nats, active = re.fullmatch(r"([\d.]+) nats, (\d) of 4 active units", rows[f"channel {c}"]).groups()
+        assert float(nats) == pytest.approx(float(exact[c]), abs=1e-4)
+        assert int(active) == (4, 0, 1)[c]
+    assert 'alt="KL per channel"' in page and 'alt="KL map"' in page and "latent shape [3, 2, 2]" in page
+    assert d.verdict() in page.replace("&#x27;", "'")
+    with pytest.raises(FileExistsError, match="pass force=True"):
+        diagnosis_report(d, tmp_path / "latents.html")

@@ -8,10 +8,13 @@ installed: `.venv-bench/bin/python -m pytest tests/test_library_encoders.py`. El
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from varilab.diagnostics import diagnose
+from varilab.report import diagnosis_report
 
 
 def closed_form(mu, log_var):
@@ -19,7 +22,7 @@ def closed_form(mu, log_var):
     return (0.5 * (log_var.exp() + mu ** 2 - 1 - log_var)).mean(0).flatten()
 
 
-def test_diffusers_autoencoder_kl_is_diagnosed_through_its_latent_dist():
+def test_diffusers_autoencoder_kl_is_diagnosed_through_its_latent_dist(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 16),
@@ -33,7 +36,12 @@ def test_diffusers_autoencoder_kl_is_diagnosed_through_its_latent_dist():
     assert d.posteriors.shape == (4, 8, 8)
     torch.testing.assert_close(d.kl_per_dim, closed_form(dist.mean, dist.logvar), atol=1e-5, rtol=0)
     assert float(d.kl_per_dim.sum()) == pytest.approx(float(own_kl), rel=1e-5)
-    assert len(d.to_dict()["kl_per_channel"]) == 4
+    per_channel = closed_form(dist.mean, dist.logvar).reshape(4, -1).sum(1)
+    torch.testing.assert_close(torch.tensor(d.to_dict()["kl_per_channel"]), per_channel, atol=1e-4, rtol=0)
+    page = diagnosis_report(d, tmp_path / "vae.html").read_text()  # its page: KL per channel and a KL map
+    shown = [float(v) for v in re.findall(r"<th>channel \d</th><td>([\d.]+) nats", page)]
+    assert shown == pytest.approx(per_channel.tolist(), abs=1e-4)
+    assert 'alt="KL map"' in page and "latent shape [4, 8, 8]" in page
 
 
 def test_pythae_vae_is_diagnosed_through_its_encoder_output():

@@ -80,17 +80,21 @@ def render(run, page: Page) -> str:
     keys = [k for k in page.curves if (k if isinstance(k, str) else k[0]) in (epochs[0] if epochs else {})]
     curves = (img(plots.metric_curves(epochs, keys, steps=steps), "training curves") if epochs and keys
               else "<p>No metrics recorded.</p>")
+    return html_page(page, f"run folder <code>{html.escape(str(run.dir))}</code>", Path(run.dir).name,
+                     [Section("Training curves", curves)] + page.sections + [Section("Configuration", table(run.settings))])
+
+
+def html_page(page: Page, subtitle_html: str, name: str, sections: list[Section] | None = None) -> str:
+    """A self-contained HTML page: heading, verdict, warning and sections (default: the page's own)."""
     warning = f'<div class="warn">{html.escape(page.warning)}</div>' if page.warning else ""
     body = "".join(f"<h2>{html.escape(s.title)}</h2>" + (f'<p class="note">{html.escape(s.note)}</p>' if s.note else "")
-                   + s.body for s in page.sections)
+                   + s.body for s in (page.sections if sections is None else sections))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>varilab report: {html.escape(Path(run.dir).name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>varilab report: {html.escape(name)}</title>
 <style>{CSS}</style></head><body>
 <h1>{html.escape(page.title)}</h1>
-<p class="sub">run folder <code>{html.escape(str(run.dir))}</code> · written {time.strftime("%Y-%m-%d %H:%M")}</p>
+<p class="sub">{subtitle_html} · written {time.strftime("%Y-%m-%d %H:%M")}</p>
 <div class="verdict">{html.escape(page.verdict)}</div>{warning}
-<h2>Training curves</h2>{curves}
 {body}
-<h2>Configuration</h2>{table(run.settings)}
 </body></html>
 """

@@ -86,6 +86,49 @@ def kl_bars(kl: np.ndarray, activity: np.ndarray, kinds: list[str], threshold: f
     return png(fig)
 
 
+def kl_channels(kl_per_channel: np.ndarray, active: np.ndarray, coords: int) -> bytes:
+    """A structured latent [C, ...]: KL summed over each channel's coordinates (nats), and how many of its
+    `coords` coordinates are active units."""
+    c = len(kl_per_channel)
+    x = np.arange(c)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.5, 0.35 * c + 4), 2.8))
+    axes[0].bar(x, kl_per_channel, color=COLORS["active"])
+    axes[0].set_title("KL per channel (nats, summed over positions)")
+    axes[1].bar(x, active, color=COLORS["active"])
+    axes[1].set_ylim(0, coords)
+    axes[1].set_title(f"active units per channel (of {coords:,})")
+    for ax in axes:
+        ax.set_xlabel("channel")
+        ax.set_xticks(x if c <= 32 else x[:: max(1, c // 16)])
+    fig.tight_layout()
+    return png(fig)
+
+
+def kl_maps(kl: np.ndarray, most: int = 8) -> bytes:
+    """A structured latent's KL per position: summed over channels, then channel by channel (the first `most`),
+    as heat maps for [C, H, W] and as lines for [C, L]; one colour scale for the channels."""
+    c = kl.shape[0]
+    shown = min(c, most)
+    fig, axes = plt.subplots(1, shown + 1, figsize=(2.4 * (shown + 1), 2.5), squeeze=False)
+    axes = axes[0]
+    panels = [("all channels", kl.sum(0))] + [(f"channel {i}", kl[i]) for i in range(shown)]
+    top = float(kl[:shown].max()) if kl.size else 1.0
+    for k, (ax, (title, m)) in enumerate(zip(axes, panels)):
+        if m.ndim == 2:
+            im = ax.imshow(m, cmap="viridis", vmin=0, vmax=None if k == 0 else max(top, 1e-9), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k in (0, shown):
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        else:
+            ax.plot(m.reshape(-1), color=COLORS["active"], lw=1)
+            ax.set_xlabel("position")
+        ax.set_title(title, fontsize=8.5)
+    fig.suptitle("KL per position (nats)" + (f"; channels 0-{shown - 1} of {c}" if shown < c else ""), fontsize=9)
+    fig.tight_layout()
+    return png(fig)
+
+
 def activity_over_epochs(metrics: list[dict], threshold: float) -> bytes:
     """Active-unit count and each dimension's activity through training."""
     rows = [m for m in metrics if "activity" in m]
@@ -106,15 +149,16 @@ def activity_over_epochs(metrics: list[dict], threshold: float) -> bytes:
     return png(fig)
 
 
-def mean_vs_sampled(examples: list[tuple[str, int, np.ndarray, np.ndarray]]) -> bytes:
-    """Histograms of the mean representation mu_i(x) and the sampled one mu_i + sigma_i eps, per chosen dimension."""
+def mean_vs_sampled(examples: list[tuple[str, str, np.ndarray, np.ndarray]]) -> bytes:
+    """Histograms of the mean representation mu_i(x) and the sampled one mu_i + sigma_i eps, per chosen coordinate
+    (kind, name such as z_3, mean values, sampled values)."""
     fig, axes = plt.subplots(1, len(examples), figsize=(3.6 * len(examples), 2.7), squeeze=False)
     for ax, (kind, i, mean, sampled) in zip(axes[0], examples):
         lo, hi = np.percentile(np.concatenate([mean, sampled]), [0.5, 99.5])
         bins = np.linspace(min(lo, -3), max(hi, 3), 50)
         ax.hist(sampled, bins=bins, alpha=0.55, color="#d9730d", label=f"sampled (var {sampled.var():.2f})", density=True)
         ax.hist(mean, bins=bins, alpha=0.55, color="#1f5fa8", label=f"mean (var {mean.var():.2f})", density=True)
-        ax.set_title(f"z_{i} ({kind})")
+        ax.set_title(f"{i} ({kind})")
         ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return png(fig)
