@@ -51,7 +51,7 @@ fashion-mnist:
 	  else echo "Fashion-MNIST is not installed; run: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; fi; }
 
 bench: fashion-mnist $(BENCH_STAMP)
-	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py tests/test_library_encoders.py
+	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py tests/test_library_encoders.py tests/test_sae_lens_interop.py
 	$(BENCH_VENV)/bin/python bench/run.py
 
 repro: fashion-mnist $(STAMP)

@@ -270,6 +270,7 @@ def test_diagnose_json_and_the_report_section(tmp_path, capsys):
     assert r["active_units"] == sum(a > 0.01 for a in r["activity"])
     rc, stdout, _ = cli(capsys, "diagnose", out)
     assert rc == 0 and re.search(r"latents? (is|are) active", stdout)
+    assert_user_error(*cli(capsys, "diagnose", out, "--sae-lens-window", "5")[::2], "--sae-lens-window does not apply to a vae run")
     assert cli(capsys, "report", out)[0] == 0
     page = (out / "report.html").read_text()
     assert "Latent diagnostics" in page and "Collapse over training" in page and re.search(r"latents? (is|are) active", page)

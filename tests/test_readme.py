@@ -16,11 +16,14 @@ def test_readme_diagnose_example_runs(capsys):
     assert re.search(r"latents? (is|are) active", out)
 
 
-def test_readme_adapter_example_runs(capsys):
+def test_readme_adapter_example_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code = next(b for b in blocks() if "pythae_style" in b)
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert len(eval(out[0])) == 4 and re.search(r"latents? (is|are) active", out[1])
+    page = (tmp_path / "latents.html").read_text()
+    assert 'alt="KL per channel"' in page and 'alt="KL map"' in page
 
 
 def test_readme_quickstart_runs(tmp_path, monkeypatch):

@@ -386,6 +386,7 @@ def test_dead_latent_counter_is_token_exact_and_agrees_with_the_diagnostics():
     assert inside.any()  # last firings that straddle a batch boundary are counted to the token
     window = int(firing.since[inside][0])  # a window ending exactly at such a latent's last firing
     assert torch.equal(model.tokens_since_fired >= window, ~firing.alive(window))
+    assert torch.equal(model.batches_since_fired, firing.batches_since)  # sae-lens's count, batch by batch
     before = model.tokens_since_fired.clone()
     model.eval()
     model.loss(x)
@@ -475,3 +476,39 @@ def test_sae_health_reports_and_warns():
     model.train()
     sae_health(model, x, window_tokens=5)
     assert model.training and int(model.tokens_since_fired.sum()) == 0  # mode restored, no counting
+
+
+def test_a_last_firing_that_straddles_the_window_is_dead_by_tokens_and_alive_by_sae_lens_batches():
+    """The planted stream (tests/planted_sae.py): training's counters and the diagnostics' Firing give the same
+    dead latents, token-exact [1, 3, 5] and sae-lens's batch count [3, 5]."""
+    from planted_sae import BATCH, DEAD_SAE_LENS, DEAD_TOKENS, LENS_WINDOW, WINDOW, planted_sae, stream
+
+    from varilab.diagnostics.sae import Firing
+
+    model, firing = planted_sae().train(), Firing(6)
+    for xb in stream().split(BATCH):
+        model.loss(xb)
+        firing.update(model.encode(xb))
+    assert model.dead_latents().nonzero().flatten().tolist() == DEAD_TOKENS
+    assert (~firing.alive(WINDOW)).nonzero().flatten().tolist() == DEAD_TOKENS
+    assert model.tokens_since_fired.tolist() == [1, 20, 19, 80, 0, 49]
+    assert model.dead_latents_sae_lens(LENS_WINDOW).nonzero().flatten().tolist() == DEAD_SAE_LENS
+    assert firing.dead_sae_lens(LENS_WINDOW).nonzero().flatten().tolist() == DEAD_SAE_LENS
+    assert model.batches_since_fired.tolist() == [0, 2, 2, 10, 0, 6]
+
+
+def test_weights_saved_before_the_batch_counter_load_with_it_unknown(tmp_path):
+    from safetensors.torch import save_file
+
+    from varilab.checkpoint import load_weights
+
+    model = make(features=16, k=2)
+    old = {k: v for k, v in model.state_dict().items() if k != "batches_since_fired"}
+    save_file(old, tmp_path / "old.safetensors")
+    loaded = make(features=16, k=2)
+    load_weights(tmp_path / "old.safetensors", loaded)
+    assert (loaded.batches_since_fired == -1).all() and loaded.dead_latents_sae_lens(10) is None
+    loaded.train()
+    loaded.loss(data(50))
+    assert (loaded.batches_since_fired == -1).all()  # still unknown after more training, never a wrong count
+    assert torch.equal(loaded.W_enc, model.W_enc)

@@ -139,3 +139,41 @@ def test_sae_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["data", "collect", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'varilab[sae]'" in err and len(err.splitlines()) == 1
+
+
+def test_training_count_diagnose_and_report_agree_on_a_planted_straddling_latent(tmp_path, capsys):
+    """A real run folder (trained through the CLI on the planted stream, 80 training tokens + 4 held out) given the
+    planted SAE whose counters came from streaming the training tokens through the training loss in batches of 8:
+    the training count, `varilab diagnose --json` and the report say 3 dead latents; with --sae-lens-window 2,
+    diagnose counts 2 as sae-lens does (tests/planted_sae.py)."""
+    import re
+
+    from planted_sae import BATCH, DEAD_SAE_LENS, DEAD_TOKENS, LENS_WINDOW, WINDOW, planted_sae, stream
+
+    from varilab.checkpoint import save_weights
+
+    np.save(tmp_path / "x.npy", stream(extra=4).numpy())
+    run = tmp_path / "run"
+    assert main(["train", "--model", "topk", "--data", str(tmp_path / "x.npy"), "--features", "6", "--k", "1",
+                 "--epochs", "1", "--batch-size", str(BATCH), "--dead-window-tokens", str(WINDOW), "--input-norm",
+                 "none", "--out", str(run), "--quiet"]) == 0
+    model = planted_sae().train()
+    for xb in stream().split(BATCH):
+        model.loss(xb)  # the training path's counters
+    training = int(model.dead_latents().sum())
+    save_weights(run / "model.safetensors", model)
+    (run / "health.json").unlink()  # measured again from these weights
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--json", "--sae-lens-window", str(LENS_WINDOW)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert training == len(DEAD_TOKENS) == out["dead_in_training"]
+    assert out["dead_sae_lens"] == len(DEAD_SAE_LENS) and out["sae_lens_window_batches"] == LENS_WINDOW
+    assert main(["diagnose", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert f"dead in training: 3 of 6 latents (no firing in the last {WINDOW} training tokens" in text
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert re.search(r"<th>dead latents \(training\)</th><td>(\d+) of 6</td>", page).group(1) == "3"
+    assert f"tokens since its last firing &gt;= {WINDOW}" in page
+    assert main(["diagnose", str(run), "--sae-lens-window", "-1"]) == 2
+    assert "must be a number of batches >= 0" in capsys.readouterr().err

@@ -87,6 +87,14 @@ def read_tensors(path: Path) -> tuple[dict, dict]:
     return st_load(path.read_bytes()), header
 
 
+def with_optional_state(model: nn.Module, tensors: dict) -> dict:
+    """Fill the entries a model lists in `optional_state` ({name: value}) that older files lack, so that
+    weights saved before a counter was added still load (the model reads the value as "unknown")."""
+    own = model.state_dict()
+    fill = {k: torch.full_like(own[k], v) for k, v in getattr(model, "optional_state", {}).items() if k not in tensors}
+    return {**tensors, **fill}
+
+
 def load_weights(path: str | Path, model: nn.Module) -> None:
     path = Path(path)
     if not path.exists():
@@ -97,6 +105,7 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
         raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf ({bad[0]}); these weights are unusable, "
                          "so train the run again or resume it from a good checkpoint")
     own = model.state_dict()
+    tensors = with_optional_state(model, tensors)
     missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
@@ -129,7 +138,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     tensors, header = read_tensors(path)
     if "meta" not in header or "param_groups" not in header:
         raise ValueError(f"{path}: not a varilab checkpoint (its header has no training state)")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(with_optional_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}))
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

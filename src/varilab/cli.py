@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("run", help="run folder")
     g.add_argument("--data", help="diagnose on another data set or file with the same number of features")
     g.add_argument("--threshold", type=float, default=0.01, help="activity threshold of an active unit (default 0.01)")
+    g.add_argument("--sae-lens-window", type=int, metavar="BATCHES",
+                   help="SAE: also count dead latents as sae-lens does (more than BATCHES training batches since "
+                        "the batch in which they last fired; its dead_feature_window)")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     r = sub.add_parser("report", help="write the run's self-contained HTML report")
     r.add_argument("run", help="run folder")
@@ -85,10 +88,16 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_diagnose(args) -> int:
+    import inspect
+
     from . import families
 
     run = families.load(args.run, args.data)
-    result, lines = run.family.verb("diagnose")(run, threshold=args.threshold)
+    verb = run.family.verb("diagnose")
+    extra = {} if args.sae_lens_window is None else {"sae_lens_window": args.sae_lens_window}  # a family's own flag
+    for key in extra.keys() - inspect.signature(verb).parameters.keys():
+        raise ValueError(f"--{key.replace('_', '-')} does not apply to a {run.family.name} run")
+    result, lines = verb(run, threshold=args.threshold, **extra)
     print(json.dumps(families.json_ready(result), allow_nan=False) if args.json else "\n".join(lines))
     return 0
 

@@ -5,7 +5,10 @@ For codes z [N, F], activations x [N, d] and reconstructions x_hat [N, d]:
     FVU = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - x_bar||^2,  x_bar = (1/N) sum_n x_n
     explained variance = 1 - FVU
     density_j = (1/N) #{n : z_nj != 0}
-    a latent is alive when it fired within the last `window` tokens.
+    a latent is alive when it fired within the last `window` tokens: tokens since its last firing < window
+        (0 when it fired on the last token; a latent that never fired counts every token of the pass).
+    sae-lens's definition, for matching its numbers: dead when more than W batches (steps) have passed
+        since the last batch in which it fired: batches_since > W, the counter +1 per batch, 0 when it fired.
     relative reconstruction bias gamma = argmin_g sum_n ||x_hat_n / g - x_n||^2 = sum ||x_hat||^2 / sum x_hat . x
         (Rajamanoharan et al., 2024): 1 when unbiased, below 1 when the codes are shrunk toward zero.
 The model only needs `encode(x) -> z [B, F]` and `decode(z) -> x_hat [B, d]`.
@@ -60,13 +63,15 @@ def fraction_alive(tokens_since_fired: torch.Tensor, window: int) -> float:
 
 
 class Firing:
-    """Streams codes batch by batch and counts, per latent, the tokens it fired on and the tokens since it
-    last fired (a latent that never fired counts every token of the pass)."""
+    """Streams codes batch by batch and counts, per latent, the tokens it fired on, the tokens since it last
+    fired (a latent that never fired counts every token of the pass) and, as sae-lens does, the batches since
+    the last batch in which it fired."""
 
     def __init__(self, features: int, device=None):
         self.tokens = 0
         self.counts = torch.zeros(features, dtype=torch.long, device=device)  # [F] tokens fired on
         self.since = torch.zeros(features, dtype=torch.long, device=device)  # [F] tokens since last fired
+        self.batches_since = torch.zeros(features, dtype=torch.long, device=device)  # [F] sae-lens's counter
 
     def update(self, z: torch.Tensor) -> None:
         """Add a batch of codes z [B, F] (tokens in order)."""
@@ -76,6 +81,7 @@ class Firing:
         # position of the last firing in this batch: tokens after it are n - 1 - last
         last = torch.where(on, torch.arange(n, device=z.device)[:, None], -1).amax(0)  # [F], -1 if silent
         self.since = torch.where(last >= 0, n - 1 - last, self.since + n)
+        self.batches_since = torch.where(last >= 0, 0, self.batches_since + 1)  # sae-lens: +1, then 0 where it fired
         self.tokens += n
 
     @property
@@ -95,6 +101,11 @@ class Firing:
     def fraction_alive(self, window: int) -> float:
         """Share of latents alive over the last `window` tokens of the pass."""
         return float(self.alive(window).float().mean())
+
+    def dead_sae_lens(self, window_batches: int) -> torch.Tensor:
+        """Bool [F], sae-lens's dead mask: more than `window_batches` batches since the last batch with a firing
+        (a latent that never fired is alive until the pass has more batches than the window)."""
+        return self.batches_since > window_batches
 
 
 @torch.no_grad()

@@ -134,9 +134,10 @@ def health(run: Run, window_tokens: int | None = None, embedding: bool | None = 
     _, x_test = split(_activations(opts), opts.test_fraction)
     h = sae_health(model, x_test, window_tokens=window_tokens or opts.dead_window_tokens)
     out = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in h.items()}
+    dead = model.dead_latents()  # tokens since the last firing >= dead_window_tokens, as training's AuxK uses
     out.update(kind=opts.model, k=opts.k, features=opts.features, test_tokens=len(x_test),
-               dead_window_tokens=opts.dead_window_tokens,
-               alive_in_training=float((model.tokens_since_fired < opts.dead_window_tokens).float().mean()))
+               dead_window_tokens=opts.dead_window_tokens, dead_in_training=int(dead.sum()),
+               alive_in_training=float((~dead).float().mean()))
     measure = opts.embedding if embedding is None else embedding
     out["embedding"] = _embedding(opts, model) if measure else {"skipped": "not asked for"}
     atomic_write(run.dir / HEALTH, json.dumps(out) + "\n")
@@ -162,7 +163,7 @@ def _saved_health(run: Run) -> dict:
     saved = run.dir / HEALTH
     try:
         h = json.loads(saved.read_text())
-        if isinstance(h, dict) and {"explained_variance", "l0", "embedding"} <= h.keys():
+        if isinstance(h, dict) and {"explained_variance", "l0", "embedding", "dead_in_training"} <= h.keys():
             return h
     except (OSError, ValueError):
         pass
@@ -186,17 +187,44 @@ def evaluate(run: Run, nll_k=None) -> dict:
     return {k: h[k] for k in keys if k in h}
 
 
-def diagnose(run: Run, threshold: float | None = None) -> tuple[dict, list[str]]:
-    h = _saved_health(run)
-    lines = [_line(h), f"held-out tokens {h['test_tokens']:,}: FVU {h['fvu']:.4f}, {h['dead']} of {h['features']} "
-                       f"latents did not fire on them"]
+def dead_line(h: dict) -> str:
+    return (f"dead in training: {h['dead_in_training']:,} of {h['features']:,} latents (no firing in the last "
+            f"{h['dead_window_tokens']:,} training tokens: tokens since the last firing >= {h['dead_window_tokens']:,})")
+
+
+def sae_lens_dead(run: Run, window_batches: int) -> dict:
+    """sae-lens's count of dead latents: more than `window_batches` training batches since the batch in which each
+    last fired (its `dead_feature_window`, in steps), from the batch counter kept during training."""
+    if window_batches < 0:
+        raise ValueError(f"--sae-lens-window must be a number of batches >= 0, got {window_batches}")
+    dead = run.model.dead_latents_sae_lens(window_batches)
+    if dead is None:
+        raise ValueError(f"{run.dir} was trained before varilab kept sae-lens's batch counter; train it again "
+                         "(or resume it: the counter starts then) to count dead latents as sae-lens does")
+    return {"dead_sae_lens": int(dead.sum()), "sae_lens_window_batches": window_batches,
+            "batch_tokens": run.options.batch_size}
+
+
+def diagnose(run: Run, threshold: float | None = None, sae_lens_window: int | None = None) -> tuple[dict, list[str]]:
+    h = dict(_saved_health(run))
+    lines = [_line(h), dead_line(h),
+             f"held-out tokens {h['test_tokens']:,}: FVU {h['fvu']:.4f}, {h['dead']} of {h['features']} latents did "
+             "not fire on them"]
+    if sae_lens_window is not None:
+        h.update(sae_lens_dead(run, sae_lens_window))
+        lines.append(f"sae-lens definition: {h['dead_sae_lens']:,} of {h['features']:,} latents dead (more than "
+                     f"{sae_lens_window:,} training batches of {h['batch_tokens']:,} tokens since the batch in which "
+                     f"they last fired; sae-lens's dead_feature_window = {sae_lens_window:,})")
     return h, lines + ([h["warning"]] if h.get("warning") else [])
 
 
 DEFINITIONS = (
     "L0 = mean number of non-zero codes per token. FVU = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - x_bar||^2 over the "
-    "held-out tokens (x_bar their mean); explained variance = 1 - FVU. A latent is alive when it fired within the last "
-    "{window:,} training tokens (fraction alive, training), or at least once on the held-out tokens. Embedding recovered "
+    "held-out tokens (x_bar their mean); explained variance = 1 - FVU. A latent is dead when it has not fired in the "
+    "last {window:,} training tokens: tokens since its last firing >= {window:,}, counted to the token (0 when it "
+    "fired on the last token; from the start of training for one that never fired). Training's AuxK, `varilab "
+    "diagnose` and this page use this one count. `varilab diagnose RUN --sae-lens-window W` also counts as sae-lens "
+    "does: more than W training batches since the batch in which it last fired. Embedding recovered "
     "= 1 - D(SAE) / D(zero ablation), D the mean cosine distance between MiniLM's sentence embedding with the layer's "
     "word-piece activations replaced and the clean one, on held-out text.")
 
@@ -215,6 +243,7 @@ def report(run: Run):
     rows = [("explained variance (held-out)", h["explained_variance"]), ("FVU (held-out)", h["fvu"]), ("L0", h["l0"]),
             ("relative reconstruction bias (1: codes not shrunk)", h.get("relative_reconstruction_bias", "-")),
             (f"fraction alive (last {h['dead_window_tokens']:,} training tokens)", h["alive_in_training"]),
+            ("dead latents (training)", f"{h['dead_in_training']:,} of {h['features']:,}"),
             ("fraction that fired on the held-out tokens", 1 - h["dead"] / h["features"]),
             ("held-out tokens", h["test_tokens"])]
     if emb is not None:

@@ -247,7 +247,6 @@ def evaluate(run: Run, nll_k: list[int] | None = None, seed: int = 0) -> dict:
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
     from ..diagnostics import diagnose as collapse
-
     x, cond = _test_split(run)
     d = collapse(run.model, x, threshold=threshold, cond=cond)
     result = d.to_dict()

@@ -197,6 +197,8 @@ class SAE(nn.Module):
     before training (b_dec at the geometric median), and train with `train_step`.
     """
 
+    optional_state = {"batches_since_fired": -1}  # absent from weights saved before it was kept: unknown
+
     def __init__(self, config: SAEConfig):
         super().__init__()
         check_config(config)
@@ -213,6 +215,7 @@ class SAE(nn.Module):
             self.b_logvar = nn.Parameter(torch.full((f,), float(config.log_var_init)))
         self.register_buffer("input_scale", torch.tensor(1.0))
         self.register_buffer("tokens_since_fired", torch.zeros(f, dtype=torch.long))
+        self.register_buffer("batches_since_fired", torch.zeros(f, dtype=torch.long))  # sae-lens's count; -1: unknown
         self.register_buffer("threshold", torch.tensor(-1.0))  # batchtopk inference threshold; < 0: not yet set
         self.register_buffer("steps_done", torch.tensor(0, dtype=torch.long))  # optimizer steps so far (checkpointed)
 
@@ -279,11 +282,21 @@ class SAE(nn.Module):
         """Bool [F]: latents that have not fired in the last `dead_window_tokens` training tokens."""
         return self.tokens_since_fired >= self.config.dead_window_tokens
 
+    def dead_latents_sae_lens(self, window_batches: int) -> torch.Tensor | None:
+        """Bool [F], sae-lens's definition: more than `window_batches` training batches since the last batch in
+        which the latent fired. None for weights saved before this count was kept."""
+        if (self.batches_since_fired < 0).any():
+            return None
+        return self.batches_since_fired > window_batches
+
     @torch.no_grad()
     def _record_firing(self, last: torch.Tensor, n_tokens: int) -> None:
         """Token-exact, as `diagnostics.sae.Firing`: a latent whose last firing in this batch of B tokens was at
-        position p has fired B - 1 - p tokens ago; one that did not fire adds B (last: long [F], -1 if silent)."""
+        position p has fired B - 1 - p tokens ago; one that did not fire adds B (last: long [F], -1 if silent).
+        The batch count is sae-lens's: 0 where it fired in this batch, else +1 (left at -1 where unknown)."""
         self.tokens_since_fired.copy_(torch.where(last >= 0, n_tokens - 1 - last, self.tokens_since_fired + n_tokens))
+        known = self.batches_since_fired >= 0
+        self.batches_since_fired.copy_(torch.where(known, torch.where(last >= 0, 0, self.batches_since_fired + 1), -1))
 
     def _aux(self, x: torch.Tensor, e: torch.Tensor, dead: torch.Tensor) -> tuple[torch.Tensor, int]:
         """AuxK: (mean_b ||e_b - W_dec TopK_aux(ReLU(dead pre-activations))_b||^2 with e detached, the number
