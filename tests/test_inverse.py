@@ -154,3 +154,14 @@ def test_smc_beats_dps_at_a_thousand_particles():
                                     for i, p in enumerate(posts)]).mean(0))
     best = torch.stack(theirs).min(0).values
     assert (ours < best).all(), (ours, torch.stack(theirs))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from varilab.diagnostics import restoration
+    from varilab.models import operators
+
+    for module in (operators, restoration):
+        failures, tried = doctest.testmod(module, verbose=False)[:2]
+        assert failures == 0 and tried >= 2, module.__name__

@@ -17,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("train", add_help=False, help="train a model and write a run folder "
                                                  "(`varilab train --model M --help` lists M's options)")
+    sub.add_parser("solve", add_help=False, help="recover images from degraded observations with a diffusion run as "
+                                                 "the prior (`varilab solve --method M --help` lists M's options)")
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", help="evaluate on another data set or file with the same number of features")
@@ -160,19 +162,15 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_train(argv: list[str]) -> int:
-    from . import families
-
-    print(families.train(argv))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = _parser().parse_known_args(argv)
     try:
-        if args.command == "train":
-            return cmd_train(rest)
+        if args.command in ("train", "solve"):  # the options depend on the model or method: families parses them
+            from . import families
+
+            print(getattr(families, args.command)(rest))
+            return 0
         if rest:
             raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
         return {"eval": cmd_eval, "diagnose": cmd_diagnose, "report": cmd_report, "data": cmd_data,

@@ -141,6 +141,49 @@ def train(argv: list[str]) -> str:
     return line + (f"; {note}" if note else "")
 
 
+SOLVE_ARGS = [("run", {"metavar": "RUN", "help": "the diffusion run folder whose model is the prior"}),
+              ("--out", {"required": True, "metavar": "DIR",
+                         "help": "folder for estimate.npy, metrics.json, trace.json and report.html"}),
+              ("--force", {"action": "store_true", "help": "overwrite an earlier solve's files in --out"}),
+              ("--quiet", {"action": "store_true", "help": "no progress bars"})]
+
+
+def solve(argv: list[str]) -> str:
+    """Run `varilab solve` on its words: RUN --method M --task T ... --out DIR; returns the summary line."""
+    import argparse
+
+    from ._solve import FILES, METHODS, SolveOptions
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method", default="red-diff")
+    args, rest = pre.parse_known_args(argv)
+    if args.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
+    for word in rest:  # an option of another method: say which methods it belongs to
+        name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        f = next((f for f in dataclasses.fields(SolveOptions) if f.name == name), None)
+        if f is not None and not options.applies(f, args.method):
+            raise ValueError(f"--{word[2:].split('=')[0]} applies to --method {' or '.join(f.metadata['models'])}, "
+                             f"not to {args.method}")
+    method = ("--method", {"metavar": "METHOD", "default": args.method,
+                           "help": "; ".join(f"{k}: {v}" for k, v in METHODS.items())})
+    opts, ns = options.parse(SolveOptions, args.method, rest, prog="varilab solve", extra=[method] + SOLVE_ARGS)
+    out = Path(ns.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    if folder.holds_run(out):
+        raise ValueError(f"--out {out} holds a training run; write the solve's files to a folder of their own")
+    present = [f for f in FILES if (out / f).exists()]
+    if present and not ns.force:
+        raise FileExistsError(f"{out} already holds a solve ({', '.join(present)}); pass --force to overwrite it")
+    run = load(ns.run)
+    verb = run.family.verb("solve")
+    with folder.lock(out, "solve"):
+        for f in present:  # --force: an earlier solve's files, all of them, so none is left from it
+            (out / f).unlink()
+        return verb(run, opts, out, quiet=bool(ns.quiet))
+
+
 def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01) -> str:
     """A note when the loss still fell by more than `threshold` (relative) over the last `share` of training:
     the test loss per epoch when there are at least 1 / share epochs, else the training loss logged every

@@ -269,8 +269,14 @@ def report(run: Run):
     return page(run)
 
 
+def solve(run: Run, opts, out: Path, quiet: bool = False) -> str:
+    from ._solve import solve as solve_with
+
+    return solve_with(run, opts, out, quiet)
+
+
 FAMILY = register(Family("diffusion", MODELS, DiffusionOptions, train=train, load=load, evaluate=evaluate,
-                         report=report, sample=sample, resumable=("epochs", "vae_epochs"),
+                         report=report, sample=sample, solve=solve, resumable=("epochs", "vae_epochs"),
                          files=(VAE_DIR,),
                          why_not={"diagnose": "a diffusion model's noise has no learned posterior to diagnose; "
                                               "`varilab eval` gives its bound in bits/dim, and a diffusevae run's VAE "

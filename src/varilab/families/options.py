@@ -64,8 +64,13 @@ def applies(f: dataclasses.Field, model: str) -> bool:
     return f.metadata.get("models") is None or model in f.metadata["models"]
 
 
+def axis(cls) -> str:
+    """The field whose value decides which options apply: `model`, or the class's AXIS (e.g. a solver's method)."""
+    return getattr(cls, "AXIS", "model")
+
+
 def fields_for(cls, model: str) -> list[dataclasses.Field]:
-    """The options of `cls` that apply to `model` (the field `model` itself included)."""
+    """The options of `cls` that apply to `model` (the axis field itself included)."""
     return [f for f in dataclasses.fields(cls) if applies(f, model)]
 
 
@@ -79,18 +84,18 @@ def flag(name: str) -> str:
 
 def settings(opts) -> list[tuple[str, object]]:
     """(option, value) for the options that apply to the run's model: the report's configuration table."""
-    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), opts.model)
+    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), getattr(opts, axis(type(opts))))
             if getattr(opts, f.name) is not None]
 
 
 def to_dict(opts) -> dict:
     """The options that apply to the run's model, as written to config.json."""
-    return {f.name: getattr(opts, f.name) for f in fields_for(type(opts), opts.model)}
+    return {f.name: getattr(opts, f.name) for f in fields_for(type(opts), getattr(opts, axis(type(opts))))}
 
 
 def validate(opts) -> None:
     """Check every applicable option against its choices and constraint; one error naming the option."""
-    for f in fields_for(type(opts), opts.model):
+    for f in fields_for(type(opts), getattr(opts, axis(type(opts)))):
         value = getattr(opts, f.name)
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         if choices and value not in choices:
@@ -168,7 +173,7 @@ def _build(cls, model: str, extra):
             raise ValueError(message)
 
     hints = typing.get_type_hints(cls)
-    chosen = [f for f in fields_for(cls, model) if f.name != "model"]
+    chosen = [f for f in fields_for(cls, model) if f.name != axis(cls)]
     view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(f)) for f in chosen])
     view.__doc__ = f"Options of {model}:"
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
@@ -207,6 +212,6 @@ def _reader(parse):
 def parse(cls, model: str, argv: list[str], prog: str, extra=()) -> tuple[object, object]:
     """(options, namespace of the extra arguments) from command-line words; the options are validated."""
     ns = parser(cls, model, prog, extra).parse_args(argv)
-    opts = cls(model=model, **dataclasses.asdict(ns.options))
+    opts = cls(**{axis(cls): model}, **dataclasses.asdict(ns.options))
     validate(opts)
     return opts, ns

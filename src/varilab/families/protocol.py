@@ -6,6 +6,7 @@
     diagnose(run, threshold) -> (dict, list of text lines)
     report(run) -> report.Page                                 (sections as data; the report draws the rest)
     sample(run, n, steps, sampler, seed, prior) -> {name: array}
+    solve(run, opts, out, quiet) -> summary line              (inverse problems with the run as the prior)
 
 A verb a family cannot answer is None, and `why_not[verb]` says why in one line.
 """
@@ -27,6 +28,7 @@ class Family:
     diagnose: Callable | None = None
     report: Callable | None = None
     sample: Callable | None = None
+    solve: Callable | None = None
     why_not: dict[str, str] = field(default_factory=dict)
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run

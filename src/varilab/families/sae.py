@@ -273,4 +273,6 @@ def upgrade(raw: dict) -> dict:
 
 FAMILY = register(Family("sae", MODELS, SAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
                          report=report, upgrade=upgrade, files=(HEALTH,),
-                         why_not={"sample": "an SAE reconstructs activations; it has no prior to sample from"}))
+                         why_not={"sample": "an SAE reconstructs activations; it has no prior to sample from",
+                                  "solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
+                                           "ddpm); an SAE run is not one"}))

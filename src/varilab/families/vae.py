@@ -316,4 +316,6 @@ def upgrade(raw: dict) -> dict:
 
 
 FAMILY = register(Family("vae", MODELS, VAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, sample=sample, upgrade=upgrade))
+                         report=report, sample=sample, upgrade=upgrade,
+                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
+                                           "ddpm); a VAE run is not one"}))

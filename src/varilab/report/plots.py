@@ -216,3 +216,18 @@ def density_histogram(log10_density: list[float], floor: float = -10.0) -> bytes
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return png(fig)
+
+
+def lines(panels: list[tuple[str, str, dict[str, list[float]]]]) -> bytes:
+    """One panel per (title, x label, {label: values over steps}), each line against its index."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.7), squeeze=False)
+    for ax, (title, xlabel, series) in zip(axes[0], panels):
+        for label, values in series.items():
+            ax.plot(np.arange(1, len(values) + 1), values, lw=1, label=label)
+        ax.set_title(title, fontsize=8.5)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)
