@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .diffusion import KINDS, _coefs, convert
+from .diffusion import KINDS, convert
 
 
 def _times(steps: int, t_max: float, t_min: float) -> list[float]:
@@ -45,6 +45,12 @@ def _predict(pred, kind: str, schedule, x: torch.Tensor, t: float, to: str) -> t
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     p = pred(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
     return convert(p, kind, to, x, t, schedule)
+
+
+def _alpha_sigma(schedule, ts: list[float]) -> tuple[list[float], list[float]]:
+    """alpha_t and sigma_t at every time of a solver's grid, as floats, read once before its loop."""
+    t = torch.tensor(ts, dtype=torch.float64)
+    return schedule.alpha(t).tolist(), schedule.sigma(t).tolist()
 
 
 def _residual(op, y: torch.Tensor, x0: torch.Tensor) -> float:
@@ -78,13 +84,13 @@ def red_diff(pred, schedule, op, y: torch.Tensor, kind: str = "eps", steps: int 
         ts = (t_min + (t_max - t_min) * torch.rand(steps, dtype=torch.float64, generator=generator)).tolist()
     trace = {"t": ts, "lambda": [], "residual": [], "nfe": []}
     tail = torch.zeros_like(mu, requires_grad=False)
-    for i, t in enumerate(ts):
-        alpha, sigma, _, _ = _coefs(schedule, t, mu)
+    alphas, sigmas = _alpha_sigma(schedule, ts)
+    for i, (t, alpha, sigma) in enumerate(zip(ts, alphas, sigmas)):
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         with torch.no_grad():
             x_t = alpha * mu + sigma * eps  # x_t = alpha_t mu + sigma_t eps
             eps_hat = _predict(pred, kind, schedule, x_t, t, "eps")  # never differentiated
-        lam_t = lam * (float(sigma) / float(alpha)) ** power  # lambda (sigma_t / alpha_t)^p
+        lam_t = lam * (sigma / alpha) ** power  # lambda (sigma_t / alpha_t)^p
         fit = v * (y - op(mu)).pow(2).mean(1) / 2  # v mean_m (y - H mu)^2 / 2, [B]
         reg = lam_t * ((eps_hat - eps) * mu).mean(1)  # lambda_t mean_d sg(eps_hat - eps) mu, [B]
         opt.zero_grad(set_to_none=True)
@@ -110,6 +116,7 @@ def dps(pred, schedule, op, y: torch.Tensor, kind: str = "eps", steps: int = 100
     x = torch.randn(len(y), op.in_dim, generator=generator, dtype=y.dtype, device=y.device)
     ts = _times(steps, t_max, 0.0)
     trace = {"t": ts[:-1], "residual": [], "nfe": []}
+    alphas, sigmas = _alpha_sigma(schedule, ts)
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -119,15 +126,14 @@ def dps(pred, schedule, op, y: torch.Tensor, kind: str = "eps", steps: int = 100
             grad = torch.autograd.grad(norm.sum(), x)[0]
         x0, eps = x0.detach(), convert(p.detach(), kind, "eps", x.detach(), t, schedule)
         x = x.detach()
-        a_t, s_t, _, _ = _coefs(schedule, t, x)
-        a_s, s_s, _, _ = _coefs(schedule, s, x)
+        a_t, s_t, a_s, s_s = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
         if sampler == "ddim":
             x_s = a_s * x0 + s_s * eps
         else:  # q(x_s | x_t, x0 = x0_hat), as samplers.ddpm
             a_ts = a_t / a_s
             var_ts = s_t ** 2 - a_ts ** 2 * s_s ** 2
             mean = a_ts * s_s ** 2 / s_t ** 2 * x + a_s * var_ts / s_t ** 2 * x0
-            std = (var_ts * s_s ** 2 / s_t ** 2).clamp(min=0).sqrt()
+            std = math.sqrt(max(var_ts * s_s ** 2 / s_t ** 2, 0.0))
             x_s = mean + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         x = x_s - zeta * grad
         trace["residual"].append(float(norm.detach().mean()) / math.sqrt(op.out_dim))

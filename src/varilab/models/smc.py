@@ -22,10 +22,11 @@ replaces the ancestral step, unguided. All B * N particles go through the denois
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .diffusion import _coefs
-from .inverse import _predict, _times
+from .inverse import _alpha_sigma, _predict, _times
 
 
 def systematic_resample(log_w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -44,14 +45,13 @@ def ess(log_w: torch.Tensor) -> torch.Tensor:
     return 1.0 / torch.softmax(log_w.double(), dim=1).pow(2).sum(1)
 
 
-def ancestral_moments(schedule, x: torch.Tensor, t: float, s: float, x0: torch.Tensor):
-    """Mean and standard deviation of DDPM's reverse step q(x_s | x_t, x0 = x0_hat), as `samplers.ddpm` takes it."""
-    a_t, s_t, _, _ = _coefs(schedule, t, x)
-    a_s, s_s, _, _ = _coefs(schedule, s, x)
+def ancestral_moments(x: torch.Tensor, x0: torch.Tensor, a_t: float, s_t: float, a_s: float, s_s: float):
+    """Mean and standard deviation of DDPM's reverse step q(x_s | x_t, x0 = x0_hat) from t (alpha a_t, sigma s_t)
+    to s < t, as `samplers.ddpm` takes it."""
     a_ts = a_t / a_s
     var_ts = s_t ** 2 - a_ts ** 2 * s_s ** 2  # sigma_{t|s}^2
     mean = a_ts * s_s ** 2 / s_t ** 2 * x + a_s * var_ts / s_t ** 2 * x0
-    return mean, float((var_ts * s_s ** 2 / s_t ** 2).clamp(min=0).sqrt())
+    return mean, math.sqrt(max(var_ts * s_s ** 2 / s_t ** 2, 0.0))
 
 
 def smc(pred, schedule, op, y: torch.Tensor, r: float, kind: str = "eps", particles: int = 16, steps: int = 100,
@@ -71,31 +71,38 @@ def smc(pred, schedule, op, y: torch.Tensor, r: float, kind: str = "eps", partic
     b, n, d = len(y), particles, op.in_dim
     y_rep = y.repeat_interleave(n, 0)  # [B N, M], particle-major within each observation
 
-    def log_twist(x0, t):
-        a, s, _, _ = _coefs(schedule, t, x0)
-        var = r ** 2 + prior_var * float(s) ** 2 / (float(a) ** 2 * prior_var + float(s) ** 2)  # r^2 + rho_t^2
-        return (-(y_rep - op(x0)).pow(2).sum(1) / (2 * var)).reshape(b, n)  # log g_t up to a constant
+    ts = _times(steps, t_max, 0.0)
+    alphas, sigmas = _alpha_sigma(schedule, ts)
 
-    def predict(x, t):
-        """(x0_hat(x_t), log g_t(x_t), grad_x log g_t(x_t) or None): one denoiser call, and one backward if guided."""
+    def log_twist(x0, k):
+        """log g at time ts[k] up to a constant, [B, N], and the squared residuals ||y - H x0||^2, [B N]."""
+        a, s = alphas[k], sigmas[k]
+        var = r ** 2 + prior_var * s ** 2 / (a ** 2 * prior_var + s ** 2)  # r^2 + rho_t^2
+        sq = (y_rep - op(x0)).pow(2).sum(1)
+        return (-sq / (2 * var)).reshape(b, n), sq
+
+    def predict(x, k):
+        """(x0_hat(x_t), log g_t(x_t), ||y - H x0_hat||^2, grad_x log g_t(x_t) or None) at t = ts[k]: one denoiser
+        call, and one backward if guided."""
         if not guide:
-            x0 = _predict(pred, kind, schedule, x, t, "x0")
-            return x0, log_twist(x0, t), None
+            x0 = _predict(pred, kind, schedule, x, ts[k], "x0")
+            return (x0, *log_twist(x0, k), None)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            x0 = _predict(pred, kind, schedule, x, t, "x0")
-            log_g = log_twist(x0, t)
+            x0 = _predict(pred, kind, schedule, x, ts[k], "x0")
+            log_g, sq = log_twist(x0, k)
             grad = torch.autograd.grad(log_g.sum(), x)[0]
-        return x0.detach(), log_g.detach(), grad
+        return x0.detach(), log_g.detach(), sq.detach(), grad
 
-    ts = _times(steps, t_max, 0.0)
     x = torch.randn(b * n, d, generator=generator, dtype=y.dtype, device=y.device)
-    x0, log_g, grad = predict(x, ts[0])
+    x0, log_g, _, grad = predict(x, 0)
     log_w = log_g.clone()
-    trace = {"t": ts, "ess": [ess(log_w).tolist()], "resampled": [[] for _ in range(b)], "residual": [], "nfe": [1]}
+    now = ess(log_w)
+    trace = {"t": ts, "ess": [now.tolist()], "resampled": [[] for _ in range(b)], "residual": [], "nfe": [1]}
     rows = torch.arange(b, device=y.device)[:, None] * n
+    m = op.out_dim
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
-        low = ess(log_w) < resample_below * n
+        low = now < resample_below * n
         if low.any():  # resample the observations whose weights have degenerated
             idx = torch.arange(n, device=y.device).expand(b, n).clone()
             idx[low] = systematic_resample(log_w[low], generator)
@@ -109,7 +116,7 @@ def smc(pred, schedule, op, y: torch.Tensor, r: float, kind: str = "eps", partic
         if kernel is not None:
             x = kernel(x, t, s, x0, generator)  # x_s ~ the prior's reverse kernel
         else:
-            mean, std = ancestral_moments(schedule, x, t, s, x0)
+            mean, std = ancestral_moments(x, x0, alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1])
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             if grad is not None and std > 0:  # propose from N(mean + v grad log g_t, v); weigh by p / q
                 shift = std ** 2 * grad
@@ -119,16 +126,17 @@ def smc(pred, schedule, op, y: torch.Tensor, r: float, kind: str = "eps", partic
             else:
                 x = mean + std * z
         if s > 0:
-            x0, log_g_s, grad = predict(x, s)  # one call for all B N particles
+            x0, log_g_s, sq, grad = predict(x, i + 1)  # one call for all B N particles
             trace["nfe"].append(trace["nfe"][-1] + 1)
         else:
-            x0 = x
-            log_g_s = (-(y_rep - op(x)).pow(2).sum(1) / (2 * r ** 2)).reshape(b, n)  # g_0: the likelihood
+            x0, sq = x, (y_rep - op(x)).pow(2).sum(1)
+            log_g_s = (-sq / (2 * r ** 2)).reshape(b, n)  # g_0: the likelihood
             trace["nfe"].append(trace["nfe"][-1])
         log_w = log_w + log_g_s - log_g + correction  # w <- w g_s(x_s) p(x_s|x_t) / (g_t(x_t) q(x_s|x_t))
         log_g = log_g_s
-        trace["ess"].append(ess(log_w).tolist())
-        trace["residual"].append(float((y_rep - op(x0)).pow(2).mean(1).sqrt().mean()))
+        now = ess(log_w)
+        trace["ess"].append(now.tolist())
+        trace["residual"].append(float((sq / m).sqrt().mean()))
         if progress:
             progress(i + 1)
     log_w = torch.log_softmax(log_w.double(), dim=1)
