@@ -126,8 +126,6 @@ def observation(opts: SolveOptions, run, op, truth, generator):
     if opts.observed is None:
         if truth is None:
             raise ValueError("pass --observed Y.npy, or --truth X.npy to simulate the observation from clean data")
-        if opts.noise == 0 and opts.method == "smc":
-            raise ValueError("smc weighs particles by the likelihood N(y; H x, sigma_y^2 I): --noise must be positive")
         y = op(truth)
         return y + opts.noise * torch.randn(y.shape, generator=generator)
     y = torch.from_numpy(read(opts.observed, "--observed"))
@@ -207,17 +205,14 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
 
 def _observed_file(opts, op, y, shape):
     """The observation as the user would give it back: whole images with zeros where unobserved (inpaint), small
-    images (super-resolution), images (denoise), rows [N, M] (matrix)."""
-    if opts.task == "inpaint" or shape is None or opts.task == "matrix":
-        data = op.adjoint(y) if opts.task == "inpaint" else y
-    else:
-        data = y
-    data = data.numpy()
+    images (super-resolution), images (denoise), rows [N, M] (matrix, or vector data)."""
+    data = (op.adjoint(y) if opts.task == "inpaint" else y).numpy()
     if shape is None or opts.task == "matrix":
         return data
     c, h, w = shape
     f = {"sr2": 2, "sr4": 4}.get(opts.task, 1)
-    return data.reshape(len(data), *(((h // f, w // f)) if c == 1 else (c, h // f, w // f)))
+    side = (h // f, w // f)
+    return data.reshape(len(data), *(side if c == 1 else (c, *side)))
 
 
 def run_solver(model, op, y_m, noise_m: float, opts: SolveOptions, quiet: bool) -> dict:

@@ -30,17 +30,11 @@ import math
 import torch
 
 from .diffusion import KINDS, convert
-
-
-def _times(steps: int, t_max: float, t_min: float) -> list[float]:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not 0 <= t_min < t_max <= 1:
-        raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64).tolist()
+from .samplers import _grid as _times  # the uniform time grid from t_max down to t_min
 
 
 def _predict(pred, kind: str, schedule, x: torch.Tensor, t: float, to: str) -> torch.Tensor:
+    """The prediction at (x, t), re-expressed as kind `to`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     p = pred(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
