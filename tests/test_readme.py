@@ -47,3 +47,21 @@ def test_readme_train_commands_parse():
     for line in lines:
         family, opts, *_ = parse_train(shlex.split(line)[2:])
         assert opts.model in family.models, line
+
+
+def test_readme_solve_commands_parse():
+    """Every `varilab solve` line of the README names options its method has (parsed, not run)."""
+    import shlex
+
+    from varilab.families import SOLVE_ARGS, options
+    from varilab.families._solve import SolveOptions
+
+    lines = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+             for line in block.splitlines() if line.startswith("varilab solve") and "--help" not in line]
+    assert len(lines) >= 3
+    for line in lines:
+        words = shlex.split(line)[2:]
+        method = words[words.index("--method") + 1] if "--method" in words else "red-diff"
+        rest = [w for i, w in enumerate(words) if w != "--method" and (i == 0 or words[i - 1] != "--method")]
+        opts, ns = options.parse(SolveOptions, method, rest, prog="varilab solve", extra=SOLVE_ARGS)
+        assert opts.method == method and opts.task is not None and ns.out, line
