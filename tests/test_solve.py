@@ -84,7 +84,10 @@ def test_bad_input_is_one_line_and_exit_2(prior, tmp_path, capsys):
     nan[1, 7] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     np.save(tmp_path / "wide.npy", np.zeros((3, 50), dtype=np.float32))
+    np.save(tmp_path / "A.npy", np.ones((5, 50), dtype=np.float32))
     cases = [
+        (["--task", "matrix", "--matrix", str(tmp_path / "A.npy"), "--observed", str(tmp_path / "wide.npy")],
+         r"--matrix .* has shape \[5, 50\]; this run's data need \[M, 64\]"),
         (["--task", "inpaint", "--mask", str(tmp_path / "mask.npy"), "--observed", str(tmp_path / "wide.npy")],
          r"--mask .* has 25 entries .* one data point of this run has 64 \(images \[1, 8, 8\]\)"),
         (["--task", "denoise", "--observed", str(tmp_path / "nan.npy")], r"1 NaN or Inf value\(s\), the first at index \[1, 7\]"),
