@@ -78,6 +78,23 @@ def read(path: str, what: str):
     return x
 
 
+def rows(path: str, what: str):
+    """A file of one row per data point, as a tensor [N, D] (a single point [D] becomes one row)."""
+    import torch
+
+    x = torch.from_numpy(read(path, what))
+    return x.reshape(len(x), -1) if x.ndim > 1 else x[None]
+
+
+def as_images(a, shape, factor: int = 1):
+    """Rows [N, C H W] as images [N, H/f, W/f] (one channel) or [N, C, H/f, W/f]; rows as they are without a shape."""
+    if shape is None:
+        return a
+    c, h, w = shape
+    side = (h // factor, w // factor)
+    return a.reshape(len(a), *(side if c == 1 else (c, *side)))
+
+
 def image_shape(run) -> tuple[int, int, int] | None:
     shape = run.data.image_shape
     if shape is None:
@@ -128,13 +145,12 @@ def observation(opts: SolveOptions, run, op, truth, generator):
             raise ValueError("pass --observed Y.npy, or --truth X.npy to simulate the observation from clean data")
         y = op(truth)
         return y + opts.noise * torch.randn(y.shape, generator=generator)
-    y = torch.from_numpy(read(opts.observed, "--observed"))
-    y = y.reshape(len(y), -1) if y.ndim > 1 else y[None]
+    y = rows(opts.observed, "--observed")
     if y.shape[1] == op.out_dim:
         return y
     if opts.task == "inpaint" and y.shape[1] == op.in_dim:
         return op(y)  # whole images: keep the observed pixels
-    whole = " (or whole images of {op.in_dim} with --mask)" if opts.task == "inpaint" else ""
+    whole = f" (or whole images of {op.in_dim} with --mask)" if opts.task == "inpaint" else ""
     raise ValueError(f"--observed {opts.observed} has {y.shape[1]} values per row; {op.name} gives {op.out_dim}{whole}")
 
 
@@ -155,8 +171,7 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
     op, drawn_mask = operator(opts, run, g)
     truth = None
     if opts.truth is not None:
-        t = torch.from_numpy(read(opts.truth, "--truth"))
-        truth = t.reshape(len(t), -1) if t.ndim > 1 else t[None]
+        truth = rows(opts.truth, "--truth")
         if truth.shape[1] != run.data.x_dim:
             raise ValueError(f"--truth {opts.truth} has {truth.shape[1]} values per row; this run's data have "
                              f"{run.data.x_dim}")
@@ -175,14 +190,13 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
     view = model.from_model(op.pinv(y_m))  # what the observation shows, at full size
     out.mkdir(parents=True, exist_ok=True)
     shape = image_shape(run)
-    as_images = (lambda a: a.reshape(len(a), *(shape[1:] if shape[0] == 1 else shape))) if shape else (lambda a: a)
-    np.save(out / "estimate.npy", as_images(estimate.numpy()))
+    np.save(out / "estimate.npy", as_images(estimate.numpy(), shape))
     np.save(out / "observed.npy", _observed_file(opts, op, y, shape))
     if drawn_mask is not None:
-        np.save(out / "mask.npy", as_images(drawn_mask[None].numpy().astype(np.uint8))[0])
+        np.save(out / "mask.npy", as_images(drawn_mask[None].numpy().astype(np.uint8), shape)[0])
     if "particles" in result:
-        parts = model.from_model(result["particles"])
-        np.save(out / "particles.npy", parts.reshape(len(y), opts.particles, *as_images(parts[:1, 0]).shape[1:]).numpy())
+        parts = as_images(model.from_model(result["particles"]).flatten(0, 1).numpy(), shape)  # [N P, ...]
+        np.save(out / "particles.npy", parts.reshape(len(y), opts.particles, *parts.shape[1:]))
         np.save(out / "weights.npy", result["log_weights"].exp().numpy())
     metrics = {"method": opts.method, "task": opts.task, "operator": op.name, "images": len(y),
                "noise": opts.noise, "noise_model_scale": noise_m, "seconds": seconds,
@@ -207,12 +221,9 @@ def _observed_file(opts, op, y, shape):
     """The observation as the user would give it back: whole images with zeros where unobserved (inpaint), small
     images (super-resolution), images (denoise), rows [N, M] (matrix, or vector data)."""
     data = (op.adjoint(y) if opts.task == "inpaint" else y).numpy()
-    if shape is None or opts.task == "matrix":
+    if opts.task == "matrix":
         return data
-    c, h, w = shape
-    f = {"sr2": 2, "sr4": 4}.get(opts.task, 1)
-    side = (h // f, w // f)
-    return data.reshape(len(data), *(side if c == 1 else (c, *side)))
+    return as_images(data, shape, {"sr2": 2, "sr4": 4}.get(opts.task, 1))
 
 
 def run_solver(model, op, y_m, noise_m: float, opts: SolveOptions, quiet: bool) -> dict:
@@ -280,9 +291,7 @@ def scores(truth, estimate, view, shape) -> dict:
     for name, x in (("", estimate), ("pinv_", view)):
         out[f"{name}psnr"] = psnr(truth, x).tolist()
         if shape is not None and min(shape[1:]) >= 7:
-            c, h, w = shape
-            as_img = (lambda a: a.reshape(len(a), h, w)) if c == 1 else (lambda a: a.reshape(len(a), c, h, w))
-            out[f"{name}ssim"] = ssim(as_img(truth), as_img(x)).tolist()
+            out[f"{name}ssim"] = ssim(as_images(truth, shape), as_images(x, shape)).tolist()
     for key in list(out):
         values = [v for v in out[key] if math.isfinite(v)]
         out[f"{key}_mean"] = sum(values) / len(values) if values else float("inf")

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 
 @dataclass
@@ -36,9 +35,6 @@ class GaussianMixture:
     @property
     def dim(self) -> int:
         return self.means.shape[1]
-
-    def distribution(self) -> MixtureSameFamily:
-        return MixtureSameFamily(Categorical(self.weights), MultivariateNormal(self.means, self.covs))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x [n, D], component [n])."""
@@ -110,8 +106,6 @@ class GaussianMixture:
     def mean(self) -> torch.Tensor:
         return (self.weights[:, None] * self.means).sum(0)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.distribution().log_prob(x.double())
 
 
 def sliced_w2(x: torch.Tensor, y: torch.Tensor, wx: torch.Tensor | None = None, projections: int = 64,
