@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -49,19 +51,26 @@ def test_readme_train_commands_parse():
         assert opts.model in family.models, line
 
 
-def test_readme_solve_commands_parse():
-    """Every `varilab solve` line of the README names options its method has (parsed, not run)."""
+@pytest.mark.parametrize("command", ["solve", "attack", "robustness"])
+def test_readme_command_lines_parse(command):
+    """Every `varilab solve`, `attack` and `robustness` line of the README names options its method, direction
+    or attack has (parsed, not run)."""
     import shlex
 
-    from varilab.families import SOLVE_ARGS, options
-    from varilab.families._solve import SolveOptions
+    from varilab.families import folder_args, parse_command
+    from varilab.families._attack import DIRECTIONS, AttackOptions
+    from varilab.families._solve import METHODS, SolveOptions
+    from varilab.families.robust import RobustnessOptions
+    from varilab.models.robustness import ATTACKS
 
+    cls, choices = {"solve": (SolveOptions, METHODS), "attack": (AttackOptions, DIRECTIONS),
+                    "robustness": (RobustnessOptions, ATTACKS)}[command]
+    extra = folder_args("run", "files") if command != "robustness" else [("run", {}), ("--json", {"action": "store_true"})]
     lines = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
-             for line in block.splitlines() if line.startswith("varilab solve") and "--help" not in line]
-    assert len(lines) >= 3
+             for line in block.splitlines() if line.startswith(f"varilab {command} ") and "--help" not in line]
+    assert len(lines) >= 2
     for line in lines:
-        words = shlex.split(line)[2:]
-        method = words[words.index("--method") + 1] if "--method" in words else "red-diff"
-        rest = [w for i, w in enumerate(words) if w != "--method" and (i == 0 or words[i - 1] != "--method")]
-        opts, ns = options.parse(SolveOptions, method, rest, prog="varilab solve", extra=SOLVE_ARGS)
-        assert opts.method == method and opts.task is not None and ns.out, line
+        opts, ns = parse_command(shlex.split(line)[2:], cls, choices, f"varilab {command}", extra)
+        assert ns.run, line
+        if command == "solve":
+            assert opts.task is not None and ns.out, line

@@ -15,10 +15,11 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADir
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="varilab", description="Train, evaluate and diagnose variational latent-variable models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("train", add_help=False, help="train a model and write a run folder "
-                                                 "(`varilab train --model M --help` lists M's options)")
-    sub.add_parser("solve", add_help=False, help="recover images from degraded observations with a diffusion run as "
-                                                 "the prior (`varilab solve --method M --help` lists M's options)")
+    for name, text in (("train", "train a model and write a run folder (`varilab train --model M --help`)"),
+                       ("solve", "recover images from degraded observations, a diffusion run the prior (--help)"),
+                       ("attack", "the posterior collapse attack on a run's encoder, beside random noise (--help)"),
+                       ("robustness", "a purifier run against FGSM, PGD and BPDA on a classifier run (--help)")):
+        sub.add_parser(name, add_help=False, help=text)  # their options depend on the model or method
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", help="evaluate on another data set or file with the same number of features")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = _parser().parse_known_args(argv)
     try:
-        if args.command in ("train", "solve"):  # the options depend on the model or method: families parses them
+        if args.command in ("train", "solve", "attack", "robustness"):  # options depend on the model or method
             from . import families
 
             print(getattr(families, args.command)(rest))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pkgutil
 import sys
 from pathlib import Path
@@ -141,47 +142,90 @@ def train(argv: list[str]) -> str:
     return line + (f"; {note}" if note else "")
 
 
-SOLVE_ARGS = [("run", {"metavar": "RUN", "help": "the diffusion run folder whose model is the prior"}),
-              ("--out", {"required": True, "metavar": "DIR",
-                         "help": "folder for estimate.npy, metrics.json, trace.json and report.html"}),
-              ("--force", {"action": "store_true", "help": "overwrite an earlier solve's files in --out"}),
-              ("--quiet", {"action": "store_true", "help": "no progress bars"})]
+def folder_args(what: str, files: str) -> list[tuple[str, dict]]:
+    """The arguments of a command that reads a run and writes a folder of its own (solve, attack)."""
+    return [("run", {"metavar": "RUN", "help": what}),
+            ("--out", {"required": True, "metavar": "DIR", "help": f"folder for {files}"}),
+            ("--force", {"action": "store_true", "help": "overwrite an earlier result's files in --out"}),
+            ("--quiet", {"action": "store_true", "help": "no progress bars"})]
 
 
-def solve(argv: list[str]) -> str:
-    """Run `varilab solve` on its words: RUN --method M --task T ... --out DIR; returns the summary line."""
+def parse_command(argv: list[str], cls, choices: dict[str, str], prog: str, extra: list[tuple[str, dict]]):
+    """(options, namespace) of a command whose options depend on one choice, the class's AXIS (e.g. --method):
+    an option of another choice is refused, naming the choices it belongs to."""
     import argparse
 
-    from ._solve import FILES, METHODS, SolveOptions
-
+    name = options.axis(cls)
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--method", default="red-diff")
+    pre.add_argument(options.flag(name), default=default)
     args, rest = pre.parse_known_args(argv)
-    if args.method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
-    for word in rest:  # an option of another method: say which methods it belongs to
-        name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
-        f = next((f for f in dataclasses.fields(SolveOptions) if f.name == name), None)
-        if f is not None and not options.applies(f, args.method):
-            raise ValueError(f"--{word[2:].split('=')[0]} applies to --method {' or '.join(f.metadata['models'])}, "
-                             f"not to {args.method}")
-    method = ("--method", {"metavar": "METHOD", "default": args.method,
-                           "help": "; ".join(f"{k}: {v}" for k, v in METHODS.items())})
-    opts, ns = options.parse(SolveOptions, args.method, rest, prog="varilab solve", extra=[method] + SOLVE_ARGS)
+    chosen = getattr(args, name)
+    if chosen not in choices:
+        raise ValueError(f"{options.flag(name)} must be one of {', '.join(choices)}, got {chosen!r}")
+    for word in rest:  # an option of another choice: say which choices it belongs to
+        key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        f = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+        if f is not None and not options.applies(f, chosen):
+            raise ValueError(f"--{word[2:].split('=')[0]} applies to {options.flag(name)} "
+                             f"{' or '.join(f.metadata['models'])}, not to {chosen}")
+    axis_arg = (options.flag(name), {"metavar": name.upper(), "default": chosen,
+                                     "help": "; ".join(f"{k}: {v}" for k, v in choices.items())})
+    return options.parse(cls, chosen, rest, prog=prog, extra=[axis_arg] + extra)
+
+
+def into_folder(command: str, opts, ns, files: tuple[str, ...]) -> str:
+    """Run the verb `command` of the run ns.run's family with `opts`, writing `files` into ns.out: the folder must
+    not hold a training run, and an earlier result there is replaced only with --force (all of its files)."""
     out = Path(ns.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     if folder.holds_run(out):
-        raise ValueError(f"--out {out} holds a training run; write the solve's files to a folder of their own")
-    present = [f for f in FILES if (out / f).exists()]
+        raise ValueError(f"--out {out} holds a training run; write the {command}'s files to a folder of their own")
+    present = [f for f in files if (out / f).exists()]
     if present and not ns.force:
-        raise FileExistsError(f"{out} already holds a solve ({', '.join(present)}); pass --force to overwrite it")
+        raise FileExistsError(f"{out} already holds a {command} ({', '.join(present)}); pass --force to overwrite it")
     run = load(ns.run)
-    verb = run.family.verb("solve")
-    with folder.lock(out, "solve"):
-        for f in present:  # --force: an earlier solve's files, all of them, so none is left from it
+    verb = run.family.verb(command)
+    with folder.lock(out, command):
+        for f in present:  # --force: an earlier result's files, all of them, so none is left from it
             (out / f).unlink()
         return verb(run, opts, out, quiet=bool(ns.quiet))
+
+
+def solve(argv: list[str]) -> str:
+    """Run `varilab solve` on its words: RUN --method M --task T ... --out DIR; returns the summary line."""
+    from ._solve import FILES, METHODS, SolveOptions
+
+    extra = folder_args("the diffusion run folder whose model is the prior",
+                        "estimate.npy, metrics.json, trace.json and report.html")
+    opts, ns = parse_command(argv, SolveOptions, METHODS, "varilab solve", extra)
+    return into_folder("solve", opts, ns, FILES)
+
+
+def attack(argv: list[str]) -> str:
+    """Run `varilab attack` on its words: RUN --direction D --eps E ... --out DIR; returns the summary line."""
+    from ._attack import DIRECTIONS, FILES, AttackOptions
+
+    extra = folder_args("the run whose encoder is attacked (a VAE, diffusevae or purifier run)",
+                        "adversarial.npy, control.npy, metrics.json and report.html")
+    opts, ns = parse_command(argv, AttackOptions, DIRECTIONS, "varilab attack", extra)
+    return into_folder("attack", opts, ns, FILES)
+
+
+def robustness(argv: list[str]) -> str:
+    """Run `varilab robustness` on its words: RUN --classifier RUN2 --attack A --eps E; returns the table's lines,
+    or one JSON object with --json."""
+    from ..models.robustness import ATTACKS
+    from .robust import RobustnessOptions
+
+    extra = [("run", {"metavar": "RUN", "help": "the purifier run"}),
+             ("--json", {"action": "store_true", "help": "print one JSON object"}),
+             ("--quiet", {"action": "store_true", "help": "no progress bars"})]
+    opts, ns = parse_command(argv, RobustnessOptions, ATTACKS, "varilab robustness", extra)
+    run = load(ns.run)
+    result, lines = run.family.verb("robustness")(run, opts)
+    return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
 
 
 def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01) -> str:
@@ -271,5 +315,5 @@ def load(run_dir: str | Path, data: str | None = None) -> Run:
     return family.load(run_dir, opts, data=data, raw=raw)
 
 
-__all__ = ["FAMILIES", "MODELS", "Family", "Run", "register", "family_of", "load", "load_config", "train",
-           "parse_train", "still_improving"]
+__all__ = ["FAMILIES", "MODELS", "Family", "Run", "attack", "register", "family_of", "load", "load_config", "robustness",
+           "solve", "train", "parse_train", "still_improving"]

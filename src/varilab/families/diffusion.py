@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import folder, register
+from ._attack import attack
 from .options import ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
 from .protocol import Family, Run
 
@@ -276,7 +277,7 @@ def solve(run: Run, opts, out: Path, quiet: bool = False) -> str:
 
 
 FAMILY = register(Family("diffusion", MODELS, DiffusionOptions, train=train, load=load, evaluate=evaluate,
-                         report=report, sample=sample, solve=solve, resumable=("epochs", "vae_epochs"),
+                         report=report, sample=sample, solve=solve, attack=attack, resumable=("epochs", "vae_epochs"),
                          files=(VAE_DIR,),
                          why_not={"diagnose": "a diffusion model's noise has no learned posterior to diagnose; "
                                               "`varilab eval` gives its bound in bits/dim, and a diffusevae run's VAE "

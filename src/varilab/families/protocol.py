@@ -7,14 +7,20 @@
     report(run) -> report.Page                                 (sections as data; the report draws the rest)
     sample(run, n, steps, sampler, seed, prior) -> {name: array}
     solve(run, opts, out, quiet) -> summary line              (inverse problems with the run as the prior)
+    attack(run, opts, out, quiet) -> summary line             (the posterior collapse attack on the run's encoder)
+    robustness(run, opts) -> (dict, list of text lines)       (a purifier run against classifier attacks)
 
-A verb a family cannot answer is None, and `why_not[verb]` says why in one line.
+A verb a family cannot answer is None, and `why_not[verb]` says why in one line (else `WHY_NOT[verb]`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+
+WHY_NOT = {"robustness": "`varilab robustness` takes a purifier run (varilab train --model purifier) and a "
+                         "classifier run (--classifier)"}
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Family:
     report: Callable | None = None
     sample: Callable | None = None
     solve: Callable | None = None
+    attack: Callable | None = None
+    robustness: Callable | None = None
     why_not: dict[str, str] = field(default_factory=dict)
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
@@ -38,7 +46,7 @@ class Family:
         """The family's function for a command, or a ValueError saying why the command does not apply."""
         fn = getattr(self, name)
         if fn is None:
-            raise ValueError(self.why_not.get(name, f"`varilab {name}` does not apply to {self.name} runs"))
+            raise ValueError(self.why_not.get(name) or WHY_NOT.get(name, f"`varilab {name}` does not apply to {self.name} runs"))
         return fn
 
 

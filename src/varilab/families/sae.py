@@ -275,4 +275,6 @@ FAMILY = register(Family("sae", MODELS, SAEOptions, train=train, load=load, eval
                          report=report, upgrade=upgrade, files=(HEALTH,),
                          why_not={"sample": "an SAE reconstructs activations; it has no prior to sample from",
                                   "solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
-                                           "ddpm); an SAE run is not one"}))
+                                           "ddpm); an SAE run is not one",
+                                  "attack": "an SAE's codes are not a Gaussian posterior; `varilab attack` takes a VAE, "
+                                            "diffusevae or purifier run"}))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import folder, register
+from ._attack import attack
 from .options import (floats, ints, non_negative, option, positive, positive_int, positive_ints, unit_interval)
 from .protocol import Family, Run
 
@@ -316,6 +317,6 @@ def upgrade(raw: dict) -> dict:
 
 
 FAMILY = register(Family("vae", MODELS, VAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, sample=sample, upgrade=upgrade,
+                         report=report, sample=sample, attack=attack, upgrade=upgrade,
                          why_not={"solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
                                            "ddpm); a VAE run is not one"}))

@@ -1,7 +1,7 @@
 """The quantised-latent purifier (papers.md section 15): a VAE whose encoder mean is Lipschitz-bounded and
 quantised per dimension, so that a small change of the input leaves the code, and hence the output, unchanged.
 
-    mu(x) = W_k relu(... relu(W_1 x))   every W_i spectrally normalised, so ||mu(x) - mu(x')||_2 <= L ||x - x'||_2
+    mu(x) = g W_k relu(... relu(g W_1 x))   W_i spectrally normalised, g = L^(1/k): ||mu(x) - mu(x')||_2 <= L ||x - x'||_2
     Q(m)  = the nearest of `levels` evenly spaced values on [-radius, radius], per coordinate
     q(z|x) = N(Q(mu(x)), diag sigma^2(x)),  p(z) = N(0, I),  p(x|z) Bernoulli;  purify(x) = E[x | z = Q(mu(x))]
 
@@ -27,11 +27,12 @@ from .vae import mlp
 @dataclass
 class PurifierConfig:
     x_dim: int
-    latent_dim: int = 16
+    latent_dim: int = 32
     hidden: tuple[int, ...] = (512, 256)
     levels: int = 5  # code values per latent dimension
     radius: float = 2.0  # the code values are evenly spaced on [-radius, radius]
-    input_noise: float = 0.1  # std of the Gaussian noise added to the encoder's input in training
+    input_noise: float = 0.2  # std of the Gaussian noise added to the encoder's input in training
+    lipschitz: float = 16.0  # the encoder mean's Lipschitz bound: each of its k layers is scaled to norm lipschitz^(1/k)
 
 
 def quantise(m: torch.Tensor, levels: int, radius: float) -> torch.Tensor:
@@ -69,21 +70,27 @@ class Purifier(nn.Module):
         for layer in self.trunk:
             spectral_norm(layer)
         self.mean_head = spectral_norm(nn.Linear(h[-1], config.latent_dim))
+        self.gain = config.lipschitz ** (1 / (len(h) + 1))  # per layer: sigma(gain W / sigma(W)) = gain
         self.log_var_head = nn.Linear(h[-1], config.latent_dim)
         self.decoder = mlp([config.latent_dim, *reversed(h), config.x_dim])
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
         self.register_buffer("prior_scale", torch.ones(config.latent_dim))
         self._prior = FixedPrior()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.trunk:
+            x = torch.relu(self.gain * layer(x))
+        return x
+
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """mu(x), before quantisation: the Lipschitz-bounded part of the encoder."""
-        return self.mean_head(torch.relu(self.trunk(x)))
+        return self.gain * self.mean_head(self.features(x))
 
     def encode(self, x: torch.Tensor) -> Independent:
         if self.training and self.config.input_noise > 0:
             x = (x + self.config.input_noise * torch.randn_like(x)).clamp(0, 1)
-        h = torch.relu(self.trunk(x))
-        mu = straight_through(self.mean_head(h), self.config.levels, self.config.radius)
+        h = self.features(x)
+        mu = straight_through(self.gain * self.mean_head(h), self.config.levels, self.config.radius)
         return diag_normal(mu, self.log_var_head(h).clamp(-12, 6))
 
     def decode(self, z: torch.Tensor) -> Independent:
@@ -113,4 +120,4 @@ class Purifier(nn.Module):
         """An upper bound on the L2 Lipschitz constant of mu(x): the product of the layers' exact spectral norms
         (ReLU is 1-Lipschitz; the power iteration's estimate is not trusted for the bound)."""
         layers = [*self.trunk, self.mean_head]
-        return float(torch.tensor([torch.linalg.matrix_norm(layer.weight, ord=2) for layer in layers]).prod())
+        return float(torch.tensor([self.gain * torch.linalg.matrix_norm(layer.weight, ord=2) for layer in layers]).prod())

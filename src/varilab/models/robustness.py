@@ -45,7 +45,7 @@ def art_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, 
     except ImportError:
         raise ModuleNotFoundError(f"classifier attacks need the Adversarial Robustness Toolbox: {INSTALL}") from None
     device = next(model.parameters()).device
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own mode, restored afterwards
     model.eval()
     classes = classes or int(y.max()) + 1
     est = PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=classes,
@@ -58,7 +58,8 @@ def art_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, 
     else:
         raise ValueError(f"attack must be fgsm or pgd, got {attack!r}")
     x_adv = art.generate(x.detach().cpu().numpy(), y=y.cpu().numpy())
-    model.train(was_training)
+    for m, mode in modes.items():
+        m.train(mode)
     return torch.from_numpy(x_adv).to(x.device)
 
 
@@ -95,7 +96,7 @@ def robustness(purifier, classifier, x: torch.Tensor, y: torch.Tensor, attack: s
     classifier.eval()
     torch.manual_seed(seed)
     classes = getattr(classifier, "classes", None)
-    crafted = classifier.eval() if attack != "bpda" else Purified(purifier, classifier, draws, sample)
+    crafted = classifier if attack != "bpda" else Purified(purifier, classifier, draws, sample).eval()
     x_adv = art_attack(crafted, x, y, "fgsm" if attack == "fgsm" else "pgd", eps, steps, classes)
     coords, points = unchanged_codes(purifier, x, x_adv)
     return {"attack": attack, "eps": eps, "steps": steps if attack != "fgsm" else 1, "n": len(x),

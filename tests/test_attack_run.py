@@ -1,0 +1,113 @@
+"""`varilab attack` and `varilab robustness` end to end on the digits: the attack writes its images, metrics and
+page, stays in the eps-ball, beats random noise of the same size and is measured on a second run (transfer);
+the purifier and classifier train, and robustness prints gray-box and BPDA rows that agree where they must;
+bad input is one line and exit 2."""
+import json
+
+import numpy as np
+import pytest
+
+from varilab.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two small VAEs of the 8 x 8 digits (seeds 0 and 1), a purifier and a classifier (a few epochs each)."""
+    root = tmp_path_factory.mktemp("attack")
+    for seed in (0, 1):
+        assert main(["train", "--model", "vae", "--latent-dim", "8", "--hidden", "128", "--epochs", "15", "--seed",
+                     str(seed), "--out", str(root / f"vae{seed}"), "--quiet"]) == 0
+    assert main(["train", "--model", "purifier", "--hidden", "128", "--epochs", "15", "--out", str(root / "purifier"),
+                 "--quiet"]) == 0
+    assert main(["train", "--model", "classifier", "--width", "8", "--epochs", "12", "--out", str(root / "classifier"),
+                 "--quiet"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("direction", ["collapse", "push"])
+def test_attack_writes_images_metrics_and_a_page_and_beats_random_noise(runs, tmp_path, capsys, direction):
+    out = tmp_path / direction
+    assert main(["attack", str(runs / "vae0"), "--direction", direction, "--eps", "16/255", "--steps", "10", "--n", "40",
+                 "--target", str(runs / "vae1"), "--out", str(out), "--quiet"]) == 0
+    line = capsys.readouterr().out
+    assert f"{direction} attack at eps 0.06275 (10 steps) on 40 images" in line
+    x = np.load(out / "adversarial.npy")
+    control = np.load(out / "control.npy")
+    assert x.shape == control.shape == (40, 8, 8) and x.min() >= 0 and x.max() <= 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["linf_adversarial"] <= 16 / 255 + 1e-6 and m["linf_control"] <= 16 / 255 + 1e-6
+    if direction == "collapse":  # the posterior shrank toward a point at 0
+        assert m["loss_adversarial"] < m["loss_clean"] and m["posterior_var_adversarial"] < m["posterior_var_clean"]
+    else:  # and here was pushed away from the prior
+        assert m["kl_adversarial"] > m["kl_clean"]
+    assert m["reconstruction_effect_over_control"] > (3 if direction == "collapse" else 2)  # push: 2.3 measured
+    assert m["target_reconstruction_mse_vs_clean_adversarial"] > m["target_reconstruction_mse_vs_clean_control"]
+    page = (out / "report.html").read_text()
+    assert "Transfer to" in page and f"{m['reconstruction_effect_over_control']:.1f} times" in page
+
+
+def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[:5] / 16).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    assert main(["attack", str(runs / "vae0"), "--input", str(tmp_path / "x.npy"), "--steps", "2",
+                 "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert np.abs(np.load(tmp_path / "a" / "adversarial.npy") - images).max() <= 8 / 255 + 1e-6
+    capsys.readouterr()
+    np.save(tmp_path / "raw.npy", images * 255)
+    cases = [(["--input", str(tmp_path / "raw.npy")], "attacks work on [0, 1]"),
+             (["--eps", "0"], "eps must be positive"),
+             (["--direction", "sideways"], "--direction must be one of collapse, push"),
+             (["--out", str(tmp_path / "a")], "already holds a attack"),
+             (["--out", str(runs / "vae1")], "holds a training run")]
+    for args, message in cases:
+        argv = ["attack", str(runs / "vae0"), "--steps", "1", "--out", str(tmp_path / "b"), "--quiet", *args]
+        assert main(argv) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["attack", str(runs / "classifier"), "--out", str(tmp_path / "c")]) == 2
+    assert "`varilab robustness` attacks a classifier" in capsys.readouterr().err
+
+
+def test_robustness_prints_gray_box_and_bpda_rows(runs, capsys):
+    pytest.importorskip("art", reason="the Adversarial Robustness Toolbox (varilab[robust]) is not installed")
+    results = {}
+    for attack in ("fgsm", "pgd", "bpda"):
+        steps = [] if attack == "fgsm" else ["--steps", "5"]
+        assert main(["robustness", str(runs / "purifier"), "--classifier", str(runs / "classifier"), "--attack", attack,
+                     "--eps", "0.2", "--n", "100", "--json", *steps]) == 0
+        results[attack] = json.loads(capsys.readouterr().out)
+    g, b = results["pgd"], results["bpda"]
+    assert g["clean_accuracy"] > 0.8  # the classifier learned the digits
+    assert g["clean_accuracy"] == b["clean_accuracy"] and g["clean_accuracy_purified"] == b["clean_accuracy_purified"]
+    assert g["robust_accuracy"] < g["clean_accuracy"] - 0.3  # the classifier alone breaks
+    assert b["robust_accuracy"] is None and b["robust_accuracy_purified"] <= g["robust_accuracy_purified"]
+    assert 0 <= g["unchanged_points"] <= g["unchanged_codes"] <= 1 and g["max_perturbation"] <= 0.2 + 1e-6
+    assert results["fgsm"]["steps"] == 1
+    assert main(["robustness", str(runs / "purifier"), "--classifier", str(runs / "classifier"), "--attack", "bpda",
+                 "--eps", "0.1", "--steps", "3", "--n", "50", "--sample", "true", "--draws", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "adaptive (BPDA)" in text and "stochastic: 3 draws per image" in text and "unchanged codes:" in text
+
+
+def test_robustness_and_attack_refuse_runs_they_do_not_take(runs, capsys):
+    cases = [(["robustness", str(runs / "vae0"), "--classifier", str(runs / "classifier")], "takes a purifier run"),
+             (["robustness", str(runs / "purifier"), "--classifier", str(runs / "vae0")], "is a vae run, not a classifier"),
+             (["robustness", str(runs / "purifier")], "--classifier RUN2"),
+             (["robustness", str(runs / "purifier"), "--classifier", str(runs / "classifier"), "--attack", "fgsm",
+               "--steps", "3"], "--steps applies to --attack pgd or bpda, not to fgsm")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_purifier_eval_reports_its_lipschitz_bound_and_codes(runs, capsys):
+    assert main(["eval", str(runs / "purifier")]) == 0
+    text = capsys.readouterr().out
+    values = dict(line.split() for line in text.strip().splitlines())
+    assert 15 < float(values["lipschitz_bound"]) < 17  # the default bound, 16, up to the power iteration's error
+    assert float(values["code_values_used_mean"]) > 1.5 and int(values["distinct_codes"]) > 10  # the codes live
+    assert main(["report", str(runs / "purifier")]) == 0
+    assert "Purified test images" in (runs / "purifier" / "report.html").read_text()
