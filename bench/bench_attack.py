@@ -104,26 +104,9 @@ def run(quick: bool) -> dict:
             if a == algo and who != "plain PyTorch":
                 diff = float((fn(x) - ref).abs().max())
                 check[f"{algo} / {who}"] = {"max_abs_diff": diff, "ok": diff <= 1e-6}
-    names = list(fns)
-    times = {f"{a} / {c}": [] for a, c in names}
-
-    def timed():
-        for key in names:
-            fns[key](x[:2])  # warm-up
-        for r in range(plan["rounds"]):
-            for key in (names if r % 2 == 0 else names[::-1]):
-                t0 = time.perf_counter()
-                fns[key](x)
-                times[f"{key[0]} / {key[1]}"].append((time.perf_counter() - t0) / (len(x) * plan["steps"]))
-
-    _, other_busy = timing.other_cpu_busy(timed)
-    rows, ratios = [], {}
-    for algo in ("posterior collapse attack", "classifier PGD"):
-        part = timing.contenders({k: v for k, v in times.items() if k.startswith(algo + " /")}, f"{algo} / plain PyTorch")
-        for row in part:
-            row.pop("peak_rss_mb")
-            rows.append(row)
-            ratios[row["name"]] = row["ratio"]
+    per = len(x) * plan["steps"]
+    times, other_busy = timing.other_cpu_busy(lambda: timing.abba(fns, x, x, plan["rounds"], per))
+    rows, ratios = timing.per_group(times, ("posterior collapse attack", "classifier PGD"))
     pca = ratios["posterior collapse attack / varilab"]
     if "classifier PGD / ART" in ratios:
         art_note = (f"ART's PGD took {ratios['classifier PGD / ART'] / ratios['classifier PGD / varilab']:.1f} times "

@@ -172,26 +172,9 @@ def run(quick: bool) -> dict:
         ours, hand = fns[(algo, "varilab")](y[:1]), fns[(algo, "plain PyTorch")](y[:1])
         diff = float((ours - hand).abs().max())
         check[algo] = {"max_abs_diff": diff, "ok": diff <= CHECK_ATOL * max(1.0, float(hand.abs().max()))}
-    names = list(fns)
-    times = {f"{a} / {c}": [] for a, c in names}
-
-    def timed():
-        for key in names:
-            fns[key](y[:1])  # warm-up
-        for r in range(plan["rounds"]):
-            for key in (names if r % 2 == 0 else names[::-1]):
-                t0 = time.perf_counter()
-                fns[key](y)
-                times[f"{key[0]} / {key[1]}"].append((time.perf_counter() - t0) / len(y))
-
-    _, other_busy = timing.other_cpu_busy(timed)
-    rows, ratios = [], {}
-    for algo in ("RED-Diff", "DPS", "smc"):
-        part = timing.contenders({k: v for k, v in times.items() if k.startswith(algo + " /")}, f"{algo} / plain PyTorch")
-        for row in part:
-            row.pop("peak_rss_mb")
-            rows.append(row)
-        ratios[algo] = next(r["ratio"] for r in part if r["name"] == f"{algo} / varilab")
+    times, other_busy = timing.other_cpu_busy(lambda: timing.abba(fns, y, y[:1], plan["rounds"], len(y)))
+    rows, by_row = timing.per_group(times, ("RED-Diff", "DPS", "smc"))
+    ratios = {algo: by_row[f"{algo} / varilab"] for algo in ("RED-Diff", "DPS", "smc")}
     worst = max(ratios.values())
     notes = [f"Equal work: {plan['evals']} network evaluations per image for every contender (smc: "
              f"{plan['evals'] // PARTICLES} steps of {PARTICLES} particles, one U-Net call per step for all of them).",

@@ -19,6 +19,35 @@ def contenders(times: dict[str, list[float]], baseline: str) -> list[dict]:
     return rows
 
 
+def abba(fns: dict[tuple[str, str], object], arg, warm_arg, rounds: int, per: float) -> dict[str, list[float]]:
+    """Seconds per unit (`per` units of work per call) of each (group, contender) function on `arg`, called in
+    alternating order (ABBA) after one warm-up call each on `warm_arg`; keys "group / contender"."""
+    import time
+
+    names = list(fns)
+    times = {f"{g} / {c}": [] for g, c in names}
+    for key in names:
+        fns[key](warm_arg)
+    for r in range(rounds):
+        for key in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            fns[key](arg)
+            times[f"{key[0]} / {key[1]}"].append((time.perf_counter() - t0) / per)
+    return times
+
+
+def per_group(times: dict[str, list[float]], groups, baseline: str = "plain PyTorch") -> tuple[list[dict], dict]:
+    """(contender rows, {row name: ratio}): each group's rows against its own `baseline` contender."""
+    rows, ratios = [], {}
+    for group in groups:
+        part = contenders({k: v for k, v in times.items() if k.startswith(group + " /")}, f"{group} / {baseline}")
+        for row in part:
+            row.pop("peak_rss_mb")
+            rows.append(row)
+            ratios[row["name"]] = row["ratio"]
+    return rows, ratios
+
+
 def status_mb(field: str) -> float:
     """A /proc/self/status field in MB (VmHWM: this process's peak resident memory; VmRSS: now)."""
     with open("/proc/self/status") as f:

@@ -170,3 +170,17 @@ def begin(out: str | Path, family, opts, resume: bool, **extra) -> Path:
     config = {"family": family.name, "format": FORMAT, **options.to_dict(opts), **extra}
     atomic_write(out / CONFIG, json.dumps(config, indent=2) + "\n")
     return out
+
+
+def trained(run_dir: Path, model, ds):
+    """`model` with the run's weights, in eval mode, on the GPU when there is one; weights that do not fit the
+    data `ds` are an error naming it."""
+    import torch
+
+    from ..checkpoint import load_weights
+
+    try:
+        load_weights(run_dir / WEIGHTS, model)
+    except ValueError as e:
+        raise ValueError(f"data {ds.name} ({ds.x_dim} features per row) does not fit the run in {run_dir}: {e}") from None
+    return model.eval().to("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,8 +28,9 @@ class RobustOptions:
                          f"must be at least 2, got {v}", models=PURIFIER)
     radius: float = option(2.0, "the code values are evenly spaced on [-radius, radius]", check=positive,
                            models=PURIFIER)
-    lipschitz: float = option(16.0, "the encoder mean's Lipschitz bound (L2 to L2): spectral normalisation scales each "
-                              "of its k layers to norm lipschitz^(1/k)", check=positive, models=PURIFIER)
+    lipschitz: float = option(16.0, "the target Lipschitz bound (L2 to L2) of the encoder mean: spectral normalisation "
+                              "scales each of its k layers to norm lipschitz^(1/k) as power iteration estimates it; "
+                              "`varilab eval` reports the exact bound", check=positive, models=PURIFIER)
     input_noise: float = option(0.2, "std of the Gaussian noise added to the encoder's input in training (the "
                                 "reconstruction target stays clean)", check=non_negative, models=PURIFIER)
     beta: float = option(0.5, "weight of the KL term (below 1 the code keeps more of the image: on MNIST, 16 latents "
@@ -105,18 +106,8 @@ def train(opts: RobustOptions, out: Path, resume: bool = False, quiet: bool = Fa
 
 
 def load(run_dir: Path, opts: RobustOptions, data: str | None = None, raw: dict | None = None) -> Run:
-    import torch
-
-    from ..checkpoint import load_weights
-    from ..train import WEIGHTS
-
     ds = load_data(opts, data)
-    model = make_model(opts, ds)
-    try:
-        load_weights(run_dir / WEIGHTS, model)
-    except ValueError as e:
-        raise ValueError(f"data {ds.name} ({ds.x_dim} features per row) does not fit the run in {run_dir}: {e}") from None
-    return Run(run_dir, FAMILY, opts, model.eval().to("cuda" if torch.cuda.is_available() else "cpu"), ds)
+    return Run(run_dir, FAMILY, opts, folder.trained(run_dir, make_model(opts, ds), ds), ds)
 
 
 def _test(run: Run, n: int | None = None):

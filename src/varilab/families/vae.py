@@ -180,19 +180,8 @@ def train(opts: VAEOptions, out: Path, resume: bool = False, quiet: bool = False
 
 
 def load(run_dir: Path, opts: VAEOptions, data: str | None = None, raw: dict | None = None) -> Run:
-    import torch
-
-    from ..checkpoint import load_weights
-    from ..train import WEIGHTS
-
     ds = load_data(opts, data)
-    model = make_model(opts, ds)
-    try:
-        load_weights(run_dir / WEIGHTS, model)
-    except ValueError as e:
-        raise ValueError(f"data {ds.name} ({ds.x_dim} features per row) does not fit the run in {run_dir}: {e}") from None
-    model.eval()
-    return Run(run_dir, FAMILY, opts, model.to("cuda" if torch.cuda.is_available() else "cpu"), ds)
+    return Run(run_dir, FAMILY, opts, folder.trained(run_dir, make_model(opts, ds), ds), ds)
 
 
 def _test_split(run: Run):

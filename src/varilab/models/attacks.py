@@ -1,6 +1,6 @@
 """Attacks on a variational encoder, as plain functions of any `encode(x) -> posterior`.
 
-The posterior collapse attack (PCA; papers.md section 13) perturbs an image within an L-infinity ball so that
+The posterior collapse attack (PCA) perturbs an image within an L-infinity ball so that
 the encoder's posterior q(z|x) = N(mu, diag sigma^2) moves against the Gaussian N(0, v I):
 
     L(x) = 1/2 sum_i ( -ln sigma_i^2 - 1 + (mu_i^2 + sigma_i^2) / v )  =  KL(q || N(0, v I)) - d/2 ln v
