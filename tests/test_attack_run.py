@@ -111,3 +111,5 @@ def test_purifier_eval_reports_its_lipschitz_bound_and_codes(runs, capsys):
     assert float(values["code_values_used_mean"]) > 1.5 and int(values["distinct_codes"]) > 10  # the codes live
     assert main(["report", str(runs / "purifier")]) == 0
     assert "Purified test images" in (runs / "purifier" / "report.html").read_text()
+    assert main(["report", str(runs / "classifier")]) == 0
+    assert "Test accuracy" in (runs / "classifier" / "report.html").read_text()

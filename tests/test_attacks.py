@@ -194,3 +194,19 @@ def test_our_pgd_on_a_classifier_takes_arts_steps():
     theirs = art_attack(model, x, y, "pgd", eps, steps, 10)
     assert (ours - x).abs().max() > 0.09  # the attack moved the images
     assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_a_stochastic_purifier_is_attacked_through_the_mean_of_its_draws():
+    from varilab.models.robustness import Purified
+
+    torch.manual_seed(0)
+    purifier = Purifier(PurifierConfig(x_dim=64, latent_dim=4, hidden=(16,))).eval()
+    clf = Classifier((8, 8), 10).eval()
+    x = torch.rand(5, 64)
+    torch.manual_seed(3)
+    eot = Purified(purifier, clf, draws=6, sample=True)(x)
+    torch.manual_seed(3)
+    probs = torch.stack([clf(purifier.purify(x, sample=True)).softmax(-1) for _ in range(6)])
+    assert torch.allclose(eot.exp(), probs.mean(0), atol=1e-6)  # log (1/K) sum_k p(y | purify_k(x))
+    assert not torch.allclose(probs[0], probs[1])  # the draws differ: one draw would not do
+    assert torch.equal(Purified(purifier, clf)(x), clf(purifier.purify(x)))  # deterministic: one pass
