@@ -19,7 +19,7 @@ CASES = {
 
 
 def run(quick: bool = False) -> dict:
-    reps = 3 if quick else 15
+    reps = 1 if quick else 15
     times = {name: [] for name in CASES}
     for cmd in CASES.values():  # warm the file cache
         subprocess.run(cmd, capture_output=True, check=True, cwd=Path(__file__).resolve().parents[1])
