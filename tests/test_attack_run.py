@@ -44,6 +44,7 @@ def test_attack_writes_images_metrics_and_a_page_and_beats_random_noise(runs, tm
     assert m["target_reconstruction_mse_vs_clean_adversarial"] > m["target_reconstruction_mse_vs_clean_control"]
     page = (out / "report.html").read_text()
     assert "Transfer to" in page and f"{m['reconstruction_effect_over_control']:.1f} times" in page
+    assert "The |change| rows show" in page
 
 
 def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_path, capsys):
@@ -66,6 +67,10 @@ def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_pat
         assert main(argv) == 2, args
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["attack", str(runs / "purifier"), "--steps", "2", "--n", "10", "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0  # a purifier's encoder, straight through its quantiser
+    assert "purified_effect_over_control" in json.loads((tmp_path / "p" / "metrics.json").read_text())
+    capsys.readouterr()
     assert main(["attack", str(runs / "classifier"), "--out", str(tmp_path / "c")]) == 2
     assert "`varilab robustness` attacks a classifier" in capsys.readouterr().err
 

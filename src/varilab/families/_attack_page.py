@@ -11,6 +11,7 @@ from ..report import plots
 
 SHOWN = 10
 VARIANTS = ("clean", "adversarial", "control")
+LABELS = {"clean": "original", "adversarial": "attacked", "control": "random"}
 
 
 def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Path:
@@ -21,12 +22,16 @@ def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Pat
     rows = [("original", x[:k]), ("attacked", adv[:k]), ("random +-eps", ctl[:k]),
             ("perturbation", amplified(adv[:k] - x[:k])), ("its control", amplified(ctl[:k] - x[:k]))]
     for name, by_variant in outputs.items():
-        rows += [(f"{name} of {v}", by_variant[v][:k]) for v in VARIANTS]
+        rows += [(f"{name} of {LABELS[v]}", by_variant[v][:k]) for v in VARIANTS]
+        change = {v: (by_variant[v][:k] - by_variant["clean"][:k]).abs() for v in VARIANTS[1:]}
+        top = max(float(c.max()) for c in change.values()) or 1.0
+        rows += [(f"|change|, {LABELS[v]}", c / top) for v, c in change.items()]  # one scale for both
     rows = [(label, a.numpy()) for label, a in rows]
     figure = plots.image_rows(rows, shape) if shape else plots.vector_rows(rows[:2])
     sections = [Section("Images", img(figure, "original, attacked and control images and the model's outputs"),
                         f"The first {k} of {len(x)}. The perturbations are drawn from -eps (white) to +eps (black); "
-                        "the control flips a fair coin per pixel.")]
+                        "the control flips a fair coin per pixel. The |change| rows show how far each output moved from "
+                        "the original's output, the attacked and random rows on one scale (black: the largest change).")]
     rows = []
     for name in outputs:
         rows += [(f"{name}: error vs original, clean", metrics[f"{name}_mse_vs_original_clean"]),
