@@ -1,0 +1,136 @@
+"""PV-RNN (Ahmadi & Tani, 2019): a variational multiple-timescale RNN whose posterior comes from free adaptive
+vectors, one per training sequence, time step and latent unit, instead of from an encoder. Data reach the latents
+only through the prediction error's gradient.
+
+Per layer l (the top layer first at every step, so each layer reads the one above at the same step):
+
+    h_t = (1 - 1/tau) h_{t-1} + (1/tau) (W_dd d_{t-1} + W_dz z_t + W_up d_t^{l+1} + b),   d_t = tanh(h_t)
+    p(z_t | d_{t-1}) = N(tanh(W_mu d_{t-1}), exp(W_sig d_{t-1})^2),  N(0, I) at t = 1
+    q(z_t)           = N(tanh(A_mu[n, t]), exp(A_sig[n, t])^2)
+    x_hat_t = tanh(W_x d_t^1 + b_x)
+
+    loss = sum_t ||x_t - x_hat_t||^2 + sum_l w_l sum_{t > 1} KL_t^l / dim(z^l) + w_1 sum_l KL_1^l / dim(z^l)
+
+The meta-prior w weighs the KL; `error_regression` re-fits fresh adaptive vectors on a sliding window of a new
+sequence with the weights frozen, then predicts ahead from the prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+
+@dataclass
+class PVRNNConfig:
+    x_dim: int
+    sequences: int  # training sequences: one set of adaptive vectors each
+    length: int  # time steps of a training sequence
+    d: tuple[int, ...] = (20, 8)  # deterministic units per layer, the bottom (output) layer first
+    z: tuple[int, ...] = (2, 1)  # latent units per layer
+    tau: tuple[float, ...] = (2.0, 8.0)  # time constant per layer
+    w: tuple[float, ...] = (0.01, 0.01)  # meta-prior per layer
+    w1: float = 1.0  # the weight of the t = 1 KL (against N(0, I))
+
+
+class MTRNNCell(nn.Module):
+    """One multiple-timescale layer: h_t = (1 - 1/tau) h_{t-1} + (1/tau)(W_dd d_{t-1} + W_dz z_t + W_up d_up + b)."""
+
+    def __init__(self, d: int, z: int, up: int, tau: float):
+        super().__init__()
+        if tau < 1:
+            raise ValueError(f"a time constant must be at least 1, got {tau}")
+        self.tau = float(tau)
+        self.dd = nn.Linear(d, d)
+        self.dz = nn.Linear(z, d, bias=False)
+        self.up = nn.Linear(up, d, bias=False) if up else None
+
+    def forward(self, h, d, z, d_up=None):
+        u = self.dd(d) + self.dz(z) + (self.up(d_up) if self.up is not None else 0.0)
+        h = (1 - 1 / self.tau) * h + u / self.tau
+        return h, torch.tanh(h)
+
+
+class PVRNN(nn.Module):
+    def __init__(self, config: PVRNNConfig):
+        super().__init__()
+        c = config
+        if not (len(c.d) == len(c.z) == len(c.tau) == len(c.w)):
+            raise ValueError(f"d, z, tau and w need one entry per layer, got {len(c.d)}, {len(c.z)}, {len(c.tau)} and "
+                             f"{len(c.w)}")
+        self.config, self.layers = c, len(c.d)
+        ups = [c.d[i + 1] if i + 1 < self.layers else 0 for i in range(self.layers)]
+        self.cells = nn.ModuleList(MTRNNCell(d, z, up, tau) for d, z, up, tau in zip(c.d, c.z, ups, c.tau))
+        self.prior_mu = nn.ModuleList(nn.Linear(d, z) for d, z in zip(c.d, c.z))
+        self.prior_log_sigma = nn.ModuleList(nn.Linear(d, z) for d, z in zip(c.d, c.z))
+        self.out = nn.Linear(c.d[0], c.x_dim)
+        self.a_mu = nn.ParameterList(nn.Parameter(torch.zeros(c.sequences, c.length, z)) for z in c.z)
+        self.a_log_sigma = nn.ParameterList(nn.Parameter(torch.zeros(c.sequences, c.length, z)) for z in c.z)
+
+    def prior(self, layer: int, d_prev: torch.Tensor | None, batch: int) -> Normal:
+        """p(z_t | d_{t-1}) of one layer; N(0, I) at t = 1 (d_prev None)."""
+        z = self.config.z[layer]
+        if d_prev is None:
+            zeros = torch.zeros(batch, z, device=self.out.weight.device)
+            return Normal(zeros, torch.ones_like(zeros))
+        return Normal(torch.tanh(self.prior_mu[layer](d_prev)), self.prior_log_sigma[layer](d_prev).exp())
+
+    def run(self, posterior=None, steps: int | None = None, batch: int | None = None, generator=None) -> dict:
+        """Unroll the network. `posterior(layer, t) -> (mu_pre, log_sigma)` [B, z] gives q (z_t drawn from it), else
+        z_t is drawn from the prior. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior),
+        sigma_p [B, layers, T] (the prior's mean standard deviation) and the last states."""
+        device = self.out.weight.device
+        h = [torch.zeros(batch, d, device=device) for d in self.config.d]
+        d = [torch.zeros(batch, n, device=device) for n in self.config.d]
+        started = False
+        xs, kls, sigmas = [], [], []
+        for t in range(steps):
+            kl_t, sig_t, new_d = [], [], [None] * self.layers
+            for l in reversed(range(self.layers)):  # the top layer first
+                p = self.prior(l, d[l] if started else None, batch)
+                if posterior is not None:
+                    mu_pre, log_sigma = posterior(l, t)
+                    q = Normal(torch.tanh(mu_pre), log_sigma.exp())
+                    z = q.rsample()
+                    kl_t.append(kl_divergence(q, p).sum(-1) / self.config.z[l])  # normalised by dim(z)
+                else:
+                    eps = torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)
+                    z = p.loc + p.scale * eps
+                    kl_t.append(torch.zeros(batch, device=device))
+                sig_t.append(p.scale.mean(-1))
+                up = new_d[l + 1] if l + 1 < self.layers else None
+                h[l], new_d[l] = self.cells[l](h[l], d[l], z, up)
+            d, started = new_d, True
+            xs.append(torch.tanh(self.out(d[0])))
+            kls.append(torch.stack(kl_t[::-1], 1))
+            sigmas.append(torch.stack(sig_t[::-1], 1))
+        return {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "sigma_p": torch.stack(sigmas, 2),
+                "h": h, "d": d}
+
+    def adaptive(self, index: torch.Tensor):
+        """The posterior of training sequences `index` from their adaptive vectors."""
+        return lambda l, t: (self.a_mu[l][index, t], self.a_log_sigma[l][index, t])
+
+    def loss(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The PV-RNN loss of training sequences x [B, T, D] with their indices [B]: squared prediction error plus
+        the meta-prior-weighted KL, per sequence averaged over the batch."""
+        r = self.run(self.adaptive(index), steps=x.shape[1], batch=len(x))
+        return objective(x, r, self.config)
+
+    @torch.no_grad()
+    def generate(self, n: int, length: int, generator: torch.Generator | None = None) -> dict:
+        """n sequences of `length` steps from the prior (z_t ~ p(z_t | d_{t-1})): x_hat and sigma_p."""
+        r = self.run(None, steps=length, batch=n, generator=generator)
+        return {"x": r["x_hat"], "sigma_p": r["sigma_p"]}
+
+
+def objective(x: torch.Tensor, r: dict, config: PVRNNConfig) -> dict[str, torch.Tensor]:
+    """sum_t ||x_t - x_hat_t||^2 + sum_l w_l sum_{t>1} KL_t^l + w_1 sum_l KL_1^l (KLs already per latent unit)."""
+    recon = (x - r["x_hat"]).pow(2).sum((1, 2))  # [B]
+    kl = r["kl"]  # [B, layers, T]
+    w = torch.tensor(config.w, device=kl.device)
+    weighted = (w[None, :] * kl[:, :, 1:].sum(-1)).sum(-1) + config.w1 * kl[:, :, 0].sum(-1)
+    return {"loss": (recon + weighted).mean(), "recon": recon.mean(), "kl": kl.sum((1, 2)).mean(),
+            **{f"kl_layer{l + 1}": kl[:, l].sum(-1).mean() for l in range(kl.shape[1])}}
