@@ -102,3 +102,43 @@ def test_the_switching_process_has_its_stated_probability_and_shapes():
         check_sequences(bad, "seq.npy")
     with pytest.raises(ValueError, match=r"\[sequences, time, dims\].*leading axis"):
         check_sequences(x[0], "seq.npy")
+
+
+def test_error_regression_fits_a_new_sequence_with_the_weights_frozen():
+    from varilab.models.pvrnn import error_regression, free_prediction
+
+    m = model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    torch.manual_seed(0)
+    x = 0.5 * torch.sin(torch.arange(12.0)[None, :, None] / 2 + torch.tensor([0.0, 1.0])).expand(2, 12, 2)
+    er = error_regression(m, x, window=4, iterations=20, ahead=3, lr=0.1)
+    free = free_prediction(m, x, ahead=3)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())  # frozen, and left as it was
+    assert all(p.requires_grad for p in m.parameters())
+    assert er["prediction"].shape == (2, 12, 3, 2) and er["error"].shape == (3,)
+    assert [a.shape for a in er["a_mu"]] == [(2, 12, 2), (2, 12, 1)]
+    assert er["a_mu"][0].abs().sum() > 0  # the new sequence's own vectors moved, not the training ones
+    assert m.a_mu[0].abs().sum() == 0
+    assert er["error"][0] < free["error"][0]  # one step ahead, seeing the data helps
+
+
+def test_the_shared_trainer_fits_pvrnn_and_keeps_test_sequences_out(tmp_path):
+    import numpy as np
+
+    from varilab.data import make_dataset
+    from varilab.data.sequences import switching
+    from varilab.models.pvrnn import trainer_loss
+    from varilab.train import fit
+
+    x, _ = switching(12, 30, seed=0)
+    ds = make_dataset("switching", x[:8].reshape(8, -1), None, x_test=x[8:].reshape(4, -1), test_fraction=0.2, seed=0)
+    ds.c_train = torch.arange(8.0)[:, None]  # each training sequence's index: its adaptive vectors
+    ds.c_test = torch.full((4, 1), -1.0)  # test sequences have none
+    torch.manual_seed(0)
+    m = PVRNN(PVRNNConfig(x_dim=2, sequences=8, length=30))
+    history = fit(m, ds, out=tmp_path / "run", epochs=60, batch_size=8, lr=0.03, objective=trainer_loss, quiet=True)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["test_recon"] > 0 and "test_kl" not in history[-1]
+    assert m.a_mu[0].shape[0] == 8 and m.a_mu[0].abs().sum() > 0
+    assert (tmp_path / "run" / "checkpoint.safetensors").exists()
+    assert np.isfinite([h["loss"] for h in history]).all()

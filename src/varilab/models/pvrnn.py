@@ -77,14 +77,21 @@ class PVRNN(nn.Module):
             return Normal(zeros, torch.ones_like(zeros))
         return Normal(torch.tanh(self.prior_mu[layer](d_prev)), self.prior_log_sigma[layer](d_prev).exp())
 
-    def run(self, posterior=None, steps: int | None = None, batch: int | None = None, generator=None) -> dict:
-        """Unroll the network. `posterior(layer, t) -> (mu_pre, log_sigma)` [B, z] gives q (z_t drawn from it), else
-        z_t is drawn from the prior. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior),
-        sigma_p [B, layers, T] (the prior's mean standard deviation) and the last states."""
+    def initial_state(self, batch: int) -> tuple:
+        """(h, d, started): zero states of every layer before the first step."""
         device = self.out.weight.device
-        h = [torch.zeros(batch, d, device=device) for d in self.config.d]
-        d = [torch.zeros(batch, n, device=device) for n in self.config.d]
-        started = False
+        return ([torch.zeros(batch, n, device=device) for n in self.config.d],
+                [torch.zeros(batch, n, device=device) for n in self.config.d], False)
+
+    def run(self, posterior=None, steps: int | None = None, batch: int | None = None, generator=None,
+            state: tuple | None = None, sample: bool = True) -> dict:
+        """Unroll the network for `steps` steps from `state` (default: the start). `posterior(layer, t) -> (mu_pre,
+        log_sigma)` [B, z] gives q (z_t drawn from it), else z_t comes from the prior; `sample=False` takes the mean
+        instead of a draw. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior), sigma_p
+        [B, layers, T] (the prior's mean standard deviation) and the state after the last step."""
+        device = self.out.weight.device
+        h, d, started = self.initial_state(batch) if state is None else state
+        h, d = list(h), list(d)
         xs, kls, sigmas = [], [], []
         for t in range(steps):
             kl_t, sig_t, new_d = [], [], [None] * self.layers
@@ -93,10 +100,10 @@ class PVRNN(nn.Module):
                 if posterior is not None:
                     mu_pre, log_sigma = posterior(l, t)
                     q = Normal(torch.tanh(mu_pre), log_sigma.exp())
-                    z = q.rsample()
+                    z = q.rsample() if sample else q.loc
                     kl_t.append(kl_divergence(q, p).sum(-1) / self.config.z[l])  # normalised by dim(z)
                 else:
-                    eps = torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)
+                    eps = torch.randn(p.loc.shape, generator=generator, device="cpu").to(device) if sample else 0.0
                     z = p.loc + p.scale * eps
                     kl_t.append(torch.zeros(batch, device=device))
                 sig_t.append(p.scale.mean(-1))
@@ -107,7 +114,7 @@ class PVRNN(nn.Module):
             kls.append(torch.stack(kl_t[::-1], 1))
             sigmas.append(torch.stack(sig_t[::-1], 1))
         return {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "sigma_p": torch.stack(sigmas, 2),
-                "h": h, "d": d}
+                "state": (h, d, started)}
 
     def adaptive(self, index: torch.Tensor):
         """The posterior of training sequences `index` from their adaptive vectors."""
@@ -134,3 +141,101 @@ def objective(x: torch.Tensor, r: dict, config: PVRNNConfig) -> dict[str, torch.
     weighted = (w[None, :] * kl[:, :, 1:].sum(-1)).sum(-1) + config.w1 * kl[:, :, 0].sum(-1)
     return {"loss": (recon + weighted).mean(), "recon": recon.mean(), "kl": kl.sum((1, 2)).mean(),
             **{f"kl_layer{l + 1}": kl[:, l].sum(-1).mean() for l in range(kl.shape[1])}}
+
+
+def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations: int = 30, ahead: int = 10,
+                     lr: float = 0.1, w: tuple[float, ...] | None = None, progress=None) -> dict:
+    """Recognise and predict new sequences x [B, T, D] online, the weights frozen.
+
+    At each step t, fresh adaptive vectors of the window [t - window + 1, t] (those of earlier steps kept as fitted)
+    take `iterations` Adam steps on the window's squared prediction error plus w * KL (the model's meta-prior
+    unless `w` is given), the network run from its state at the window's start; then the prediction of x_{t+1 ..
+    t+ahead} follows the prior's means from the state at t. Returns "prediction" [B, T, ahead, D] (NaN past the
+    end), "error" (the mean squared error of every prediction that has a target, per step ahead [ahead]) and the
+    fitted "a_mu", "a_log_sigma" (per layer, [B, T, z])."""
+    b, T, _ = x.shape
+    cfg, device = model.config, model.out.weight.device
+    weights = torch.tensor(cfg.w if w is None else w, device=device)
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    a_mu = [torch.zeros(b, T, z, device=device) for z in cfg.z]
+    a_ls = [torch.zeros(b, T, z, device=device) for z in cfg.z]
+    prediction = torch.full((b, T, ahead, x.shape[2]), float("nan"), device=device)
+    start, state = 0, model.initial_state(b)
+    try:
+        for t in range(T):
+            s = max(0, t - window + 1)
+            while start < s:  # slide: advance the window's starting state by one fitted step
+                step = model.run(lambda l, i: (a_mu[l][:, start], a_ls[l][:, start]), steps=1, batch=b, state=state,
+                                 sample=False)
+                state, start = _detached(step["state"]), start + 1
+            params = [v[:, s:t + 1].clone().requires_grad_(True) for v in (*a_mu, *a_ls)]
+            opt = torch.optim.Adam(params, lr=lr)
+            n = len(cfg.z)
+            for _ in range(iterations):
+                r = model.run(lambda l, i: (params[l][:, i], params[n + l][:, i]), steps=t + 1 - s, batch=b, state=state)
+                kl = r["kl"]  # [B, layers, window]
+                loss = ((x[:, s:t + 1] - r["x_hat"]).pow(2).sum((1, 2))
+                        + (weights[None, :] * kl.sum(-1)).sum(-1)).sum()  # the window's error plus w KL
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                for l in range(n):
+                    a_mu[l][:, s:t + 1], a_ls[l][:, s:t + 1] = params[l], params[n + l]
+                fit = model.run(lambda l, i: (a_mu[l][:, s + i], a_ls[l][:, s + i]), steps=t + 1 - s, batch=b,
+                                state=state, sample=False)
+                prediction[:, t] = model.run(None, steps=ahead, batch=b, state=fit["state"], sample=False)["x_hat"]
+            if progress is not None:
+                progress(t)
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    return {"prediction": prediction, "error": prediction_error(x, prediction), "a_mu": a_mu, "a_log_sigma": a_ls}
+
+
+@torch.no_grad()
+def free_prediction(model: PVRNN, x: torch.Tensor, ahead: int = 10) -> dict:
+    """The baseline without error regression: the network runs on the prior's means from the start, never seeing
+    x, and predicts x_{t+1 .. t+ahead} from its state at each t. Same outputs as `error_regression`."""
+    b, T, _ = x.shape
+    prediction = torch.full((b, T, ahead, x.shape[2]), float("nan"), device=x.device)
+    state = model.initial_state(b)
+    for t in range(T):
+        state = model.run(None, steps=1, batch=b, state=state, sample=False)["state"]
+        prediction[:, t] = model.run(None, steps=ahead, batch=b, state=state, sample=False)["x_hat"]
+    return {"prediction": prediction, "error": prediction_error(x, prediction)}
+
+
+def prediction_error(x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predictions made at each t of x_{t+k}, k = 1 .. ahead, over every (sequence, t)
+    whose target exists, per k [ahead] (summed over dimensions)."""
+    T, ahead = x.shape[1], prediction.shape[2]
+    errors = []
+    for k in range(1, ahead + 1):
+        if T - k <= 0:
+            errors.append(torch.tensor(float("nan")))
+            continue
+        errors.append((prediction[:, :T - k, k - 1] - x[:, k:]).pow(2).sum(-1).mean())
+    return torch.stack(errors)
+
+
+def _detached(state):
+    h, d, started = state
+    return [v.detach() for v in h], [v.detach() for v in d], started
+
+
+def trainer_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss for `varilab.train.fit`, whose rows are flattened sequences [B, T * D] and whose condition
+    (`core.conditioning.Conditioned.cond`, [B, 1]) holds each sequence's index among the training sequences; an
+    index of -1 marks a sequence without adaptive vectors (a test sequence), scored by the squared error of the
+    network run on its prior's means (no KL), so test sequences never get, or touch, adaptive vectors."""
+    model, index = bound.model, bound.cond[:, 0].long()
+    x = x.reshape(len(x), model.config.length, model.config.x_dim)
+    if (index < 0).all():
+        r = model.run(None, steps=x.shape[1], batch=len(x), sample=False)
+        recon = (x - r["x_hat"]).pow(2).sum((1, 2))
+        return {"loss": recon.mean(), "recon": recon.mean()}
+    if (index < 0).any():
+        raise ValueError("a batch mixes training sequences and sequences without adaptive vectors")
+    return model.loss(x, index)
