@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("train", "train a model and write a run folder (`varilab train --model M --help`)"),
                        ("solve", "recover images from degraded observations, a diffusion run the prior (--help)"),
                        ("attack", "the posterior collapse attack on a run's encoder, beside random noise (--help)"),
-                       ("robustness", "a purifier run against FGSM, PGD and BPDA on a classifier run (--help)")):
+                       ("robustness", "a purifier run against FGSM, PGD and BPDA on a classifier run (--help)"),
+                       ("predict", "follow new sequences by error regression and predict ahead (--help)")):
         sub.add_parser(name, add_help=False, help=text)  # their options depend on the model or method
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--steps", type=int, help="diffusion: sampler steps (default 50)")
+    s.add_argument("--length", type=int, help="sequences: steps per sequence (default: the training length)")
     s.add_argument("--sampler", help="diffusion: ddpm (ancestral), ddim, euler-maruyama, pf-euler or pf-heun "
                                      "(probability-flow ODE) (default ddim)")
     s.add_argument("--prior", choices=["normal", "expost"],
@@ -91,16 +93,11 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_diagnose(args) -> int:
-    import inspect
-
     from . import families
 
     run = families.load(args.run, args.data)
     verb = run.family.verb("diagnose")
-    extra = {} if args.sae_lens_window is None else {"sae_lens_window": args.sae_lens_window}  # a family's own flag
-    for key in extra.keys() - inspect.signature(verb).parameters.keys():
-        raise ValueError(f"--{key.replace('_', '-')} does not apply to a {run.family.name} run")
-    result, lines = verb(run, threshold=args.threshold, **extra)
+    result, lines = verb(run, threshold=args.threshold, **families.own_flags(run, verb, sae_lens_window=args.sae_lens_window))
     print(json.dumps(families.json_ready(result), allow_nan=False) if args.json else "\n".join(lines))
     return 0
 
@@ -128,8 +125,9 @@ def cmd_sample(args) -> int:
         raise ValueError(f"--out must be a .npy file, got {out}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-    result = run.family.verb("sample")(run, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                                       prior=args.prior)
+    verb = run.family.verb("sample")
+    result = verb(run, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler, prior=args.prior,
+                  **families.own_flags(run, verb, length=args.length))
     out.parent.mkdir(parents=True, exist_ok=True)
     shape = getattr(run.data, "image_shape", None)
     arrays = {k: (v.reshape(len(v), *shape) if shape else v).numpy() for k, v in result.items() if k != "chain"}
@@ -167,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = _parser().parse_known_args(argv)
     try:
-        if args.command in ("train", "solve", "attack", "robustness"):  # options depend on the model or method
+        if args.command in ("train", "solve", "attack", "robustness", "predict"):  # options depend on model or method
             from . import families
 
             print(getattr(families, args.command)(rest))

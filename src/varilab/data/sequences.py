@@ -10,6 +10,8 @@ of A in any long stretch, whatever its phase, is mean(x) / 0.4.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -58,3 +60,63 @@ def check_sequences(x, what: str) -> np.ndarray:
         raise ValueError(f"{what}: {int(bad.sum())} NaN or Inf value(s), the first in sequence {s} at step {t} "
                          f"(dimension {d}); a shorter sequence cannot be padded with NaN: cut all to one length")
     return x
+
+
+@dataclass
+class Sequences:
+    """Training and test sequences [S, T, D] float32 tensors, split by sequence."""
+
+    name: str
+    x_train: "torch.Tensor"
+    x_test: "torch.Tensor"
+    labels_test: np.ndarray | None = None  # the switching process's segment labels of the test sequences
+
+    @property
+    def x_dim(self) -> int:
+        return self.x_train.shape[2]
+
+    @property
+    def length(self) -> int:
+        return self.x_train.shape[1]
+
+    def summary(self) -> str:
+        x = self.x_train
+        return (f"data {self.name}: {x.shape[0]} training and {self.x_test.shape[0]} test sequences of {x.shape[1]} "
+                f"steps and {x.shape[2]} dimensions, range [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+
+    def for_trainer(self):
+        """A `Dataset` for `varilab.train.fit`: rows are flattened sequences; the condition holds each training
+        sequence's index (its adaptive vectors) and -1 for test sequences, which have none."""
+        import torch
+
+        from .dataset import Dataset
+
+        s, t = len(self.x_train), len(self.x_test)
+        return Dataset(self.name, self.x_train.reshape(s, -1), self.x_test.reshape(t, -1),
+                       c_train=torch.arange(float(s))[:, None], c_test=torch.full((t, 1), -1.0), condition="index")
+
+
+def load(spec: str, n: int = 24, length: int = 100, p_circle: float = 0.7, test_fraction: float = 1 / 3,
+         seed: int = 0) -> Sequences:
+    """"switching" (generated: n sequences of `length` steps) or a .npy file [sequences, time, dims], split into
+    training and test sequences (a seeded shuffle; the last `test_fraction` of them are the test sequences)."""
+    import torch
+
+    labels = None
+    if spec == "switching":
+        x, labels = switching(n, length, p_circle, seed=seed)
+    else:
+        path = Path(spec)
+        if path.suffix != ".npy":
+            raise ValueError(f"sequence data are 'switching' or a .npy file [sequences, time, dims], got {spec!r}")
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        x = check_sequences(np.load(path, allow_pickle=False), str(path))
+    n_test = int(round(test_fraction * len(x)))
+    if n_test < 1 or n_test >= len(x):
+        raise ValueError(f"{len(x)} sequences cannot be split with test_fraction {test_fraction:g}: both parts need "
+                         "at least one sequence")
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, test = order[:-n_test], order[-n_test:]
+    return Sequences(Path(spec).stem if spec != "switching" else spec, torch.from_numpy(x[train]),
+                     torch.from_numpy(x[test]), None if labels is None else labels[test])

@@ -214,17 +214,27 @@ def attack(argv: list[str]) -> str:
 
 
 def robustness(argv: list[str]) -> str:
-    """Run `varilab robustness` on its words: RUN --classifier RUN2 --attack A --eps E; returns the table's lines,
-    or one JSON object with --json."""
+    """`varilab robustness RUN --classifier RUN2 --attack A --eps E`: the table's lines, or JSON with --json."""
     from ..models.robustness import ATTACKS
     from .robust import RobustnessOptions
 
-    extra = [("run", {"metavar": "RUN", "help": "the purifier run"}),
-             ("--json", {"action": "store_true", "help": "print one JSON object"}),
-             ("--quiet", {"action": "store_true", "help": "no progress bars"})]
-    opts, ns = parse_command(argv, RobustnessOptions, ATTACKS, "varilab robustness", extra)
+    return printed("robustness", argv, RobustnessOptions, ATTACKS, "the purifier run")
+
+
+def predict(argv: list[str]) -> str:
+    """`varilab predict RUN --input SEQ.npy --window H --iterations n --ahead K`: the table, or JSON with --json."""
+    from .sequence import METHODS, PredictOptions
+
+    return printed("predict", argv, PredictOptions, METHODS, "the sequence run (varilab train --model pvrnn)")
+
+
+def printed(command: str, argv: list[str], cls, choices: dict[str, str], what: str) -> str:
+    """Run a verb that prints (robustness, predict) on the words of its command: its lines, or JSON with --json."""
+    extra = [("run", {"metavar": "RUN", "help": what}),
+             ("--json", {"action": "store_true", "help": "print one JSON object"})]
+    opts, ns = parse_command(argv, cls, choices, f"varilab {command}", extra)
     run = load(ns.run)
-    result, lines = run.family.verb("robustness")(run, opts)
+    result, lines = run.family.verb(command)(run, opts)
     return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
 
 
@@ -247,6 +257,17 @@ def still_improving(history: list[dict], steps: list[dict] = (), share: float = 
     if drop > threshold:
         return f"still improving: {what} fell {drop:.1%}, so more epochs would likely help"
     return ""
+
+
+def own_flags(run: Run, verb, **flags) -> dict:
+    """The flags given (not None) that only some families' `verb` takes; one the run's family does not take is
+    refused in one line."""
+    import inspect
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    for key in given.keys() - inspect.signature(verb).parameters.keys():
+        raise ValueError(f"--{key.replace('_', '-')} does not apply to a {run.family.name} run")
+    return given
 
 
 def report_page(run: Run):
@@ -316,4 +337,4 @@ def load(run_dir: str | Path, data: str | None = None) -> Run:
 
 
 __all__ = ["FAMILIES", "MODELS", "Family", "Run", "attack", "register", "family_of", "load", "load_config", "robustness",
-           "solve", "train", "parse_train", "still_improving"]
+           "predict", "solve", "train", "parse_train", "still_improving"]

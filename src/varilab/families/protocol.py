@@ -9,6 +9,7 @@
     solve(run, opts, out, quiet) -> summary line              (inverse problems with the run as the prior)
     attack(run, opts, out, quiet) -> summary line             (the posterior collapse attack on the run's encoder)
     robustness(run, opts) -> (dict, list of text lines)       (a purifier run against classifier attacks)
+    predict(run, opts) -> (dict, list of text lines)          (follow new sequences online and predict ahead)
 
 A verb a family cannot answer is None, and `why_not[verb]` says why in one line (else `WHY_NOT[verb]`).
 """
@@ -37,6 +38,7 @@ class Family:
     solve: Callable | None = None
     attack: Callable | None = None
     robustness: Callable | None = None
+    predict: Callable | None = None
     why_not: dict[str, str] = field(default_factory=dict)
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run

@@ -1,0 +1,241 @@
+"""The sequence family: PV-RNN, a variational multiple-timescale RNN with adaptive vectors and a meta-prior,
+trained on sequences [sequences, time, dims] (the generated `switching` process or a .npy file), sampled from its
+prior and used online by error regression (`varilab predict`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import folder, register
+from .options import floats, ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
+from .protocol import Family, Run
+
+MODELS = {"pvrnn": "PV-RNN: multiple-timescale RNN layers, a posterior of free adaptive vectors per training sequence "
+                   "and step, the KL weighted by the meta-prior w"}
+
+
+def _at_least_one(v):
+    return None if v and all(t >= 1 for t in v) else f"must be at least 1, got {v}"
+
+
+@dataclass
+class SequenceOptions:
+    model: str = option("pvrnn", "the model", choices=MODELS)
+    data: str = option("switching", "switching (generated circle / figure-eight sequences) or a .npy file "
+                       "[sequences, time, dims]")
+    n: int = option(24, "switching: number of sequences", check=positive_int)
+    length: int = option(100, "switching: steps per sequence", check=lambda v: None if v >= 2 else
+                         f"must be at least 2, got {v}")
+    p_circle: float = option(0.7, "switching: probability that a 10-step segment is a circle",
+                             check=lambda v: None if 0 <= v <= 1 else f"must lie in [0, 1], got {v}")
+    test_fraction: float = option(1 / 3, "share of the sequences held out as test sequences", check=unit_interval)
+    d: list[int] = option([20, 8], "deterministic units per layer, the bottom (output) layer first", parse=ints,
+                          check=positive_ints)
+    z: list[int] = option([2, 1], "latent units per layer", parse=ints, check=positive_ints)
+    tau: list[float] = option([2.0, 8.0], "time constant per layer (1: a vanilla RNN)", parse=floats,
+                              check=_at_least_one)
+    meta_prior: list[float] = option([0.01], "the meta-prior w weighing each layer's KL per latent unit: one value "
+                                     "for every layer, or one per layer", parse=floats,
+                                     check=lambda v: None if v and min(v) >= 0 else f"must be non-negative, got {v}")
+    w1: float = option(1.0, "the weight of the KL at t = 1 (against N(0, I))", check=non_negative)
+    epochs: int = option(600, "epochs to train (with --resume, the new total)", check=positive_int)
+    batch_size: int = option(16, "sequences per batch", check=positive_int)
+    lr: float = option(1e-3, "Adam learning rate (the weights and the adaptive vectors)", check=positive)
+    seed: int = option(0, "random seed for data, split, initialisation and sampling")
+
+
+def check(opts: SequenceOptions) -> tuple[float, ...]:
+    """The meta-prior per layer; the per-layer lists must agree in length."""
+    layers = len(opts.d)
+    if len(opts.z) != layers or len(opts.tau) != layers:
+        raise ValueError(f"--d, --z and --tau need one entry per layer: got {len(opts.d)}, {len(opts.z)} and "
+                         f"{len(opts.tau)}")
+    if len(opts.meta_prior) not in (1, layers):
+        raise ValueError(f"--meta-prior takes one value or one per layer ({layers}), got {len(opts.meta_prior)}")
+    return tuple(opts.meta_prior) * layers if len(opts.meta_prior) == 1 else tuple(opts.meta_prior)
+
+
+def load_data(opts: SequenceOptions):
+    from ..data.sequences import load
+
+    return load(opts.data, n=opts.n, length=opts.length, p_circle=opts.p_circle, test_fraction=opts.test_fraction,
+                seed=opts.seed)
+
+
+def make_model(opts: SequenceOptions, data):
+    import torch
+
+    from ..models.pvrnn import PVRNN, PVRNNConfig
+
+    torch.manual_seed(opts.seed)
+    return PVRNN(PVRNNConfig(x_dim=data.x_dim, sequences=len(data.x_train), length=data.length, d=tuple(opts.d),
+                             z=tuple(opts.z), tau=tuple(opts.tau), w=check(opts), w1=opts.w1))
+
+
+def train(opts: SequenceOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
+    import sys
+
+    from ..models.pvrnn import trainer_loss
+    from ..train import fit
+
+    check(opts)
+    data = load_data(opts)
+    if data.x_train.abs().max() > 1:
+        print(f"warning: {data.name} reaches {float(data.x_train.abs().max()):.4g}; PV-RNN's output is tanh, in "
+              "[-1, 1]: scale the sequences into that range", file=sys.stderr)
+    print(data.summary(), file=sys.stderr)
+    model = make_model(opts, data)
+    folder.begin(out, FAMILY, opts, resume)
+    return fit(model, data.for_trainer(), out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+               seed=opts.seed, resume=resume, quiet=quiet, objective=trainer_loss)
+
+
+def load(run_dir: Path, opts: SequenceOptions, data: str | None = None, raw: dict | None = None) -> Run:
+    if data is not None:
+        raise ValueError("--data does not apply to a sequence run: its adaptive vectors belong to its own training "
+                         "sequences; `varilab predict RUN --input SEQ.npy` takes new sequences")
+    seqs = load_data(opts)
+    return Run(run_dir, FAMILY, opts, folder.trained(run_dir, make_model(opts, seqs), seqs), seqs)
+
+
+def generation(run: Run, n: int = 20, length: int | None = None, seed: int = 0) -> dict:
+    """n sequences from the prior (x [n, T, D], sigma_p [n, layers, T]) on the CPU."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = run.model.generate(n, length or run.data.length, generator=g)
+    return {k: v.cpu() for k, v in out.items()}
+
+
+def evaluate(run: Run, nll_k=None) -> dict:
+    """Training sequences: squared error and KL per layer under their adaptive vectors; test sequences: the error of
+    the network run on its prior's means; generation: the mean prior standard deviation per layer."""
+    import torch
+
+    from ..models.pvrnn import objective
+
+    if nll_k:
+        raise ValueError("--nll applies to the VAE family")
+    m, seqs = run.model, run.data
+    device = m.out.weight.device
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = seqs.x_train.to(device)
+        fit = objective(x, m.run(m.adaptive(torch.arange(len(x), device=device)), steps=seqs.length, batch=len(x)),
+                        m.config)
+        test = seqs.x_test.to(device)
+        free = m.run(None, steps=seqs.length, batch=len(test), sample=False)["x_hat"]
+    gen = generation(run)
+    result = {"data": seqs.name, "train_sequences": len(x), "test_sequences": len(test),
+              "train_recon": float(fit["recon"]) / (seqs.length * seqs.x_dim),
+              **{f"kl_layer{l + 1}": float(fit[f"kl_layer{l + 1}"]) for l in range(m.layers)},
+              "test_free_running_mse": float((test - free).pow(2).mean()),
+              **{f"sigma_p_layer{l + 1}": float(gen["sigma_p"][:, l, 1:].mean()) for l in range(m.layers)}}
+    return result
+
+
+def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
+    """KL per layer and per time step of the training sequences, and the mean prior standard deviation in
+    generation per layer and step."""
+    import torch
+
+    m, seqs = run.model, run.data
+    device = m.out.weight.device
+    torch.manual_seed(0)
+    with torch.no_grad():
+        r = m.run(m.adaptive(torch.arange(len(seqs.x_train), device=device)), steps=seqs.length,
+                  batch=len(seqs.x_train))
+    kl = r["kl"].mean(0).cpu()  # [layers, T], per latent unit
+    sigma = generation(run)["sigma_p"].mean(0)  # [layers, T]
+    result = {"kl_per_layer": kl.sum(-1).tolist(), "kl_per_step": kl.tolist(),
+              "sigma_p_per_layer": sigma[:, 1:].mean(-1).tolist(), "sigma_p_per_step": sigma.tolist(),
+              "meta_prior": list(m.config.w)}
+    lines = [f"{'layer':>5} {'w':>8} {'KL per unit and sequence':>25} {'mean sigma_p in generation':>27}"]
+    lines += [f"{l + 1:>5} {m.config.w[l]:>8.3g} {result['kl_per_layer'][l]:>25.4f} {result['sigma_p_per_layer'][l]:>27.4f}"
+              for l in range(m.layers)]
+    return result, lines
+
+
+METHODS = {"error-regression": "re-fit fresh adaptive vectors on a sliding window of each new sequence (weights "
+                                "frozen), then predict from the prior's means",
+           "free": "no error regression: the network runs on its prior's means and never sees the sequence"}
+ER = ("error-regression",)
+
+
+@dataclass
+class PredictOptions:
+    AXIS = "method"
+    method: str = option("error-regression", "how the sequence is followed", choices=METHODS)
+    input: str | None = option(None, "sequences to follow, .npy [sequences, time, dims]; default: the run's test "
+                               "sequences")
+    window: int = option(20, "steps in the sliding window", check=positive_int, models=ER)
+    iterations: int = option(30, "Adam steps on the window's adaptive vectors per time step", check=positive_int,
+                             models=ER)
+    lr: float = option(0.1, "Adam learning rate of the adaptive vectors", check=positive, models=ER)
+    ahead: int = option(10, "steps predicted ahead from each time step", check=positive_int)
+    n: int | None = option(None, "follow only the first n sequences", check=positive_int)
+    out: str | None = option(None, "save the predictions, .npy [sequences, time, ahead, dims] (NaN past the end)")
+    seed: int = option(0, "random seed of the posterior draws")
+
+
+def predict(run: Run, opts: PredictOptions) -> tuple[dict, list[str]]:
+    """Follow sequences online and predict `ahead` steps from every step; the error with the chosen method and,
+    beside it, without error regression."""
+    import sys
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..data.sequences import check_sequences
+    from ..models.pvrnn import error_regression, free_prediction
+
+    if opts.input is None:
+        x = run.data.x_test
+    else:
+        if not Path(opts.input).exists():
+            raise FileNotFoundError(f"--input {opts.input}: no such file")
+        x = torch.from_numpy(check_sequences(np.load(opts.input, allow_pickle=False), f"--input {opts.input}"))
+    if x.shape[2] != run.data.x_dim:
+        raise ValueError(f"--input has {x.shape[2]} dimensions per step; the run models {run.data.x_dim}")
+    x = x[:opts.n].to(run.model.out.weight.device)
+    out = None if opts.out is None else Path(opts.out)
+    if out is not None and out.suffix != ".npy":
+        raise ValueError(f"--out must be a .npy file, got {out}")
+    free = free_prediction(run.model, x, opts.ahead)
+    result = {"sequences": len(x), "steps": x.shape[1], "ahead": opts.ahead, "method": opts.method,
+              "free_error": free["error"].tolist()}
+    chosen = free
+    if opts.method == "error-regression":
+        torch.manual_seed(opts.seed)
+        bar = tqdm(total=x.shape[1], desc="error regression", unit="step", leave=False, file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+        chosen = error_regression(run.model, x, opts.window, opts.iterations, opts.ahead, opts.lr,
+                                  progress=lambda t: bar.update(1))
+        bar.close()
+        result.update(window=opts.window, iterations=opts.iterations,
+                      error_regression_error=chosen["error"].tolist())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, chosen["prediction"].cpu().numpy())
+        result["out"] = str(out)
+    lines = [f"{len(x)} sequences of {x.shape[1]} steps; squared error of the prediction k steps ahead (summed over "
+             "dimensions, mean over sequences and steps)",
+             f"{'k':>4} {'without error regression':>25}" + (f" {'with':>10}" if opts.method != "free" else "")]
+    for k in range(opts.ahead):
+        lines.append(f"{k + 1:>4} {result['free_error'][k]:>25.4f}"
+                     + (f" {result['error_regression_error'][k]:>10.4f}" if opts.method != "free" else ""))
+    return result, lines
+
+
+def sample(run: Run, n: int, seed: int = 0, length: int | None = None, **unused) -> dict:
+    for key, value in unused.items():
+        if value is not None:
+            raise ValueError(f"--{key} does not apply to a sequence run; it takes --n and --length")
+    return {"samples": generation(run, n, length, seed)["x"]}
+
+
+FAMILY = register(Family("sequence", MODELS, SequenceOptions, train=train, load=load, evaluate=evaluate,
+                         diagnose=diagnose, sample=sample, predict=predict,
+                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
+                                  "attack": "a PV-RNN has no encoder to attack: its posterior is free adaptive vectors"}))
