@@ -142,3 +142,15 @@ def test_the_shared_trainer_fits_pvrnn_and_keeps_test_sequences_out(tmp_path):
     assert m.a_mu[0].shape[0] == 8 and m.a_mu[0].abs().sum() > 0
     assert (tmp_path / "run" / "checkpoint.safetensors").exists()
     assert np.isfinite([h["loss"] for h in history]).all()
+
+
+def test_the_closed_form_kl_is_torchs():
+    from torch.distributions import Normal, kl_divergence
+
+    from varilab.models.pvrnn import kl_normal
+
+    g = torch.Generator().manual_seed(0)
+    mq, lq, mp, lp = (torch.randn(50, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    expected = kl_divergence(Normal(mq, lq.exp()), Normal(mp, lp.exp()))
+    assert torch.allclose(kl_normal(mq, lq, mp, lp), expected, rtol=1e-10)
+    assert kl_normal(mq, lq, mq, lq).abs().max() < 1e-12  # zero, up to rounding, when q = p

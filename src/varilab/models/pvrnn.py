@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Normal, kl_divergence
 
 
 @dataclass
@@ -33,6 +32,13 @@ class PVRNNConfig:
     tau: tuple[float, ...] = (2.0, 8.0)  # time constant per layer
     w: tuple[float, ...] = (0.01, 0.01)  # meta-prior per layer
     w1: float = 1.0  # the weight of the t = 1 KL (against N(0, I))
+
+
+def kl_normal(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
+    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) per unit, from log standard deviations."""
+    # ln(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2
+    return (log_sigma_p - log_sigma_q + 0.5 * ((2 * log_sigma_q).exp() + (mu_q - mu_p) ** 2) * (-2 * log_sigma_p).exp()
+            - 0.5)
 
 
 class MTRNNCell(nn.Module):
@@ -69,13 +75,12 @@ class PVRNN(nn.Module):
         self.a_mu = nn.ParameterList(nn.Parameter(torch.zeros(c.sequences, c.length, z)) for z in c.z)
         self.a_log_sigma = nn.ParameterList(nn.Parameter(torch.zeros(c.sequences, c.length, z)) for z in c.z)
 
-    def prior(self, layer: int, d_prev: torch.Tensor | None, batch: int) -> Normal:
-        """p(z_t | d_{t-1}) of one layer; N(0, I) at t = 1 (d_prev None)."""
-        z = self.config.z[layer]
+    def prior(self, layer: int, d_prev: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log sigma) of p(z_t | d_{t-1}) of one layer; N(0, I) at t = 1 (d_prev None)."""
         if d_prev is None:
-            zeros = torch.zeros(batch, z, device=self.out.weight.device)
-            return Normal(zeros, torch.ones_like(zeros))
-        return Normal(torch.tanh(self.prior_mu[layer](d_prev)), self.prior_log_sigma[layer](d_prev).exp())
+            zeros = torch.zeros(batch, self.config.z[layer], device=self.out.weight.device)
+            return zeros, zeros
+        return torch.tanh(self.prior_mu[layer](d_prev)), self.prior_log_sigma[layer](d_prev)
 
     def initial_state(self, batch: int) -> tuple:
         """(h, d, started): zero states of every layer before the first step."""
@@ -96,17 +101,17 @@ class PVRNN(nn.Module):
         for t in range(steps):
             kl_t, sig_t, new_d = [], [], [None] * self.layers
             for l in reversed(range(self.layers)):  # the top layer first
-                p = self.prior(l, d[l] if started else None, batch)
+                mu_p, ls_p = self.prior(l, d[l] if started else None, batch)
                 if posterior is not None:
-                    mu_pre, log_sigma = posterior(l, t)
-                    q = Normal(torch.tanh(mu_pre), log_sigma.exp())
-                    z = q.rsample() if sample else q.loc
-                    kl_t.append(kl_divergence(q, p).sum(-1) / self.config.z[l])  # normalised by dim(z)
+                    mu_pre, ls_q = posterior(l, t)
+                    mu_q = torch.tanh(mu_pre)
+                    z = mu_q + ls_q.exp() * torch.randn_like(mu_q) if sample else mu_q
+                    kl_t.append(kl_normal(mu_q, ls_q, mu_p, ls_p).sum(-1) / self.config.z[l])  # per latent unit
                 else:
-                    eps = torch.randn(p.loc.shape, generator=generator, device="cpu").to(device) if sample else 0.0
-                    z = p.loc + p.scale * eps
+                    eps = torch.randn(mu_p.shape, generator=generator, device="cpu").to(device) if sample else 0.0
+                    z = mu_p + ls_p.exp() * eps
                     kl_t.append(torch.zeros(batch, device=device))
-                sig_t.append(p.scale.mean(-1))
+                sig_t.append(ls_p.exp().mean(-1))
                 up = new_d[l + 1] if l + 1 < self.layers else None
                 h[l], new_d[l] = self.cells[l](h[l], d[l], z, up)
             d, started = new_d, True
