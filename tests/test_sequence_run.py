@@ -30,6 +30,9 @@ def test_eval_diagnose_and_sample(run, capsys):
     assert main(["sample", str(run / "run"), "--n", "3", "--length", "45"]) == 0
     x = np.load(run / "run" / "samples.npy")
     assert x.shape == (3, 45, 2) and np.abs(x).max() <= 1
+    assert main(["report", str(run / "run")]) == 0
+    page = (run / "run" / "report.html").read_text()
+    assert "Trajectories" in page and "error regression with window 10" in page and page.count("<img") >= 3
 
 
 def test_predict_by_error_regression_and_without(run, tmp_path, capsys):

@@ -228,6 +228,44 @@ def predict(run: Run, opts: PredictOptions) -> tuple[dict, list[str]]:
     return result, lines
 
 
+REPORT_ER = {"window": 10, "iterations": 10, "sequences": 4}  # error regression on the page: a smaller setting
+
+
+def report(run: Run):
+    """Generated trajectories beside training ones, sigma_p over time, KL per layer, and the prediction error with
+    and without error regression on a few test sequences."""
+    from ..report import Page, Section, img, plots, table
+
+    e = evaluate(run)
+    diag, _ = diagnose(run)
+    gen = generation(run, 3)
+    layers = run.model.layers
+    traj = plots.trajectories([("training sequences", run.data.x_train.numpy()), ("test sequences",
+                                                                               run.data.x_test.numpy()),
+                               ("generated from the prior", gen["x"].numpy())])
+    sigma = {f"layer {l + 1}": diag["sigma_p_per_step"][l][1:] for l in range(layers)}
+    kl = {f"layer {l + 1}": diag["kl_per_step"][l] for l in range(layers)}
+    opts = PredictOptions(window=REPORT_ER["window"], iterations=REPORT_ER["iterations"], n=REPORT_ER["sequences"])
+    pred, _ = predict(run, opts)
+    errors = {"error regression": pred["error_regression_error"], "no error regression": pred["free_error"]}
+    sections = [Section("Trajectories", img(traj, "training, test and generated trajectories"),
+                        "The first three of each, in the plane of the first two dimensions."),
+                Section("Over time", img(plots.lines([("mean sigma_p in generation", "step", sigma),
+                                                      ("KL per latent unit (training sequences)", "step", kl),
+                                                      (f"prediction error of {len(pred['free_error'])} steps ahead",
+                                                       "steps ahead k", errors)]), "sigma_p, KL and prediction"),
+                        f"Prediction on the first {opts.n} test sequences, error regression with window {opts.window} "
+                        f"and {opts.iterations} Adam steps per time step (`varilab predict` runs any setting)."),
+                Section("Per layer", table([(f"layer {l + 1}: w, KL per sequence, sigma_p in generation",
+                                             f"{run.model.config.w[l]:g}, {diag['kl_per_layer'][l]:.3f}, "
+                                             f"{diag['sigma_p_per_layer'][l]:.4f}") for l in range(layers)])),
+                Section("Final metrics", table(list(e.items())))]
+    verdict = (f"Training error {e['train_recon']:.4f} per step and dimension under the adaptive vectors; 1 step ahead "
+               f"on test sequences the prediction error is {pred['error_regression_error'][0]:.4f} with error regression "
+               f"and {pred['free_error'][0]:.4f} without.")
+    return Page(f"pvrnn on {run.data.name}", verdict, sections, ["loss", "recon", "kl"])
+
+
 def sample(run: Run, n: int, seed: int = 0, length: int | None = None, **unused) -> dict:
     for key, value in unused.items():
         if value is not None:
@@ -236,6 +274,6 @@ def sample(run: Run, n: int, seed: int = 0, length: int | None = None, **unused)
 
 
 FAMILY = register(Family("sequence", MODELS, SequenceOptions, train=train, load=load, evaluate=evaluate,
-                         diagnose=diagnose, sample=sample, predict=predict,
+                         diagnose=diagnose, report=report, sample=sample, predict=predict,
                          why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
                                   "attack": "a PV-RNN has no encoder to attack: its posterior is free adaptive vectors"}))

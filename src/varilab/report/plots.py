@@ -231,3 +231,21 @@ def lines(panels: list[tuple[str, str, dict[str, list[float]]]]) -> bytes:
             ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return png(fig)
+
+
+def trajectories(panels: list[tuple[str, np.ndarray]], shown: int = 3) -> bytes:
+    """One panel per (title, sequences [n, T, D]): the first `shown` sequences as paths in the plane of their
+    first two dimensions (or their first dimension over time when D = 1)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+    for ax, (title, seqs) in zip(axes[0], panels):
+        for s in np.asarray(seqs)[:shown]:
+            if s.shape[1] >= 2:
+                ax.plot(s[:, 0], s[:, 1], lw=0.8, alpha=0.8)
+            else:
+                ax.plot(np.arange(1, len(s) + 1), s[:, 0], lw=0.8)
+        ax.set_title(title, fontsize=8.5)
+        if np.asarray(seqs).shape[2] >= 2:
+            ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
