@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -54,7 +55,9 @@ class MTRNNCell(nn.Module):
         self.up = nn.Linear(up, d, bias=False) if up else None
 
     def forward(self, h, d, z, d_up=None):
-        u = self.dd(d) + self.dz(z) + (self.up(d_up) if self.up is not None else 0.0)
+        u = F.linear(d, self.dd.weight, self.dd.bias) + F.linear(z, self.dz.weight)  # weights read directly: the
+        if self.up is not None:                                                       # unrolled loop calls this often
+            u = u + F.linear(d_up, self.up.weight)
         h = (1 - 1 / self.tau) * h + u / self.tau
         return h, torch.tanh(h)
 
@@ -80,7 +83,8 @@ class PVRNN(nn.Module):
         if d_prev is None:
             zeros = torch.zeros(batch, self.config.z[layer], device=self.out.weight.device)
             return zeros, zeros
-        return torch.tanh(self.prior_mu[layer](d_prev)), self.prior_log_sigma[layer](d_prev)
+        mu, ls = self.prior_mu[layer], self.prior_log_sigma[layer]
+        return torch.tanh(F.linear(d_prev, mu.weight, mu.bias)), F.linear(d_prev, ls.weight, ls.bias)
 
     def initial_state(self, batch: int) -> tuple:
         """(h, d, started): zero states of every layer before the first step."""
@@ -89,15 +93,16 @@ class PVRNN(nn.Module):
                 [torch.zeros(batch, n, device=device) for n in self.config.d], False)
 
     def run(self, posterior=None, steps: int | None = None, batch: int | None = None, generator=None,
-            state: tuple | None = None, sample: bool = True) -> dict:
+            state: tuple | None = None, sample: bool = True, sigma: bool = True) -> dict:
         """Unroll the network for `steps` steps from `state` (default: the start). `posterior(layer, t) -> (mu_pre,
         log_sigma)` [B, z] gives q (z_t drawn from it), else z_t comes from the prior; `sample=False` takes the mean
-        instead of a draw. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior), sigma_p
-        [B, layers, T] (the prior's mean standard deviation) and the state after the last step."""
+        instead of a draw. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior), with `sigma`
+        sigma_p [B, layers, T] (the prior's mean standard deviation), and the state after the last step."""
         device = self.out.weight.device
         h, d, started = self.initial_state(batch) if state is None else state
         h, d = list(h), list(d)
         xs, kls, sigmas = [], [], []
+        cells = list(self.cells)
         for t in range(steps):
             kl_t, sig_t, new_d = [], [], [None] * self.layers
             for l in reversed(range(self.layers)):  # the top layer first
@@ -111,24 +116,27 @@ class PVRNN(nn.Module):
                     eps = torch.randn(mu_p.shape, generator=generator, device="cpu").to(device) if sample else 0.0
                     z = mu_p + ls_p.exp() * eps
                     kl_t.append(torch.zeros(batch, device=device))
-                sig_t.append(ls_p.exp().mean(-1))
+                if sigma:
+                    sig_t.append(ls_p.exp().mean(-1))
                 up = new_d[l + 1] if l + 1 < self.layers else None
-                h[l], new_d[l] = self.cells[l](h[l], d[l], z, up)
+                h[l], new_d[l] = cells[l].forward(h[l], d[l], z, up)
             d, started = new_d, True
-            xs.append(torch.tanh(self.out(d[0])))
+            xs.append(torch.tanh(F.linear(d[0], self.out.weight, self.out.bias)))
             kls.append(torch.stack(kl_t[::-1], 1))
-            sigmas.append(torch.stack(sig_t[::-1], 1))
-        return {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "sigma_p": torch.stack(sigmas, 2),
-                "state": (h, d, started)}
+            if sigma:
+                sigmas.append(torch.stack(sig_t[::-1], 1))
+        out = {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "state": (h, d, started)}
+        return {**out, "sigma_p": torch.stack(sigmas, 2)} if sigma else out
 
     def adaptive(self, index: torch.Tensor):
-        """The posterior of training sequences `index` from their adaptive vectors."""
-        return lambda l, t: (self.a_mu[l][index, t], self.a_log_sigma[l][index, t])
+        """The posterior of training sequences `index` from their adaptive vectors (gathered once, [B, T, z])."""
+        mu, log_sigma = [a[index] for a in self.a_mu], [a[index] for a in self.a_log_sigma]
+        return lambda l, t: (mu[l][:, t], log_sigma[l][:, t])
 
     def loss(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The PV-RNN loss of training sequences x [B, T, D] with their indices [B]: squared prediction error plus
         the meta-prior-weighted KL, per sequence averaged over the batch."""
-        r = self.run(self.adaptive(index), steps=x.shape[1], batch=len(x))
+        r = self.run(self.adaptive(index), steps=x.shape[1], batch=len(x), sigma=False)
         return objective(x, r, self.config)
 
     @torch.no_grad()
@@ -172,13 +180,14 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
             s = max(0, t - window + 1)
             while start < s:  # slide: advance the window's starting state by one fitted step
                 step = model.run(lambda l, i: (a_mu[l][:, start], a_ls[l][:, start]), steps=1, batch=b, state=state,
-                                 sample=False)
+                                 sample=False, sigma=False)
                 state, start = _detached(step["state"]), start + 1
             params = [v[:, s:t + 1].clone().requires_grad_(True) for v in (*a_mu, *a_ls)]
             opt = torch.optim.Adam(params, lr=lr)
             n = len(cfg.z)
             for _ in range(iterations):
-                r = model.run(lambda l, i: (params[l][:, i], params[n + l][:, i]), steps=t + 1 - s, batch=b, state=state)
+                r = model.run(lambda l, i: (params[l][:, i], params[n + l][:, i]), steps=t + 1 - s, batch=b, state=state,
+                              sigma=False)
                 kl = r["kl"]  # [B, layers, window]
                 loss = ((x[:, s:t + 1] - r["x_hat"]).pow(2).sum((1, 2))
                         + (weights[None, :] * kl.sum(-1)).sum(-1)).sum()  # the window's error plus w KL
@@ -189,8 +198,9 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
                 for l in range(n):
                     a_mu[l][:, s:t + 1], a_ls[l][:, s:t + 1] = params[l], params[n + l]
                 fit = model.run(lambda l, i: (a_mu[l][:, s + i], a_ls[l][:, s + i]), steps=t + 1 - s, batch=b,
-                                state=state, sample=False)
-                prediction[:, t] = model.run(None, steps=ahead, batch=b, state=fit["state"], sample=False)["x_hat"]
+                                state=state, sample=False, sigma=False)
+                prediction[:, t] = model.run(None, steps=ahead, batch=b, state=fit["state"], sample=False,
+                                             sigma=False)["x_hat"]
             if progress is not None:
                 progress(t)
     finally:
@@ -207,8 +217,8 @@ def free_prediction(model: PVRNN, x: torch.Tensor, ahead: int = 10) -> dict:
     prediction = torch.full((b, T, ahead, x.shape[2]), float("nan"), device=x.device)
     state = model.initial_state(b)
     for t in range(T):
-        state = model.run(None, steps=1, batch=b, state=state, sample=False)["state"]
-        prediction[:, t] = model.run(None, steps=ahead, batch=b, state=state, sample=False)["x_hat"]
+        state = model.run(None, steps=1, batch=b, state=state, sample=False, sigma=False)["state"]
+        prediction[:, t] = model.run(None, steps=ahead, batch=b, state=state, sample=False, sigma=False)["x_hat"]
     return {"prediction": prediction, "error": prediction_error(x, prediction)}
 
 
@@ -238,7 +248,7 @@ def trainer_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
     model, index = bound.model, bound.cond[:, 0].long()
     x = x.reshape(len(x), model.config.length, model.config.x_dim)
     if (index < 0).all():
-        r = model.run(None, steps=x.shape[1], batch=len(x), sample=False)
+        r = model.run(None, steps=x.shape[1], batch=len(x), sample=False, sigma=False)
         recon = (x - r["x_hat"]).pow(2).sum((1, 2))
         return {"loss": recon.mean(), "recon": recon.mean()}
     if (index < 0).any():
