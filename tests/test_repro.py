@@ -57,3 +57,16 @@ def test_attack_and_purifier_reproductions_quick(tmp_path):
     assert pgd["robust_accuracy_purified"] > pgd["robust_accuracy"] + 0.1
     assert bpda["robust_accuracy_purified"] <= pgd["robust_accuracy_purified"]
     assert (tmp_path / "purifier_robustness.md").read_text().count("| 0.2 |") == 3
+
+
+def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
+    """The PV-RNN reproduction end to end on short sequences (its thresholds are for `make repro`): every w is
+    trained, generated from and followed by error regression, which beats running free at every w."""
+    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "pvrnn_meta_prior",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "pvrnn_meta_prior.json").read_text())
+    assert set(result["results"]) == {"0.0001", "0.01", "1"}
+    assert result["checks"]["error_regression_beats_free_at_every_w"] is True
+    assert all(0 < r["sigma_p"] < 2 and 0 <= r["p_circle_gap"] <= 1.5 for r in result["results"].values())
+    assert (tmp_path / "pvrnn_meta_prior.md").read_text().count("\n| ") == 4  # header and three w rows
