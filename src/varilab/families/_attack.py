@@ -126,8 +126,7 @@ def measure(run, opts: AttackOptions, x, adv, ctl, prefix: str = "") -> tuple[di
             post = [encode(b.to(device)) for b in data.split(BATCH)]
             q = [as_posterior(p, len(b))[0] for p, b in zip(post, data.split(BATCH))]
             m[f"{prefix}loss_{variant}"] = float(torch.cat([collapse_loss(p, v) for p in post]).mean())
-            m[f"{prefix}kl_{variant}"] = float(torch.cat([0.5 * (qq.mean ** 2 + qq.variance - qq.variance.log() - 1)
-                                                          .sum(-1) for qq in q]).mean())  # KL(q || N(0, I))
+            m[f"{prefix}kl_{variant}"] = float(torch.cat([collapse_loss(p, 1.0) for p in post]).mean())  # KL(q || N(0, I))
             m[f"{prefix}posterior_var_{variant}"] = float(torch.cat([qq.variance.mean(-1) for qq in q]).mean())
         for name, f in outputs.items():
             out = {k: torch.cat([f(b.to(device)).cpu() for b in data.split(BATCH)])

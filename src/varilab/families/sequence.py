@@ -108,6 +108,17 @@ def generation(run: Run, n: int = 20, length: int | None = None, seed: int = 0) 
     return {k: v.cpu() for k, v in out.items()}
 
 
+def fitted(run: Run) -> dict:
+    """The training sequences run through their own adaptive vectors (draws seeded): the rollout, with its KL."""
+    import torch
+
+    m, x = run.model, run.data.x_train
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return m.run(m.adaptive(torch.arange(len(x), device=m.out.weight.device)), steps=run.data.length,
+                     batch=len(x), sigma=False)
+
+
 def evaluate(run: Run, nll_k=None) -> dict:
     """Training sequences: squared error and KL per layer under their adaptive vectors; test sequences: the error of
     the network run on its prior's means; generation: the mean prior standard deviation per layer."""
@@ -118,34 +129,23 @@ def evaluate(run: Run, nll_k=None) -> dict:
     if nll_k:
         raise ValueError("--nll applies to the VAE family")
     m, seqs = run.model, run.data
-    device = m.out.weight.device
-    torch.manual_seed(0)
+    fit = objective(seqs.x_train.to(m.out.weight.device), fitted(run), m.config)
+    test = seqs.x_test.to(m.out.weight.device)
     with torch.no_grad():
-        x = seqs.x_train.to(device)
-        fit = objective(x, m.run(m.adaptive(torch.arange(len(x), device=device)), steps=seqs.length, batch=len(x)),
-                        m.config)
-        test = seqs.x_test.to(device)
-        free = m.run(None, steps=seqs.length, batch=len(test), sample=False)["x_hat"]
+        free = m.run(None, steps=seqs.length, batch=len(test), sample=False, sigma=False)["x_hat"]
     gen = generation(run)
-    result = {"data": seqs.name, "train_sequences": len(x), "test_sequences": len(test),
-              "train_recon": float(fit["recon"]) / (seqs.length * seqs.x_dim),
-              **{f"kl_layer{l + 1}": float(fit[f"kl_layer{l + 1}"]) for l in range(m.layers)},
-              "test_free_running_mse": float((test - free).pow(2).mean()),
-              **{f"sigma_p_layer{l + 1}": float(gen["sigma_p"][:, l, 1:].mean()) for l in range(m.layers)}}
-    return result
+    return {"data": seqs.name, "train_sequences": len(seqs.x_train), "test_sequences": len(test),
+            "train_recon": float(fit["recon"]) / (seqs.length * seqs.x_dim),
+            **{f"kl_layer{l + 1}": float(fit[f"kl_layer{l + 1}"]) for l in range(m.layers)},
+            "test_free_running_mse": float((test - free).pow(2).mean()),
+            **{f"sigma_p_layer{l + 1}": float(gen["sigma_p"][:, l, 1:].mean()) for l in range(m.layers)}}
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
     """KL per layer and per time step of the training sequences, and the mean prior standard deviation in
     generation per layer and step."""
-    import torch
-
-    m, seqs = run.model, run.data
-    device = m.out.weight.device
-    torch.manual_seed(0)
-    with torch.no_grad():
-        r = m.run(m.adaptive(torch.arange(len(seqs.x_train), device=device)), steps=seqs.length,
-                  batch=len(seqs.x_train))
+    m = run.model
+    r = fitted(run)
     kl = r["kl"].mean(0).cpu()  # [layers, T], per latent unit
     sigma = generation(run)["sigma_p"].mean(0)  # [layers, T]
     result = {"kl_per_layer": kl.sum(-1).tolist(), "kl_per_step": kl.tolist(),

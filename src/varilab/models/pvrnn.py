@@ -169,7 +169,7 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
     b, T, _ = x.shape
     cfg, device = model.config, model.out.weight.device
     weights = torch.tensor(cfg.w if w is None else w, device=device)
-    frozen = [p.requires_grad for p in model.parameters()]
+    flags = [p.requires_grad for p in model.parameters()]  # restored afterwards
     model.requires_grad_(False)
     a_mu = [torch.zeros(b, T, z, device=device) for z in cfg.z]
     a_ls = [torch.zeros(b, T, z, device=device) for z in cfg.z]
@@ -204,7 +204,7 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
             if progress is not None:
                 progress(t)
     finally:
-        for p, flag in zip(model.parameters(), frozen):
+        for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
     return {"prediction": prediction, "error": prediction_error(x, prediction), "a_mu": a_mu, "a_log_sigma": a_ls}
 
