@@ -1,0 +1,1 @@
+"""Stochastic differential equations: fractional Brownian motion and its Markov approximation (`fbm`)."""
