@@ -249,3 +249,27 @@ def trajectories(panels: list[tuple[str, np.ndarray]], shown: int = 3) -> bytes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return png(fig)
+
+
+def over_time(panels: list[dict]) -> bytes:
+    """One panel per dict: "title"; "lines" {label: (t, values)}; "points" {label: (t, values)} drawn as dots;
+    "bands" {label: (t, mean, std)} drawn as the mean and mean +- 2 std; "split" a time marked by a dashed line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        for label, (t, mean, std) in p.get("bands", {}).items():
+            line, = ax.plot(t, mean, lw=1.2, label=label)
+            ax.fill_between(t, np.asarray(mean) - 2 * np.asarray(std), np.asarray(mean) + 2 * np.asarray(std),
+                            color=line.get_color(), alpha=0.25, lw=0)
+        for label, (t, v) in p.get("lines", {}).items():
+            ax.plot(t, v, lw=0.8, label=label)
+        for label, (t, v) in p.get("points", {}).items():
+            ax.plot(t, v, ".", ms=3, color="black", label=label)
+        if p.get("split") is not None:
+            ax.axvline(p["split"], color="gray", ls="--", lw=0.8)
+        ax.set_title(p["title"], fontsize=8.5)
+        ax.set_xlabel("t")
+        ax.grid(alpha=0.3)
+        if p.get("legend", True) and ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)

@@ -1,0 +1,191 @@
+"""The latent SDE family: a latent SDE on torchsde whose driving noise is Brownian or Markov-approximate fractional
+Brownian motion with a learned (or fixed) Hurst index, trained on time series observed with noise at their own
+times (generated fractional processes or a .npy file)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import folder, register
+from .options import non_negative, option, positive, positive_int, unit_interval
+from .protocol import Family, Run
+
+MODELS = {"latent-sde": "latent SDE on torchsde: a controlled posterior SDE, the Girsanov KL, Brownian or "
+                        "Markov-approximate fractional noise"}
+NOISES = {"fbm": "fractional: K OU processes sharing one Brownian driver, weighted by omega(H)",
+          "brownian": "plain Brownian motion (K = 0, H = 1/2)"}
+SOLVERS = {"euler": "Euler-Maruyama (strong order 1/2; 1 for additive noise)", "milstein": "Milstein",
+           "srk": "stochastic Runge-Kutta (strong order 1.5 for additive noise)"}
+MAX_SOLVER_STEPS = 100_000
+
+
+def _hurst(v):
+    if v == "learned":
+        return None
+    try:
+        h = float(v)
+    except (TypeError, ValueError):
+        return f"must be 'learned' or a number in (0, 1), got {v!r}"
+    return None if 0 < h < 1 else f"must lie in (0, 1), got {h}"
+
+
+@dataclass
+class SDEOptions:
+    model: str = option("latent-sde", "the model", choices=MODELS)
+    data: str = option("fou", "fou or fbm (generated fractional Ornstein-Uhlenbeck or Brownian paths on (0, 1]) or a "
+                       ".npy file [series, time] or [series, time, dims]")
+    times: str | None = option(None, ".npy of observation times for a data file: [time] shared or [series, time] "
+                               "each series its own (default 0, 1, 2, ...)")
+    n: int = option(40, "fou/fbm: number of series", check=positive_int)
+    steps: int = option(100, "fou/fbm: observations per series on t = 1/steps .. 1", check=lambda v: None if v >= 2
+                        else f"must be at least 2, got {v}")
+    true_hurst: float = option(0.7, "fou/fbm: the Hurst index of the generated noise", check=unit_interval)
+    observation_noise: float = option(0.05, "fou/fbm: standard deviation of the observation noise",
+                                      check=non_negative)
+    observed: float = option(1.0, "fou/fbm: share of the grid each series keeps, at its own random times (1: all)",
+                             check=lambda v: None if 0 < v <= 1 else f"must lie in (0, 1], got {v}")
+    test_fraction: float = option(0.2, "share of the series held out as test series", check=unit_interval)
+    noise: str = option("fbm", "the driving noise", choices=NOISES)
+    hurst: str = option("learned", "the model's Hurst index: learned (from 1/2) or a fixed value in (0, 1)",
+                        check=_hurst)
+    ou_processes: int = option(5, "K, the OU processes per latent dimension approximating fBM (--noise fbm)",
+                               check=positive_int)
+    ratio: float = option(10.0, "r of the OU rates' geometric grid gamma_k = r^(k - (K+1)/2)",
+                          check=lambda v: None if v > 1 else f"must exceed 1, got {v}")
+    latent: int = option(1, "latent dimensions", check=positive_int)
+    hidden: int = option(32, "hidden units of the drift and control networks", check=positive_int)
+    context: int = option(16, "units of the GRU that summarises the observations for the control",
+                          check=positive_int)
+    dt: float = option(0.01, "the solver's fixed step, in the data's time units (every solve: training, evaluation, "
+                       "sampling)", check=positive)
+    method: str = option("euler", "the torchsde solver", choices=SOLVERS)
+    adjoint: bool = option(False, "gradients by torchsde's stochastic adjoint (memory constant in the number of "
+                           "steps, slower) instead of backpropagation through the solver")
+    epochs: int = option(1000, "epochs to train (with --resume, the new total)", check=positive_int)
+    batch_size: int = option(32, "series per batch", check=positive_int)
+    lr: float = option(1e-2, "Adam learning rate", check=positive)
+    seed: int = option(0, "random seed for data, split, initialisation and the Brownian paths")
+
+
+def load_data(opts: SDEOptions):
+    from ..data.series import load
+
+    return load(opts.data, opts.times, n=opts.n, steps=opts.steps, hurst=opts.true_hurst,
+                noise=opts.observation_noise, observed=opts.observed, test_fraction=opts.test_fraction, seed=opts.seed)
+
+
+def make_model(opts: SDEOptions, data):
+    import torch
+
+    from ..models.latent_sde import LatentSDE, LatentSDEConfig
+
+    solver_steps = (data.end - data.start) / opts.dt
+    if solver_steps > MAX_SOLVER_STEPS:
+        raise ValueError(f"--dt {opts.dt:g} takes {solver_steps:.3g} solver steps over the data's times [{data.start:g}, "
+                         f"{data.end:g}]; choose a larger --dt (at most {MAX_SOLVER_STEPS:,} steps)")
+    torch.manual_seed(opts.seed)
+    fractional = opts.noise == "fbm"
+    return LatentSDE(LatentSDEConfig(obs_dim=data.dims, latent=opts.latent, ou=opts.ou_processes if fractional else 0,
+                                     hurst=(None if opts.hurst == "learned" else float(opts.hurst)) if fractional
+                                     else 0.5, ratio=opts.ratio, start=data.start, horizon=data.end - data.start,
+                                     hidden=opts.hidden, context=opts.context, dt=opts.dt, method=opts.method,
+                                     adjoint=opts.adjoint))
+
+
+def solver_line(opts: SDEOptions, data) -> str:
+    return (f"solver: torchsde {opts.method}, fixed step dt = {opts.dt:g} ({(data.end - data.start) / opts.dt:.0f} "
+            f"steps over [{data.start:g}, {data.end:g}])" + (", stochastic adjoint" if opts.adjoint else ""))
+
+
+def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
+    from ..models.latent_sde import trainer_loss
+    from ..train import fit
+
+    data = load_data(opts)
+    print(data.summary(), file=sys.stderr)
+    model = make_model(opts, data)
+    print(solver_line(opts, data), file=sys.stderr)
+    folder.begin(out, FAMILY, opts, resume)
+    return fit(model, data.for_trainer(), out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+               seed=opts.seed, resume=resume, quiet=quiet, objective=trainer_loss)
+
+
+def load(run_dir: Path, opts: SDEOptions, data: str | None = None, raw: dict | None = None) -> Run:
+    if data is not None:
+        opts = type(opts)(**{**vars(opts), "data": data})
+    series = load_data(opts)
+    return Run(run_dir, FAMILY, opts, folder.trained(run_dir, make_model(opts, series), series), series)
+
+
+def _device(run: Run):
+    return run.model.log_sigma.device
+
+
+def test_elbo(run: Run, draws: int = 8, seed: int = 0) -> dict:
+    """The test series' ELBO (mean of `draws` posterior paths per series): per series and per observed value."""
+    import torch
+
+    m, s = run.model, run.data
+    t, y = s.t_test.to(_device(run)), s.y_test.to(_device(run))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        r = m.posterior(t.repeat_interleave(draws, 0), y.repeat_interleave(draws, 0))
+    elbo = r["elbo"].reshape(len(t), draws).mean(1)
+    kl = (r["kl0"] + r["kl_path"]).reshape(len(t), draws).mean(1)
+    return {"test_elbo": float(elbo.mean()), "test_elbo_per_value": float(elbo.sum() / (len(t) * s.steps * s.dims)),
+            "test_kl": float(kl.mean())}
+
+
+def split_time(run: Run) -> float:
+    """Forecasts condition on the first half of the time range and predict the second."""
+    return run.data.start + 0.5 * (run.data.end - run.data.start)
+
+
+def evaluate(run: Run, nll_k=None) -> dict:
+    """The test ELBO, the held-out prediction error (forecast of the second half of each test series from its first),
+    the Hurst index and, for fractional noise, the Markov approximation's relative error at it."""
+    import torch
+
+    from ..models.latent_sde import forecast
+    from ..sde import fbm
+
+    if nll_k:
+        raise ValueError("--nll applies to the VAE family")
+    m, s, o = run.model, run.data, run.options
+    torch.manual_seed(1)
+    f = forecast(m, s.t_test.to(_device(run)), s.y_test.to(_device(run)), split_time(run))
+    h = float(m.hurst())
+    out = {"data": s.name, "train_series": len(s.y_train), "test_series": len(s.y_test), **test_elbo(run),
+           "prediction_mse": f["mse"], "prediction_split": split_time(run), "hurst": h, "noise": o.noise,
+           "sigma": m.sigma().tolist(), "observation_noise": float(m.log_obs_noise.exp()),
+           "solver": o.method, "dt": o.dt}
+    if m.config.ou:
+        out.update(ou_processes=m.config.ou,
+                   approximation_error=float(fbm.relative_error(h, m.gamma, m.config.horizon)))
+    return out
+
+
+def sample(run: Run, n: int, seed: int = 0, **unused) -> dict:
+    """n prior paths at the data's grid (the union of the training series' times), decoded."""
+    import torch
+
+    for key, value in unused.items():
+        if value is not None:
+            raise ValueError(f"--{key} does not apply to a latent SDE run; it takes --n and --seed")
+    grid = torch.unique(run.data.t_train).to(_device(run))
+    g = torch.Generator().manual_seed(seed)
+    return {"samples": run.model.sample_prior(n, grid, generator=g)["mean"].cpu(), "times": grid.cpu()}
+
+
+def report(run: Run):
+    from ._sde_page import page
+
+    return page(run)
+
+
+FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, evaluate=evaluate, report=report,
+                         sample=sample,
+                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
+                                  "attack": "a latent SDE's posterior is a controlled SDE, not an encoder to attack",
+                                  "predict": "`varilab eval` reports a latent SDE's held-out prediction error"}))

@@ -1,0 +1,247 @@
+"""A latent SDE (Li et al., 2020) whose noise is Brownian or Markov-approximate fractional Brownian motion
+(Daems et al., 2024), solved by torchsde.
+
+Prior, per latent dimension, driven by B_hat = sum_k omega_k Y_k (K OU processes sharing one Brownian W; K = 0
+gives plain Brownian noise, dB_hat = dW):
+
+    dX   = [mu_theta(X) - sigma sum_k omega_k gamma_k Y_k] dt + sigma (sum_k omega_k) dW
+    dY_k = -gamma_k Y_k dt + dW,   Y_k(0) = 0
+
+The posterior changes the drift of W by a control u_phi(t, X, Y, context), dW = u dt + dW~ (Girsanov), so
+
+    dX   = [... + sigma (sum_k omega_k) u] dt + ...,   dY_k = [-gamma_k Y_k + u] dt + dW~
+    KL(Q || P) over paths = E_Q int 0.5 ||u||^2 dt   (accumulated as one more state, L)
+    ELBO = E_Q sum_i log N(y_i; D X_{t_i}, s^2) - KL(q(X_0) || p(X_0)) - E_Q L_T
+
+The noise is additive (sigma is a learned constant per dimension), so torchsde's Euler-Maruyama, Milstein and
+SRK (strong order 1.5) all apply. H is learned through omega(H) (`varilab.sde.fbm`) unless fixed. The context is a
+GRU run backwards over the observations on the batch's union time grid, so series may have their own times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from ..sde import fbm
+
+METHODS = ("euler", "milstein", "srk")
+
+
+@dataclass
+class LatentSDEConfig:
+    obs_dim: int
+    latent: int = 1  # latent dimensions, each with its own W (and K OU processes)
+    ou: int = 5  # K: OU processes per dimension; 0 = Brownian noise
+    hurst: float | None = None  # fixed H, or None to learn it (from 0.5)
+    ratio: float = fbm.DEFAULT_RATIO  # the grid gamma_k = r^(k - (K + 1)/2)
+    start: float = 0.0  # t0: the SDE starts here, Y(t0) = 0
+    horizon: float = 1.0  # T of the weights' criterion int_t0^(t0+T) (B_H - B_hat)^2 dt
+    hidden: int = 64
+    context: int = 16
+    dt: float = 0.01  # the solver's fixed step
+    method: str = "euler"
+    adjoint: bool = False  # gradients by torchsde's stochastic adjoint instead of through the solver's steps
+    obs_noise: float = 0.1  # the observation noise s: its initial value when learned, else its value
+    learn_obs_noise: bool = True
+
+
+def union_grid(times: torch.Tensor, values: torch.Tensor):
+    """Series with their own times [B, T] and values [B, T, D] on the batch's sorted union grid: (grid [U],
+    values [B, U, D] zero where unobserved, mask [B, U])."""
+    grid, inverse = torch.unique(times, sorted=True, return_inverse=True)
+    b, t, d = values.shape
+    on_grid = values.new_zeros(b, len(grid), d)
+    mask = values.new_zeros(b, len(grid))
+    rows = torch.arange(b, device=values.device)[:, None].expand(b, t)
+    on_grid[rows, inverse] = values
+    mask[rows, inverse] = 1.0
+    return grid, on_grid, mask
+
+
+class _SDE(nn.Module):
+    """The augmented (X, Y_1..Y_K, L) system for torchsde: additive noise, Ito."""
+    noise_type, sde_type = "additive", "ito"
+
+    def __init__(self, model: "LatentSDE", context=None, grid=None, until: float | None = None):
+        super().__init__()
+        self.m, self.context, self.grid, self.until = model, context, grid, until
+        self.w, self.gamma = model.weights()  # [K] each; computed once per solve
+
+    def control(self, t, x, y):
+        if self.context is None or (self.until is not None and float(t) > self.until):
+            return torch.zeros_like(x)
+        i = min(int(torch.searchsorted(self.grid, t.reshape(1).to(self.grid.dtype), right=True)), len(self.grid) - 1)
+        return self.m.control(torch.cat([x, y.flatten(1), self.context[:, i], t.expand(len(x), 1)], 1))
+
+    def f(self, t, z):
+        m, d, k = self.m, self.m.config.latent, self.m.config.ou
+        x, y = z[:, :d], z[:, d:d + d * k].reshape(len(z), d, k)
+        u = self.control(t, x, y)
+        sigma, sw = m.sigma(), self.w.sum() if k else 1.0
+        dx = m.drift(x) - sigma * (y * (self.w * self.gamma)).sum(-1) + sigma * sw * u  # mu - sigma sum w g Y + sigma sw u
+        dy = -self.gamma * y + u[..., None]  # dY_k = (-gamma_k Y_k + u) dt
+        dl = 0.5 * u.pow(2).sum(-1, keepdim=True)  # dL = 0.5 ||u||^2 dt
+        return torch.cat([dx, dy.flatten(1), dl], 1)
+
+    def g(self, t, z):
+        d, k = self.m.config.latent, self.m.config.ou
+        sw = self.w.sum() if k else torch.ones((), device=z.device)
+        eye = torch.eye(d, device=z.device, dtype=z.dtype)
+        rows = [torch.diag(self.m.sigma() * sw)]  # X: sigma (sum_k omega_k) dW
+        if k:
+            rows.append(eye.repeat_interleave(k, 0))  # Y_k of dimension j: dW_j
+        rows.append(z.new_zeros(1, d))  # L: no noise
+        return torch.cat(rows, 0).expand(len(z), -1, -1)
+
+
+class LatentSDE(nn.Module):
+    def __init__(self, config: LatentSDEConfig):
+        super().__init__()
+        c = self.config = config
+        if c.method not in METHODS:
+            raise ValueError(f"unknown solver method {c.method!r}; choose one of {', '.join(METHODS)}")
+        if c.ou < 0 or c.latent < 1 or not c.dt > 0 or not c.horizon > 0:
+            raise ValueError(f"need K >= 0, at least one latent dimension, and a positive step and horizon; got K = "
+                             f"{c.ou}, latent {c.latent}, dt {c.dt}, horizon {c.horizon}")
+        if c.hurst is not None:
+            fbm.check_hurst(c.hurst)
+        fastest = c.ratio ** ((c.ou - 1) / 2) if c.ou else 0.0
+        if c.dt * fastest >= 2:  # Y <- (1 - gamma dt) Y + dW grows unless gamma dt < 2
+            raise ValueError(f"the fastest OU process (gamma = {fastest:.4g}) needs a solver step dt < 2 / gamma = "
+                             f"{2 / fastest:.3g} to stay stable, got dt = {c.dt:g}: lower dt, the ratio or K")
+        h, d = c.hidden, c.latent
+        self.drift = nn.Sequential(nn.Linear(d, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
+        self.log_sigma = nn.Parameter(torch.zeros(d))
+        self.hurst_logit = nn.Parameter(torch.zeros(()), requires_grad=c.hurst is None)  # H = 0.01 + 0.98 sigmoid
+        self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
+        self.q0 = nn.Linear(c.context, 2 * d)
+        self.p0_mean, self.p0_log_std = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+        self.control = nn.Sequential(nn.Linear(d + d * c.ou + c.context + 1, h), nn.Softplus(), nn.Linear(h, h),
+                                     nn.Softplus(), nn.Linear(h, d))
+        nn.init.zeros_(self.control[-1].weight)  # start from u = 0: the posterior is the prior
+        nn.init.zeros_(self.control[-1].bias)
+        self.decoder = nn.Linear(d, c.obs_dim)
+        if d == c.obs_dim:
+            with torch.no_grad():
+                self.decoder.weight.copy_(torch.eye(d))
+                self.decoder.bias.zero_()
+        self.log_obs_noise = nn.Parameter(torch.tensor(float(c.obs_noise)).log(), requires_grad=c.learn_obs_noise)
+        self.register_buffer("gamma", fbm.rates(c.ou, c.ratio) if c.ou else torch.zeros(0, dtype=torch.float64),
+                             persistent=False)
+
+    def hurst(self) -> torch.Tensor:
+        if self.config.hurst is not None:
+            return torch.tensor(self.config.hurst, dtype=torch.float64)
+        return 0.01 + 0.98 * torch.sigmoid(self.hurst_logit.double())
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(omega(H), gamma) in the model's dtype; empty for Brownian noise."""
+        dtype = self.log_sigma.dtype
+        if not self.config.ou:
+            return self.gamma.to(dtype), self.gamma.to(dtype)
+        w = fbm.omega(self.hurst(), self.gamma, self.config.horizon)
+        return w.to(dtype), self.gamma.to(dtype)
+
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def state_size(self) -> int:
+        return self.config.latent * (1 + self.config.ou) + 1
+
+    def encode(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Context [B, U, context] at each grid time, summarising the observations from that time on."""
+        inputs = torch.cat([values * mask[..., None], mask[..., None]], -1)
+        out, _ = self.encoder(inputs.flip(1))
+        return out.flip(1)
+
+    def _solve(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
+        """States [B, U, state] at the grid times, the solve starting at t0 (prepended unless the grid starts there)."""
+        import torchsde
+
+        t0 = torch.tensor([self.config.start], dtype=grid.dtype, device=grid.device)
+        prepend = bool(grid[0] > t0[0])
+        ts = torch.cat([t0, grid]) if prepend else grid
+        if len(ts) == 1:
+            return z0[:, None]
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))  # the Brownian path, from torch's RNG
+        bm = torchsde.BrownianInterval(t0=ts[0], t1=ts[-1], size=(len(z0), self.config.latent), dtype=z0.dtype, dt=self.config.dt,
+                                       device=z0.device, entropy=seed,
+                                       levy_area_approximation="space-time" if self.config.method == "srk" else "none")
+        if self.config.adjoint and torch.is_grad_enabled():  # the adjoint sees only tensors listed here
+            params = tuple(p for p in self.parameters() if p.requires_grad)
+            extra = tuple(v for v in (sde.context, sde.w) if v is not None and v.requires_grad)
+            zs = torchsde.sdeint_adjoint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt,
+                                         adjoint_params=params + extra)
+        else:
+            zs = torchsde.sdeint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt)
+        zs = zs.transpose(0, 1)
+        return zs[:, 1:] if prepend else zs
+
+    def posterior(self, times: torch.Tensor, values: torch.Tensor, until: float | None = None) -> dict:
+        """One posterior path per series: the ELBO's terms per series and the path on the union grid. With `until`,
+        only observations up to that time are seen and the control stops there (the prior continues)."""
+        grid, on_grid, mask = union_grid(times, values)
+        seen = mask if until is None else mask * (grid <= until)[None].to(mask.dtype)
+        context = self.encode(on_grid, seen)
+        q0_mean, q0_log_std = self.q0(context[:, 0]).chunk(2, -1)
+        q0 = Normal(q0_mean, q0_log_std.exp())
+        x0 = q0.rsample()
+        z0 = torch.cat([x0, x0.new_zeros(len(x0), self.state_size() - self.config.latent)], 1)
+        zs = self._solve(_SDE(self, context, grid, until), z0, grid)
+        x = zs[..., :self.config.latent]
+        mean = self.decoder(x)
+        log_lik = (Normal(mean, self.log_obs_noise.exp()).log_prob(on_grid).sum(-1) * seen).sum(-1)
+        kl0 = kl_divergence(q0, Normal(self.p0_mean, self.p0_log_std.exp())).sum(-1)
+        kl_path = zs[:, -1, -1]
+        return {"grid": grid, "mean": mean, "mask": mask, "values": on_grid, "log_lik": log_lik, "kl0": kl0,
+                "kl_path": kl_path, "elbo": log_lik - kl0 - kl_path, "observed": seen.sum(-1)}
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, times: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """n paths from the prior at sorted `times` [U]: latent X [n, U, latent] and the decoded mean [n, U, obs]."""
+        p0 = Normal(self.p0_mean, self.p0_log_std.exp())
+        x0 = p0.mean + p0.stddev * torch.randn(n, self.config.latent, generator=generator, device="cpu").to(
+            self.p0_mean.device)
+        z0 = torch.cat([x0, x0.new_zeros(n, self.state_size() - self.config.latent)], 1)
+        zs = self._solve(_SDE(self), z0, times, generator)
+        x = zs[..., :self.config.latent]
+        return {"latent": x, "mean": self.decoder(x)}
+
+
+def objective(model: LatentSDE, times: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The negative ELBO per observed value (mean over series), with the ELBO's terms per series and H logged."""
+    r = model.posterior(times, values)
+    per_value = r["elbo"].sum() / r["observed"].sum().clamp_min(1)
+    return {"loss": -per_value, "elbo": r["elbo"].mean(), "log_lik": r["log_lik"].mean(), "kl": (r["kl0"] + r["kl_path"]).mean(),
+            "hurst": model.hurst().detach().float(), "sigma": model.sigma().mean().detach(),
+            "obs_noise": model.log_obs_noise.exp().detach()}
+
+
+def unpack(rows: torch.Tensor, steps: int, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [B, steps + steps * dims] (each series' times, then its values) as (times [B, T], values [B, T, D])."""
+    return rows[:, :steps], rows[:, steps:].reshape(len(rows), steps, dims)
+
+
+def trainer_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss for `varilab.train.fit`, whose rows are series packed by `varilab.data.series`."""
+    model = bound.model
+    times, values = unpack(x, x.shape[1] // (1 + model.config.obs_dim), model.config.obs_dim)
+    return objective(model, times, values)
+
+
+@torch.no_grad()
+def forecast(model: LatentSDE, times: torch.Tensor, values: torch.Tensor, split: float, draws: int = 16) -> dict:
+    """Condition on the observations at times <= split, continue with the prior, and score the mean of `draws`
+    paths on the observations after split: squared error per value (mean), the mean path and its spread."""
+    b = len(times)
+    rep = lambda v: v.repeat_interleave(draws, 0)  # noqa: E731
+    r = model.posterior(rep(times), rep(values), until=split)
+    mean = r["mean"].reshape(b, draws, *r["mean"].shape[1:])
+    future = ((r["grid"] > split)[None] * r["mask"][::draws]).bool()
+    err = (mean.mean(1) - r["values"][::draws]).pow(2).mean(-1)
+    return {"grid": r["grid"], "mean": mean.mean(1), "std": mean.std(1), "future": future,
+            "mse": float(err[future].mean()) if future.any() else float("nan")}
+
