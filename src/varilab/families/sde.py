@@ -30,6 +30,15 @@ def _hurst(v):
     return None if 0 < h < 1 else f"must lie in (0, 1), got {h}"
 
 
+def _learned_or_positive(v):
+    if v == "learned":
+        return None
+    try:
+        return None if float(v) > 0 else f"must be positive, got {v}"
+    except (TypeError, ValueError):
+        return f"must be 'learned' or a positive number, got {v!r}"
+
+
 @dataclass
 class SDEOptions:
     model: str = option("latent-sde", "the model", choices=MODELS)
@@ -41,8 +50,8 @@ class SDEOptions:
     steps: int = option(100, "fou/fbm: observations per series on t = 1/steps .. 1", check=lambda v: None if v >= 2
                         else f"must be at least 2, got {v}")
     true_hurst: float = option(0.7, "fou/fbm: the Hurst index of the generated noise", check=unit_interval)
-    observation_noise: float = option(0.05, "fou/fbm: standard deviation of the observation noise",
-                                      check=non_negative)
+    data_noise: float = option(0.05, "fou/fbm: standard deviation of the noise on the generated observations",
+                               check=non_negative)
     observed: float = option(1.0, "fou/fbm: share of the grid each series keeps, at its own random times (1: all)",
                              check=lambda v: None if 0 < v <= 1 else f"must lie in (0, 1], got {v}")
     test_fraction: float = option(0.2, "share of the series held out as test series", check=unit_interval)
@@ -53,6 +62,8 @@ class SDEOptions:
                                check=positive_int)
     ratio: float = option(10.0, "r of the OU rates' geometric grid gamma_k = r^(k - (K+1)/2)",
                           check=lambda v: None if v > 1 else f"must exceed 1, got {v}")
+    observation_noise: str = option("learned", "the likelihood's standard deviation s in y ~ N(D X, s^2): learned "
+                                    "(from 0.1) or a fixed value", check=_learned_or_positive)
     latent: int = option(1, "latent dimensions", check=positive_int)
     hidden: int = option(32, "hidden units of the drift and control networks", check=positive_int)
     context: int = option(16, "units of the GRU that summarises the observations for the control",
@@ -72,7 +83,7 @@ def load_data(opts: SDEOptions):
     from ..data.series import load
 
     return load(opts.data, opts.times, n=opts.n, steps=opts.steps, hurst=opts.true_hurst,
-                noise=opts.observation_noise, observed=opts.observed, test_fraction=opts.test_fraction, seed=opts.seed)
+                noise=opts.data_noise, observed=opts.observed, test_fraction=opts.test_fraction, seed=opts.seed)
 
 
 def make_model(opts: SDEOptions, data):
@@ -90,7 +101,8 @@ def make_model(opts: SDEOptions, data):
                                      hurst=(None if opts.hurst == "learned" else float(opts.hurst)) if fractional
                                      else 0.5, ratio=opts.ratio, start=data.start, horizon=data.end - data.start,
                                      hidden=opts.hidden, context=opts.context, dt=opts.dt, method=opts.method,
-                                     adjoint=opts.adjoint))
+                                     adjoint=opts.adjoint, learn_obs_noise=opts.observation_noise == "learned",
+                                     obs_noise=0.1 if opts.observation_noise == "learned" else float(opts.observation_noise)))
 
 
 def solver_line(opts: SDEOptions, data) -> str:
@@ -103,8 +115,8 @@ def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False
     from ..train import fit
 
     data = load_data(opts)
-    print(data.summary(), file=sys.stderr)
     model = make_model(opts, data)
+    print(data.summary(), file=sys.stderr)
     print(solver_line(opts, data), file=sys.stderr)
     folder.begin(out, FAMILY, opts, resume)
     return fit(model, data.for_trainer(), out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
@@ -155,10 +167,10 @@ def evaluate(run: Run, nll_k=None) -> dict:
     m, s, o = run.model, run.data, run.options
     torch.manual_seed(1)
     f = forecast(m, s.t_test.to(_device(run)), s.y_test.to(_device(run)), split_time(run))
-    h = float(m.hurst())
+    h = float(m.hurst().detach())
     out = {"data": s.name, "train_series": len(s.y_train), "test_series": len(s.y_test), **test_elbo(run),
            "prediction_mse": f["mse"], "prediction_split": split_time(run), "hurst": h, "noise": o.noise,
-           "sigma": m.sigma().tolist(), "observation_noise": float(m.log_obs_noise.exp()),
+           "sigma": m.sigma().tolist(), "observation_noise": m.log_obs_noise.exp().item(),
            "solver": o.method, "dt": o.dt}
     if m.config.ou:
         out.update(ou_processes=m.config.ou,

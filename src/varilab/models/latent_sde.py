@@ -225,9 +225,8 @@ def unpack(rows: torch.Tensor, steps: int, dims: int) -> tuple[torch.Tensor, tor
     return rows[:, :steps], rows[:, steps:].reshape(len(rows), steps, dims)
 
 
-def trainer_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def trainer_loss(model: LatentSDE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss for `varilab.train.fit`, whose rows are series packed by `varilab.data.series`."""
-    model = bound.model
     times, values = unpack(x, x.shape[1] // (1 + model.config.obs_dim), model.config.obs_dim)
     return objective(model, times, values)
 
