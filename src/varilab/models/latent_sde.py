@@ -15,7 +15,8 @@ The posterior changes the drift of W by a control u_phi(t, X, Y, context), dW = 
 
 The noise is additive (sigma is a learned constant per dimension), so torchsde's Euler-Maruyama, Milstein and
 SRK (strong order 1.5) all apply. H is learned through omega(H) (`varilab.sde.fbm`) unless fixed. The context is a
-GRU run backwards over the observations on the batch's union time grid, so series may have their own times.
+GRU run backwards over the observations on the batch's union time grid (so series may have their own times), with
+the next observation itself and the time left until it, so the control can steer X towards it.
 """
 from __future__ import annotations
 
@@ -73,8 +74,11 @@ class _SDE(nn.Module):
     def control(self, t, x, y):
         if self.context is None or (self.until is not None and float(t) > self.until):
             return torch.zeros_like(x)
+        # the first grid time after t (its context summarises the observations from there on)
         i = min(int(torch.searchsorted(self.grid, t.reshape(1).to(self.grid.dtype), right=True)), len(self.grid) - 1)
-        return self.m.control(torch.cat([x, y.flatten(1), self.context[:, i], t.expand(len(x), 1)], 1))
+        context, next_time = self.context
+        left = (next_time[:, i:i + 1] - t).clamp_min(0)  # time until the next observation (0 when there is none)
+        return self.m.control(torch.cat([x, y.flatten(1), context[:, i], left, t.expand(len(x), 1)], 1))
 
     def f(self, t, z):
         m, d, k = self.m, self.m.config.latent, self.m.config.ou
@@ -119,7 +123,7 @@ class LatentSDE(nn.Module):
         self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
         self.q0 = nn.Linear(c.context, 2 * d)
         self.p0_mean, self.p0_log_std = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
-        self.control = nn.Sequential(nn.Linear(d + d * c.ou + c.context + 1, h), nn.Softplus(), nn.Linear(h, h),
+        self.control = nn.Sequential(nn.Linear(d + d * c.ou + c.context + c.obs_dim + 3, h), nn.Softplus(), nn.Linear(h, h),
                                      nn.Softplus(), nn.Linear(h, d))
         nn.init.zeros_(self.control[-1].weight)  # start from u = 0: the posterior is the prior
         nn.init.zeros_(self.control[-1].bias)
@@ -151,11 +155,20 @@ class LatentSDE(nn.Module):
     def state_size(self) -> int:
         return self.config.latent * (1 + self.config.ou) + 1
 
-    def encode(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Context [B, U, context] at each grid time, summarising the observations from that time on."""
+    def encode(self, grid: torch.Tensor, values: torch.Tensor, mask: torch.Tensor):
+        """(context [B, U, context + obs_dim + 1], next time [B, U]) at each grid time: the GRU's summary of the
+        observations from that time on, the next observed value at or after it with a flag saying there is one,
+        and that observation's time (the grid's last time when there is none)."""
         inputs = torch.cat([values * mask[..., None], mask[..., None]], -1)
         out, _ = self.encoder(inputs.flip(1))
-        return out.flip(1)
+        u = len(grid)
+        index = torch.where(mask > 0, torch.arange(u, device=mask.device), u)  # u: not observed here
+        nxt = index.flip(1).cummin(1).values.flip(1)  # the next observed grid index at or after each time
+        has = (nxt < u).to(values.dtype)
+        nxt = nxt.clamp_max(u - 1)
+        value = values.gather(1, nxt[..., None].expand(-1, -1, values.shape[2])) * has[..., None]
+        next_time = torch.where(has > 0, grid[nxt], grid[-1])
+        return torch.cat([out.flip(1), value, has[..., None]], -1), next_time
 
     def _solve(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
         """States [B, U, state] at the grid times, the solve starting at t0 (prepended unless the grid starts there)."""
@@ -172,7 +185,7 @@ class LatentSDE(nn.Module):
                                        levy_area_approximation="space-time" if self.config.method == "srk" else "none")
         if self.config.adjoint and torch.is_grad_enabled():  # the adjoint sees only tensors listed here
             params = tuple(p for p in self.parameters() if p.requires_grad)
-            extra = tuple(v for v in (sde.context, sde.w) if v is not None and v.requires_grad)
+            extra = tuple(v for v in (*(sde.context or ()), sde.w) if v is not None and v.requires_grad)
             zs = torchsde.sdeint_adjoint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt,
                                          adjoint_params=params + extra)
         else:
@@ -185,8 +198,8 @@ class LatentSDE(nn.Module):
         only observations up to that time are seen and the control stops there (the prior continues)."""
         grid, on_grid, mask = union_grid(times, values)
         seen = mask if until is None else mask * (grid <= until)[None].to(mask.dtype)
-        context = self.encode(on_grid, seen)
-        q0_mean, q0_log_std = self.q0(context[:, 0]).chunk(2, -1)
+        context = self.encode(grid, on_grid, seen)
+        q0_mean, q0_log_std = self.q0(context[0][:, 0, :self.config.context]).chunk(2, -1)
         q0 = Normal(q0_mean, q0_log_std.exp())
         x0 = q0.rsample()
         z0 = torch.cat([x0, x0.new_zeros(len(x0), self.state_size() - self.config.latent)], 1)
