@@ -29,6 +29,7 @@ from torch.distributions import Normal, kl_divergence
 from ..sde import fbm
 
 METHODS = ("euler", "milstein", "srk")
+HURST_SCALE = 10.0
 
 
 @dataclass
@@ -74,8 +75,10 @@ class _SDE(nn.Module):
     def control(self, t, x, y):
         if self.context is None or (self.until is not None and float(t) > self.until):
             return torch.zeros_like(x)
-        # the first grid time after t (its context summarises the observations from there on)
-        i = min(int(torch.searchsorted(self.grid, t.reshape(1).to(self.grid.dtype), right=True)), len(self.grid) - 1)
+        # the first grid time after t (its context summarises the observations from there on); torchsde sums its
+        # time in float32, which lands just short of a grid time (0.29999998 for 0.3), hence the 1e-3 dt margin
+        after = (t + 1e-3 * self.m.config.dt).reshape(1).to(self.grid.dtype)
+        i = min(int(torch.searchsorted(self.grid, after, right=True)), len(self.grid) - 1)
         context, next_time = self.context
         left = (next_time[:, i:i + 1] - t).clamp_min(0)  # time until the next observation (0 when there is none)
         return self.m.control(torch.cat([x, y.flatten(1), context[:, i], left, t.expand(len(x), 1)], 1))
@@ -119,7 +122,9 @@ class LatentSDE(nn.Module):
         h, d = c.hidden, c.latent
         self.drift = nn.Sequential(nn.Linear(d, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
-        self.hurst_logit = nn.Parameter(torch.zeros(()), requires_grad=c.hurst is None)  # H = 0.01 + 0.98 sigmoid
+        # H = 0.01 + 0.98 sigmoid(HURST_SCALE * hurst_logit): the scale makes Adam move H as fast as a weight of
+        # order 1 (one parameter against thousands, it otherwise trails the networks by thousands of steps)
+        self.hurst_logit = nn.Parameter(torch.zeros(()), requires_grad=c.hurst is None)
         self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
         self.q0 = nn.Linear(c.context, 2 * d)
         self.p0_mean, self.p0_log_std = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
@@ -139,7 +144,7 @@ class LatentSDE(nn.Module):
     def hurst(self) -> torch.Tensor:
         if self.config.hurst is not None:
             return torch.tensor(self.config.hurst, dtype=torch.float64)
-        return 0.01 + 0.98 * torch.sigmoid(self.hurst_logit.double())
+        return 0.01 + 0.98 * torch.sigmoid(HURST_SCALE * self.hurst_logit.double())
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(omega(H), gamma) in the model's dtype; empty for Brownian noise."""
