@@ -70,3 +70,16 @@ def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
     assert result["checks"]["error_regression_beats_free_at_every_w"] is True
     assert all(0 < r["sigma_p"] < 2 and 0 <= r["p_circle_gap"] <= 1.5 for r in result["results"].values())
     assert (tmp_path / "pvrnn_meta_prior.md").read_text().count("\n| ") == 4  # header and three w rows
+
+
+def test_latent_sde_hurst_reproduction_quick(tmp_path):
+    """The latent SDE reproduction end to end on a few short series (its thresholds are for `make repro`): each true H
+    trains a fractional and a Brownian model, and the approximation errors fall with K."""
+    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "latent_sde_hurst",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "latent_sde_hurst.json").read_text())
+    assert set(result["results"]) == {"0.2", "0.5", "0.8"}
+    assert result["checks"]["approximation_error_falls_with_k"] is True
+    assert all(0 < r["fbm"]["hurst"] < 1 and r["brownian"]["hurst"] == 0.5 for r in result["results"].values())
+    assert (tmp_path / "latent_sde_hurst.md").read_text().count("\n| ") == 4  # header and three H rows
