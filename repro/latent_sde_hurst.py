@@ -1,10 +1,12 @@
 """Latent SDEs driven by Markov-approximate fractional noise (Daems et al., 2024): is the Hurst index learned?
 
 Data: fractional Ornstein-Uhlenbeck paths dX = -X dt + dB_H (exact type-II fBM increments, `varilab.data.series`)
-observed at t = 0.01 .. 1 with Gaussian noise of std 0.05; 32 training and 8 test series per true H in
+observed at t = 0.02 .. 1 (50 times) with Gaussian noise of std 0.05; 32 training and 8 test series per true H in
 {0.2, 0.5, 0.8}. Model: `varilab train --model latent-sde`, a 1-D latent SDE with K = 5 OU processes, H learned from
-1/2, MLP drift and control, torchsde's Euler-Maruyama with dt = 0.01, all 32 series per step, the observation noise
-fixed at its known 0.05; beside it the same model with Brownian noise (`--noise brownian`).
+1/2, MLP drift and control, torchsde's Euler-Maruyama with dt = 0.005 (four steps between observations, so the
+posterior can steer between them), all 32 series per step for 1,500 steps, the observation noise fixed at its known
+0.05; beside it the same model with Brownian noise (`--noise brownian`). Two trainings run side by side, one
+thread each.
 
 Printed per true H: the learned H, the test ELBO per series and the forecast error (the posterior sees the first
 half of each test series, the prior continues; squared error of the mean of 16 paths on the second half) for both
@@ -15,34 +17,55 @@ and the approximation error falls with K at every H. Which noise wins on ELBO an
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from varilab import families
+from varilab import cli, families
 from varilab.families import sde as S
 from varilab.sde import fbm
 
 HURSTS = (0.2, 0.5, 0.8)
 KS = (2, 4, 8)
+STEPS, DT, EPOCHS, WORKERS = 50, 0.005, 1500, 2  # observations per series, the solver step, Adam steps, processes
 PAPER = "learned H close to the truth on fractional OU data; efficient VI for fBM-driven SDEs"
 
 
+def _train(args: list[str]) -> subprocess.Popen:
+    """`varilab train ARGS` in its own process on one thread (two run side by side on two cores)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "varilab", "train", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def run(quick: bool = False) -> dict:
-    base = dict(n=40, steps=100, epochs=1500, hidden=32, context=16) if not quick else \
-        dict(n=12, steps=20, epochs=5, hidden=8, context=4)
-    common = dict(data="fou", data_noise=0.05, observation_noise="0.05", batch_size=32, lr=1e-2, dt=0.01, **base)
+    size = ["--n", "12", "--steps", "10", "--epochs", "5", "--hidden", "8", "--context", "4"] if quick else \
+        ["--n", "40", "--steps", str(STEPS), "--epochs", str(EPOCHS)]
+    common = ["--model", "latent-sde", "--data", "fou", "--data-noise", "0.05", "--observation-noise", "0.05",
+              "--batch-size", "32", "--lr", "0.01", "--dt", str(DT), "--ou-processes", "5", *size]
     root = Path(tempfile.mkdtemp(prefix="varilab-repro-sde-"))
-    rows = {}
+    jobs = [(h, noise) for h in HURSTS for noise in ("fbm", "brownian")]
+    rows = {h: {"approximation_error": {k: float(fbm.relative_error(h, fbm.rates(k))) for k in KS}} for h in HURSTS}
     try:
-        for h in HURSTS:
-            row = {"approximation_error": {k: float(fbm.relative_error(h, fbm.rates(k))) for k in KS}}
-            for noise in ("fbm", "brownian"):
-                opts = S.SDEOptions(true_hurst=h, noise=noise, ou_processes=5, **common)
-                S.train(opts, root / f"{noise}{h}", quiet=True)
+        for pair in (jobs[i:i + WORKERS] for i in range(0, len(jobs), WORKERS)):
+            argv = {(h, noise): [*common, "--true-hurst", str(h), "--noise", noise, "--out", str(root / f"{noise}{h}"),
+                                 "--quiet"] for h, noise in pair}
+            procs = {job: None if quick else _train(args) for job, args in argv.items()}  # --quick: in this process
+            for (h, noise), proc in procs.items():
+                if proc is None:
+                    ok, err = cli.main(["train", *argv[h, noise]]) == 0, "see the message above"
+                else:
+                    err = proc.communicate()[1]
+                    ok = proc.returncode == 0
+                if not ok:
+                    raise RuntimeError(f"training H = {h} with {noise} noise failed: {err.strip()[-2000:]}")
                 e = S.evaluate(families.load(root / f"{noise}{h}"))
-                row[noise] = {k: e[k] for k in ("hurst", "test_elbo", "test_elbo_per_value", "prediction_mse")}
-            rows[h] = row
+                rows[h][noise] = {k: e[k] for k in ("hurst", "test_elbo", "test_elbo_per_value", "prediction_mse")}
+        for h in HURSTS:
+            row = rows[h]
             print(f"[latent_sde_hurst] H {h}: learned {row['fbm']['hurst']:.3f}; test ELBO {row['fbm']['test_elbo']:.2f} "
                   f"fractional, {row['brownian']['test_elbo']:.2f} Brownian; forecast {row['fbm']['prediction_mse']:.4f} "
                   f"vs {row['brownian']['prediction_mse']:.4f}", flush=True)
@@ -65,8 +88,7 @@ def run(quick: bool = False) -> dict:
     wins = {h: {"elbo": "fractional" if r["fbm"]["test_elbo"] > r["brownian"]["test_elbo"] else "Brownian",
                 "forecast": "fractional" if r["fbm"]["prediction_mse"] < r["brownian"]["prediction_mse"] else "Brownian"}
             for h, r in rows.items()}
-    notes = (f"`varilab train --model latent-sde --data fou --true-hurst H --n {base['n']} --steps {base['steps']} "
-             f"--epochs {base['epochs']} --batch-size 32 --lr 0.01 --dt 0.01 --observation-noise 0.05 --ou-processes 5` "
+    notes = (f"`varilab train {' '.join(common)} --true-hurst H` "
              f"(and `--noise brownian`); test ELBO per series, mean of 8 posterior paths; forecast error per value. "
              f"Wins: " + "; ".join(f"H {h:g}: ELBO {w['elbo']}, forecast {w['forecast']}" for h, w in wins.items())
              + f". Paper: {PAPER}.")
