@@ -59,13 +59,18 @@ def test_attack_and_purifier_reproductions_quick(tmp_path):
     assert (tmp_path / "purifier_robustness.md").read_text().count("| 0.2 |") == 3
 
 
+def _quick(name: str, out) -> dict:
+    """`repro/run.py --quick --only NAME` in a fresh process; its JSON result."""
+    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", name, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / f"{name}.json").read_text())
+
+
 def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
     """The PV-RNN reproduction end to end on short sequences (its thresholds are for `make repro`): every w is
     trained, generated from and followed by error regression, which beats running free at every w."""
-    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "pvrnn_meta_prior",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads((tmp_path / "pvrnn_meta_prior.json").read_text())
+    result = _quick("pvrnn_meta_prior", tmp_path)
     assert set(result["results"]) == {"0.0001", "0.01", "1"}
     assert result["checks"]["error_regression_beats_free_at_every_w"] is True
     assert all(0 < r["sigma_p"] < 2 and 0 <= r["p_circle_gap"] <= 1.5 for r in result["results"].values())
@@ -75,10 +80,7 @@ def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
 def test_latent_sde_hurst_reproduction_quick(tmp_path):
     """The latent SDE reproduction end to end on a few short series (its thresholds are for `make repro`): each true H
     trains a fractional and a Brownian model, and the approximation errors fall with K."""
-    proc = subprocess.run([sys.executable, str(ROOT / "repro/run.py"), "--quick", "--only", "latent_sde_hurst",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads((tmp_path / "latent_sde_hurst.json").read_text())
+    result = _quick("latent_sde_hurst", tmp_path)
     assert set(result["results"]) == {"0.2", "0.5", "0.8"}
     assert result["checks"]["approximation_error_falls_with_k"] is True
     assert all(0 < r["fbm"]["hurst"] < 1 and r["brownian"]["hurst"] == 0.5 for r in result["results"].values())

@@ -96,6 +96,26 @@ class Sequences:
                        c_train=torch.arange(float(s))[:, None], c_test=torch.full((t, 1), -1.0), condition="index")
 
 
+def npy_file(spec: str, accepted: str) -> Path:
+    """The path of a user's .npy file, or an error saying what is `accepted` or that the file is missing."""
+    path = Path(spec)
+    if path.suffix != ".npy":
+        raise ValueError(f"{accepted}, got {spec!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
+
+
+def split(count: int, test_fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training, test) indices of `count` rows: a seeded shuffle, the last `test_fraction` of it held out."""
+    n_test = int(round(test_fraction * count))
+    if n_test < 1 or n_test >= count:
+        raise ValueError(f"{count} {what} cannot be split with test_fraction {test_fraction:g}: both parts need at "
+                         f"least one")
+    order = np.random.default_rng(seed).permutation(count)
+    return order[:-n_test], order[-n_test:]
+
+
 def load(spec: str, n: int = 24, length: int = 100, p_circle: float = 0.7, test_fraction: float = 1 / 3,
          seed: int = 0) -> Sequences:
     """"switching" (generated: n sequences of `length` steps) or a .npy file [sequences, time, dims], split into
@@ -106,17 +126,8 @@ def load(spec: str, n: int = 24, length: int = 100, p_circle: float = 0.7, test_
     if spec == "switching":
         x, labels = switching(n, length, p_circle, seed=seed)
     else:
-        path = Path(spec)
-        if path.suffix != ".npy":
-            raise ValueError(f"sequence data are 'switching' or a .npy file [sequences, time, dims], got {spec!r}")
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
+        path = npy_file(spec, "sequence data are 'switching' or a .npy file [sequences, time, dims]")
         x = check_sequences(np.load(path, allow_pickle=False), str(path))
-    n_test = int(round(test_fraction * len(x)))
-    if n_test < 1 or n_test >= len(x):
-        raise ValueError(f"{len(x)} sequences cannot be split with test_fraction {test_fraction:g}: both parts need "
-                         "at least one sequence")
-    order = np.random.default_rng(seed).permutation(len(x))
-    train, test = order[:-n_test], order[-n_test:]
+    train, test = split(len(x), test_fraction, seed, "sequences")
     return Sequences(Path(spec).stem if spec != "switching" else spec, torch.from_numpy(x[train]),
                      torch.from_numpy(x[test]), None if labels is None else labels[test])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sequences import check_sequences
+from .sequences import check_sequences, npy_file, split
 
 GENERATED = ("fou", "fbm")
 
@@ -125,11 +125,7 @@ def load(spec: str, times: str | None = None, n: int = 40, steps: int = 100, hur
         t, y = fractional(spec, n, steps, hurst, noise, observed, seed=seed)
         name = f"{spec} (H = {hurst:g})"
     else:
-        path = Path(spec)
-        if path.suffix != ".npy":
-            raise ValueError(f"series data are 'fou', 'fbm' or a .npy file [series, time(, dims)], got {spec!r}")
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
+        path = npy_file(spec, "series data are 'fou', 'fbm' or a .npy file [series, time(, dims)]")
         raw = np.load(path, allow_pickle=False)
         y = check_sequences(raw[..., None] if np.ndim(raw) == 2 else raw, str(path))
         if times is None:
@@ -139,11 +135,6 @@ def load(spec: str, times: str | None = None, n: int = 40, steps: int = 100, hur
                 raise FileNotFoundError(f"--times {times}: no such file")
             t = check_times(np.load(times, allow_pickle=False), y.shape[0], y.shape[1], f"--times {times}")
         name = path.stem
-    n_test = int(round(test_fraction * len(y)))
-    if n_test < 1 or n_test >= len(y):
-        raise ValueError(f"{len(y)} series cannot be split with test_fraction {test_fraction:g}: both parts need at "
-                         "least one series")
-    order = np.random.default_rng(seed).permutation(len(y))
-    tr, te = order[:-n_test], order[-n_test:]
+    tr, te = split(len(y), test_fraction, seed, "series")
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     return TimeSeries(name, as_t(t[tr]), as_t(y[tr]), as_t(t[te]), as_t(y[te]))
