@@ -122,8 +122,8 @@ class LatentSDE(nn.Module):
         h, d = c.hidden, c.latent
         self.drift = nn.Sequential(nn.Linear(d, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
-        # H = 0.01 + 0.98 sigmoid(HURST_SCALE * hurst_logit): the scale makes Adam move H as fast as a weight of
-        # order 1 (one parameter against thousands, it otherwise trails the networks by thousands of steps)
+        # H = 0.01 + 0.98 sigmoid(HURST_SCALE * hurst_logit): the scale lets Adam move H faster (on H = 0.8 data,
+        # unscaled H went from 0.5 to 0.62 in 450 steps; scaled by 10 it reached 0.86 by step 400)
         self.hurst_logit = nn.Parameter(torch.zeros(()), requires_grad=c.hurst is None)
         self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
         self.q0 = nn.Linear(c.context, 2 * d)
