@@ -200,4 +200,5 @@ FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, eval
                          sample=sample,
                          why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
                                   "attack": "a latent SDE's posterior is a controlled SDE, not an encoder to attack",
-                                  "predict": "`varilab eval` reports a latent SDE's held-out prediction error"}))
+                                  "predict": "`varilab eval` reports a latent SDE's held-out prediction error",
+                                  "diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and Hurst index"}))
