@@ -131,3 +131,12 @@ def test_a_user_file_with_its_own_times_loads(tmp_path):
     np.save(tmp_path / "bad.npy", bad)
     with pytest.raises(ValueError, match="NaN"):
         load(str(tmp_path / "bad.npy"))
+
+
+@pytest.mark.parametrize("ou", [0, 3])
+def test_the_diffusion_product_equals_the_diffusion_matrix_times_the_noise(ou):
+    from varilab.models.latent_sde import _SDE
+
+    m = LatentSDE(LatentSDEConfig(obs_dim=1, latent=2, ou=ou, hurst=0.3 if ou else 0.5))
+    sde, z, v = _SDE(m), torch.randn(4, m.state_size()), torch.randn(4, 2)
+    torch.testing.assert_close(sde.g_prod(0.0, z, v), torch.bmm(sde.g(0.0, z), v[..., None])[..., 0])

@@ -103,6 +103,16 @@ class _SDE(nn.Module):
         rows.append(z.new_zeros(1, d))  # L: no noise
         return torch.cat(rows, 0).expand(len(z), -1, -1)
 
+    def g_prod(self, t, z, v):
+        """g(t, z) v without forming g: (sigma (sum_k omega_k) v, v for each Y_k, 0), what the solvers step with."""
+        k = self.m.config.ou
+        sw = self.w.sum() if k else 1.0
+        parts = [self.m.sigma() * sw * v] + ([v.repeat_interleave(k, 1)] if k else []) + [v.new_zeros(len(v), 1)]
+        return torch.cat(parts, 1)
+
+    def f_and_g_prod(self, t, z, v):
+        return self.f(t, z), self.g_prod(t, z, v)
+
 
 class LatentSDE(nn.Module):
     def __init__(self, config: LatentSDEConfig):
