@@ -42,10 +42,10 @@ def _train(args: list[str]) -> subprocess.Popen:
 
 
 def run(quick: bool = False) -> dict:
-    size = ["--n", "12", "--steps", "10", "--epochs", "5", "--hidden", "8", "--context", "4"] if quick else \
-        ["--n", "40", "--steps", str(STEPS), "--epochs", str(EPOCHS)]
+    size = ["--n", "10", "--steps", "10", "--epochs", "3", "--hidden", "8", "--context", "4", "--dt", "0.01"] if quick \
+        else ["--n", "40", "--steps", str(STEPS), "--epochs", str(EPOCHS), "--dt", str(DT)]
     common = ["--model", "latent-sde", "--data", "fou", "--data-noise", "0.05", "--observation-noise", "0.05",
-              "--batch-size", "32", "--lr", "0.01", "--dt", str(DT), "--ou-processes", "5", *size]
+              "--batch-size", "32", "--lr", "0.01", "--ou-processes", "5", *size]
     root = Path(tempfile.mkdtemp(prefix="varilab-repro-sde-"))
     jobs = [(h, noise) for h in HURSTS for noise in ("fbm", "brownian")]
     rows = {h: {"approximation_error": {k: float(fbm.relative_error(h, fbm.rates(k))) for k in KS}} for h in HURSTS}
