@@ -88,7 +88,8 @@ class _SDE(nn.Module):
         x, y = z[:, :d], z[:, d:d + d * k].reshape(len(z), d, k)
         u = self.control(t, x, y)
         sigma, sw = m.sigma(), self.w.sum() if k else 1.0
-        dx = m.drift(x) - sigma * (y * (self.w * self.gamma)).sum(-1) + sigma * sw * u  # mu - sigma sum w g Y + sigma sw u
+        # dX = [mu(X) - sigma sum_k omega_k gamma_k Y_k + sigma (sum_k omega_k) u] dt
+        dx = m.drift(x) - sigma * (y * (self.w * self.gamma)).sum(-1) + sigma * sw * u
         dy = -self.gamma * y + u[..., None]  # dY_k = (-gamma_k Y_k + u) dt
         dl = 0.5 * u.pow(2).sum(-1, keepdim=True)  # dL = 0.5 ||u||^2 dt
         return torch.cat([dx, dy.flatten(1), dl], 1)
@@ -138,8 +139,8 @@ class LatentSDE(nn.Module):
         self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
         self.q0 = nn.Linear(c.context, 2 * d)
         self.p0_mean, self.p0_log_std = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
-        self.control = nn.Sequential(nn.Linear(d + d * c.ou + c.context + c.obs_dim + 3, h), nn.Softplus(), nn.Linear(h, h),
-                                     nn.Softplus(), nn.Linear(h, d))
+        inputs = d + d * c.ou + c.context + c.obs_dim + 3  # X, Y, the GRU, the next observation, its flag, time left, t
+        self.control = nn.Sequential(nn.Linear(inputs, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
         nn.init.zeros_(self.control[-1].weight)  # start from u = 0: the posterior is the prior
         nn.init.zeros_(self.control[-1].bias)
         self.decoder = nn.Linear(d, c.obs_dim)
@@ -195,8 +196,8 @@ class LatentSDE(nn.Module):
         if len(ts) == 1:
             return z0[:, None]
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))  # the Brownian path, from torch's RNG
-        bm = torchsde.BrownianInterval(t0=ts[0], t1=ts[-1], size=(len(z0), self.config.latent), dtype=z0.dtype, dt=self.config.dt,
-                                       device=z0.device, entropy=seed,
+        bm = torchsde.BrownianInterval(t0=ts[0], t1=ts[-1], size=(len(z0), self.config.latent), dtype=z0.dtype,
+                                       device=z0.device, dt=self.config.dt, entropy=seed,
                                        levy_area_approximation="space-time" if self.config.method == "srk" else "none")
         if self.config.adjoint and torch.is_grad_enabled():  # the adjoint sees only tensors listed here
             params = tuple(p for p in self.parameters() if p.requires_grad)
@@ -243,7 +244,8 @@ def objective(model: LatentSDE, times: torch.Tensor, values: torch.Tensor) -> di
     """The negative ELBO per observed value (mean over series), with the ELBO's terms per series and H logged."""
     r = model.posterior(times, values)
     per_value = r["elbo"].sum() / r["observed"].sum().clamp_min(1)
-    return {"loss": -per_value, "elbo": r["elbo"].mean(), "log_lik": r["log_lik"].mean(), "kl": (r["kl0"] + r["kl_path"]).mean(),
+    return {"loss": -per_value, "elbo": r["elbo"].mean(), "log_lik": r["log_lik"].mean(),
+            "kl": (r["kl0"] + r["kl_path"]).mean(),
             "hurst": model.hurst().detach().float(), "sigma": model.sigma().mean().detach(),
             "obs_noise": model.log_obs_noise.exp().detach()}
 
