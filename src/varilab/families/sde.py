@@ -47,7 +47,7 @@ class SDEOptions:
     times: str | None = option(None, ".npy of observation times for a data file: [time] shared or [series, time] "
                                "each series its own (default 0, 1, 2, ...)")
     n: int = option(40, "fou/fbm: number of series", check=positive_int)
-    steps: int = option(100, "fou/fbm: observations per series on t = 1/steps .. 1", check=lambda v: None if v >= 2
+    steps: int = option(50, "fou/fbm: observations per series on t = 1/steps .. 1", check=lambda v: None if v >= 2
                         else f"must be at least 2, got {v}")
     true_hurst: float = option(0.7, "fou/fbm: the Hurst index of the generated noise", check=unit_interval)
     data_noise: float = option(0.05, "fou/fbm: standard deviation of the noise on the generated observations",
@@ -68,8 +68,9 @@ class SDEOptions:
     hidden: int = option(32, "hidden units of the drift and control networks", check=positive_int)
     context: int = option(16, "units of the GRU that summarises the observations for the control",
                           check=positive_int)
-    dt: float = option(0.01, "the solver's fixed step, in the data's time units (every solve: training, evaluation, "
-                       "sampling)", check=positive)
+    dt: float = option(0.005, "the solver's fixed step, in the data's time units (every solve: training, evaluation, "
+                       "sampling); keep a few steps between observations so the posterior can steer between them",
+                       check=positive)
     method: str = option("euler", "the torchsde solver", choices=SOLVERS)
     adjoint: bool = option(False, "gradients by torchsde's stochastic adjoint (memory constant in the number of "
                            "steps, slower) instead of backpropagation through the solver")
