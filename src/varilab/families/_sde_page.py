@@ -7,7 +7,7 @@ DRAWS = 16  # posterior paths per series for the bands
 
 
 def _bands(run, times, values, until=None):
-    """(grid, mean [S, U], std [S, U], mask [S, U]) of DRAWS decoded posterior paths per series (first dimension)."""
+    """(grid [U], mean [S, U], std [S, U]) of DRAWS decoded posterior paths per series (first dimension)."""
     import torch
 
     from ..models.latent_sde import forecast
@@ -18,8 +18,7 @@ def _bands(run, times, values, until=None):
 
 
 def _series_panels(run, title, times, values, until=None):
-    import numpy as np
-
+    """One panel per shown series: its observations and the posterior's band (seeing them up to `until`)."""
     grid, mean, std = _bands(run, times, values, until)
     panels = []
     for i in range(min(SHOWN, len(times))):
@@ -27,7 +26,7 @@ def _series_panels(run, title, times, values, until=None):
         panels.append({"title": f"{title} {i + 1}", "points": {"observed": (t, y)},
                        "bands": {"posterior mean +- 2 sd": (grid, mean[i], std[i])}, "split": until,
                        "legend": i == 0})
-    return panels, np.asarray(grid)
+    return panels
 
 
 def page(run):
@@ -40,10 +39,10 @@ def page(run):
     e = family.evaluate(run)
     m, s, o = run.model, run.data, run.options
     dev = m.log_sigma.device
-    train_panels, _ = _series_panels(run, "training series", s.t_train[:SHOWN].to(dev), s.y_train[:SHOWN].to(dev))
+    train_panels = _series_panels(run, "training series", s.t_train[:SHOWN].to(dev), s.y_train[:SHOWN].to(dev))
     split = family.split_time(run)
-    test_panels, _ = _series_panels(run, "test series, forecast", s.t_test[:SHOWN].to(dev), s.y_test[:SHOWN].to(dev),
-                                    until=split)
+    test_panels = _series_panels(run, "test series, forecast", s.t_test[:SHOWN].to(dev), s.y_test[:SHOWN].to(dev),
+                                 until=split)
     prior = family.sample(run, 8, seed=0)
     t = prior["times"].numpy()
     prior_panel = {"title": "8 paths from the prior", "lines": {f"{i}": (t, p[:, 0]) for i, p in

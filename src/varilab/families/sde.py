@@ -3,6 +3,7 @@ Brownian motion with a learned (or fixed) Hurst index, trained on time series ob
 times (generated fractional processes or a .npy file)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False
 
 def load(run_dir: Path, opts: SDEOptions, data: str | None = None, raw: dict | None = None) -> Run:
     if data is not None:
-        opts = type(opts)(**{**vars(opts), "data": data})
+        opts = dataclasses.replace(opts, data=data)
     series = load_data(opts)
     return Run(run_dir, FAMILY, opts, folder.trained(run_dir, make_model(opts, series), series), series)
 

@@ -126,7 +126,8 @@ def fbm_paths(hurst: float, times, n: int, seed: int = 0) -> np.ndarray:
 
 
 def markov_variance(hurst, gamma: torch.Tensor, t) -> torch.Tensor:
-    """Var B_hat(t) = sum_ij omega_i omega_j (1 - exp(-(g_i + g_j) t)) / (g_i + g_j), the approximation's own."""
+    """Var B_hat(t) = sum_ij omega_i omega_j (1 - exp(-(g_i + g_j) t)) / (g_i + g_j), the approximation's own, with
+    the weights optimal on [0, max t]."""
     w = omega(hurst, gamma, float(torch.as_tensor(t).max()))
     s = gamma[:, None] + gamma[None, :]
     t = _as64(t)[..., None, None]
