@@ -27,10 +27,10 @@ def _series(n=4, steps=20):
 @pytest.mark.parametrize("ou", [0, 3])
 def test_girsanov_kl_is_half_the_integrated_squared_control(ou):
     t, y = _series()
-    zero = _silent(LatentSDE(LatentSDEConfig(obs_dim=1, ou=ou, hurst=0.3 if ou else 0.5)))
+    zero = _silent(LatentSDE(LatentSDEConfig(obs_dim=1, ou=ou, hurst=0.3 if ou else 0.5, posterior="plain")))
     assert torch.equal(zero.posterior(t, y)["kl_path"], torch.zeros(len(t)))  # u = 0: KL(Q || P) = 0
     c = 0.7
-    const = _silent(LatentSDE(LatentSDEConfig(obs_dim=1, ou=ou, hurst=0.3 if ou else 0.5)), control=c)
+    const = _silent(LatentSDE(LatentSDEConfig(obs_dim=1, ou=ou, hurst=0.3 if ou else 0.5, posterior="plain")), control=c)
     torch.testing.assert_close(const.posterior(t, y)["kl_path"], torch.full((len(t),), 0.5 * c ** 2 * 1.0))  # c^2 T / 2
 
 
@@ -89,7 +89,7 @@ def test_the_adjoint_gives_the_gradient_of_backpropagation():
     grads = []
     for adjoint in (False, True):
         torch.manual_seed(0)
-        m = LatentSDE(LatentSDEConfig(obs_dim=1, ou=2, dt=0.005, adjoint=adjoint))
+        m = LatentSDE(LatentSDEConfig(obs_dim=1, ou=2, dt=0.005, adjoint=adjoint, posterior="plain"))
         with torch.no_grad():
             m.control[-1].bias.fill_(0.3)
         torch.manual_seed(1)

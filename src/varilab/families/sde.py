@@ -18,6 +18,9 @@ NOISES = {"fbm": "fractional: K OU processes sharing one Brownian driver, weight
           "brownian": "plain Brownian motion (K = 0, H = 1/2)"}
 SOLVERS = {"euler": "Euler-Maruyama (strong order 1/2; 1 for additive noise)", "milstein": "Milstein",
            "srk": "stochastic Runge-Kutta (strong order 1.5 for additive noise)"}
+POSTERIORS = {"guided": "the control network plus the exact linear-Gaussian guide to all later observations "
+                        "(backward filter), the step into each observation drawn from its exact conditional",
+              "plain": "the control network alone over the whole path (Li et al., 2020), as in torchsde's example"}
 MAX_SOLVER_STEPS = 100_000
 
 
@@ -73,9 +76,10 @@ class SDEOptions:
                        "sampling); keep a few steps between observations so the posterior can steer between them",
                        check=positive)
     method: str = option("euler", "the torchsde solver", choices=SOLVERS)
+    posterior: str = option("guided", "the posterior SDE's control", choices=POSTERIORS)
     adjoint: bool = option(False, "gradients by torchsde's stochastic adjoint (memory constant in the number of "
                            "steps, slower) instead of backpropagation through the solver")
-    epochs: int = option(1000, "epochs to train (with --resume, the new total)", check=positive_int)
+    epochs: int = option(400, "epochs to train (with --resume, the new total)", check=positive_int)
     batch_size: int = option(32, "series per batch", check=positive_int)
     lr: float = option(1e-2, "Adam learning rate", check=positive)
     seed: int = option(0, "random seed for data, split, initialisation and the Brownian paths")
@@ -99,12 +103,13 @@ def make_model(opts: SDEOptions, data):
                          f"{data.end:g}]; choose a larger --dt (at most {MAX_SOLVER_STEPS:,} steps)")
     torch.manual_seed(opts.seed)
     fractional = opts.noise == "fbm"
-    return LatentSDE(LatentSDEConfig(obs_dim=data.dims, latent=opts.latent, ou=opts.ou_processes if fractional else 0,
-                                     hurst=(None if opts.hurst == "learned" else float(opts.hurst)) if fractional
-                                     else 0.5, ratio=opts.ratio, start=data.start, horizon=data.end - data.start,
-                                     hidden=opts.hidden, context=opts.context, dt=opts.dt, method=opts.method,
-                                     adjoint=opts.adjoint, learn_obs_noise=opts.observation_noise == "learned",
-                                     obs_noise=0.1 if opts.observation_noise == "learned" else float(opts.observation_noise)))
+    hurst = (None if opts.hurst == "learned" else float(opts.hurst)) if fractional else 0.5
+    learned = opts.observation_noise == "learned"
+    return LatentSDE(LatentSDEConfig(
+        obs_dim=data.dims, latent=opts.latent, ou=opts.ou_processes if fractional else 0, hurst=hurst, ratio=opts.ratio,
+        start=data.start, horizon=data.end - data.start, hidden=opts.hidden, context=opts.context, dt=opts.dt,
+        method=opts.method, posterior=opts.posterior, adjoint=opts.adjoint, learn_obs_noise=learned,
+        obs_noise=0.1 if learned else float(opts.observation_noise)))
 
 
 def solver_line(opts: SDEOptions, data) -> str:

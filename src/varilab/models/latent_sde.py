@@ -20,15 +20,17 @@ the next observation itself and the time left until it, so the control can steer
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from ..sde import fbm
+from ..sde import fbm, linear
 
 METHODS = ("euler", "milstein", "srk")
+POSTERIORS = ("guided", "plain")
 HURST_SCALE = 10.0
 
 
@@ -48,6 +50,7 @@ class LatentSDEConfig:
     adjoint: bool = False  # gradients by torchsde's stochastic adjoint instead of through the solver's steps
     obs_noise: float = 0.1  # the observation noise s: its initial value when learned, else its value
     learn_obs_noise: bool = True
+    posterior: str = "guided"  # "guided": bridge control + exact step into each observation; "plain": network only
 
 
 def union_grid(times: torch.Tensor, values: torch.Tensor):
@@ -64,45 +67,117 @@ def union_grid(times: torch.Tensor, values: torch.Tensor):
 
 
 class _SDE(nn.Module):
-    """The augmented (X, Y_1..Y_K, L) system for torchsde: additive noise, Ito."""
+    """The augmented (X, Y_1..Y_K, L) system for torchsde: additive noise, Ito. With `messages` (the backward
+    filter of the observations, `varilab.sde.linear.messages`), the control adds the guide G^T grad log beta."""
     noise_type, sde_type = "additive", "ito"
 
-    def __init__(self, model: "LatentSDE", context=None, grid=None, until: float | None = None):
+    def __init__(self, model: "LatentSDE", context=None, grid=None, until: float | None = None,
+                 observations: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.m, self.context, self.grid, self.until = model, context, grid, until
         self.w, self.gamma = model.weights()  # [K] each; computed once per solve
+        self.load = linear.loading(self.w, model.sigma())  # G [N, d]
+        self.messages, self.observations, self.table = None, observations, None
+        if observations is not None:
+            d = model.decoder
+            self.messages = linear.messages(grid, *observations, self.w, self.gamma, model.sigma(), d.weight, d.bias,
+                                            model.log_obs_noise.exp())
 
-    def control(self, t, x, y):
+    def split(self, z):
+        """(X [B, d], Y [B, d, K]) of the augmented state."""
+        d, k = self.m.config.latent, self.m.config.ou
+        return z[:, :d], z[:, d:d + d * k].reshape(len(z), d, k)
+
+    def control(self, t, z, drift):
         if self.context is None or (self.until is not None and float(t) > self.until):
-            return torch.zeros_like(x)
+            return torch.zeros_like(drift)
         # the first grid time after t (its context summarises the observations from there on); torchsde sums its
         # time in float32, which lands just short of a grid time (0.29999998 for 0.3), hence the 1e-3 dt margin
         after = (t + 1e-3 * self.m.config.dt).reshape(1).to(self.grid.dtype)
         i = min(int(torch.searchsorted(self.grid, after, right=True)), len(self.grid) - 1)
         context, next_time = self.context
         left = (next_time[:, i:i + 1] - t).clamp_min(0)  # time until the next observation (0 when there is none)
-        return self.m.control(torch.cat([x, y.flatten(1), context[:, i], left, t.expand(len(x), 1)], 1))
+        x, y = self.split(z)
+        u = self.m.control(torch.cat([x, y.flatten(1), context[:, i], left, t.expand(len(x), 1)], 1))
+        if self.messages is None or float(t) >= float(self.grid[i]):
+            return u
+        return u + self.guide(t, z, drift, i)
+
+    def plan(self, starts: list[float], index: list[int]) -> None:
+        """Tabulate the guide at the step start times `starts` (whose next grid time is grid[index]), where Euler
+        and Milstein evaluate the drift: G^T grad log beta_t(z) = a - B (mu tau) - C z with a = G^T M h_i,
+        B = G^T M P_i (on X), C = G^T M P_i Phi and M = Phi^T (I + P_i Q)^-1 (`linear.back`, batched over steps)."""
+        n, d = self.load.shape
+        tau = self.grid[index] - torch.tensor(starts, dtype=self.grid.dtype, device=self.grid.device)
+        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau)  # [S, N, N]
+        P, h = self.messages[0][:, index], self.messages[1][:, index]  # [B, S, N, N], [B, S, N]
+        gm = self.load.T @ phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device)
+                                                                     + P @ q)  # G^T M [B, S, d, N]
+        per_step = torch.cat([gm @ h[..., None], -gm @ P[..., :d] * tau[:, None, None], -gm @ P @ phi], -1)
+        self.table = (starts, per_step.unbind(1))  # [a, -B tau, -C] per step; unbind: one backward for all steps
+        self.cursor = (0, starts[0] if starts else 0.0)
+
+    def guide(self, t, z, drift, i):
+        """G^T grad log beta_t(z) = G^T (h_t - P_t z): the control under which the linear system (the drift frozen
+        at its current mu(X) for the time tau until grid time i) is exactly conditioned on the observations from
+        there on (for Brownian noise, one observation and s -> 0: the Brownian bridge). Read from the plan's table
+        when t is one of its step starts, else computed."""
+        n = self.load.shape[0]
+        if self.table is not None:
+            first, t0 = self.cursor
+            s = first + round((float(t) - t0) / self.m.config.dt)
+            starts, table = self.table
+            if s < len(starts) and abs(starts[s] - float(t)) < 1e-3 * self.m.config.dt:
+                return (table[s] @ torch.cat([torch.ones_like(drift[:, :1]), drift, z[:, :n]], 1)[..., None])[..., 0]
+        tau = self.grid[i] - t
+        shift = torch.cat([drift * tau, drift.new_zeros(len(drift), n - drift.shape[1])], 1)
+        P, h = linear.back(self.messages[0][:, i], self.messages[1][:, i],
+                           *linear.transition(self.w, self.gamma, self.m.sigma(), tau), shift)
+        return (h - (P @ z[:, :n, None])[..., 0]) @ self.load
+
+    def drift(self, x, y, mu, u):
+        """The augmented drift for control u: dX = [mu(X) - sigma sum_k omega_k gamma_k Y_k + sigma (sum_k omega_k) u]
+        dt, dY_k = (-gamma_k Y_k + u) dt, dL = 0.5 ||u||^2 dt."""
+        sigma, sw = self.m.sigma(), self.w.sum() if self.m.config.ou else 1.0
+        dx = mu - sigma * (y * (self.w * self.gamma)).sum(-1) + sigma * sw * u
+        dy = -self.gamma * y + u[..., None]
+        return torch.cat([dx, dy.flatten(1), 0.5 * u.pow(2).sum(-1, keepdim=True)], 1)
 
     def f(self, t, z):
-        m, d, k = self.m, self.m.config.latent, self.m.config.ou
-        x, y = z[:, :d], z[:, d:d + d * k].reshape(len(z), d, k)
-        u = self.control(t, x, y)
-        sigma, sw = m.sigma(), self.w.sum() if k else 1.0
-        # dX = [mu(X) - sigma sum_k omega_k gamma_k Y_k + sigma (sum_k omega_k) u] dt
-        dx = m.drift(x) - sigma * (y * (self.w * self.gamma)).sum(-1) + sigma * sw * u
-        dy = -self.gamma * y + u[..., None]  # dY_k = (-gamma_k Y_k + u) dt
-        dl = 0.5 * u.pow(2).sum(-1, keepdim=True)  # dL = 0.5 ||u||^2 dt
-        return torch.cat([dx, dy.flatten(1), dl], 1)
+        x, y = self.split(z)
+        mu = self.m.drift(x)
+        return self.drift(x, y, mu, self.control(t, z, mu))
+
+    def observe(self, z, t: float, h: float, j: int):
+        """The Euler step of length h into grid time j. A series observed there draws the step's noise xi from the
+        exact conditional given its message beta_j (that observation and all later ones, through the linear system):
+        q = N(L^-1 c^T (h_j - P_j m), L^-1) with L = I + c^T P_j c, c = G sqrt(h) and m the uncontrolled step's
+        mean; its terms of the ELBO are E_q log N(y_j; D X_j + bias, s^2 I) (in closed form) - KL(q || N(0, I)).
+        The other series take an ordinary controlled step. Returns (the state after the step, the terms)."""
+        m, d, n = self.m, self.m.config.latent, self.load.shape[0]
+        values, seen = self.observations
+        x, y = self.split(z)
+        mu = m.drift(x)
+        u = self.control(torch.tensor(t, dtype=z.dtype, device=z.device), z, mu) * (1 - seen[:, j, None])
+        mean = z + self.drift(x, y, mu, u) * h
+        c = self.load * h ** 0.5  # [N, d]
+        P, hv = self.messages[0][:, j], self.messages[1][:, j]
+        chol = torch.linalg.cholesky(torch.eye(d, dtype=z.dtype, device=z.device) + c.T @ P @ c)
+        loc = torch.cholesky_solve(((hv - (P @ mean[:, :n, None])[..., 0]) @ c)[..., None], chol)[..., 0]
+        cov = torch.cholesky_inverse(chol)  # [B, d, d]
+        eps = torch.randn_like(x)
+        xi = torch.where(seen[:, j, None] > 0, loc + torch.linalg.solve_triangular(
+            chol.transpose(-1, -2), eps[..., None], upper=True)[..., 0], eps)
+        dc = m.decoder.weight * c[:d].diagonal()  # D c_X [obs, d]
+        s2 = m.log_obs_noise.exp().pow(2)
+        fit = Normal(m.decoder(mean[:, :d] + loc * c[:d].diagonal()), s2.sqrt()).log_prob(values[:, j]).sum(-1)
+        fit = fit - (dc @ cov @ dc.T).diagonal(dim1=-2, dim2=-1).sum(-1) / (2 * s2)
+        kl = 0.5 * (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d
+                    + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+        return mean + self.g_prod(t, z, xi * h ** 0.5), (fit - kl) * seen[:, j]
 
     def g(self, t, z):
-        d, k = self.m.config.latent, self.m.config.ou
-        sw = self.w.sum() if k else torch.ones((), device=z.device)
-        eye = torch.eye(d, device=z.device, dtype=z.dtype)
-        rows = [torch.diag(self.m.sigma() * sw)]  # X: sigma (sum_k omega_k) dW
-        if k:
-            rows.append(eye.repeat_interleave(k, 0))  # Y_k of dimension j: dW_j
-        rows.append(z.new_zeros(1, d))  # L: no noise
-        return torch.cat(rows, 0).expand(len(z), -1, -1)
+        return torch.cat([self.load, z.new_zeros(1, self.load.shape[1])], 0).expand(len(z), -1, -1)  # L: no noise
 
     def g_prod(self, t, z, v):
         """g(t, z) v without forming g: (sigma (sum_k omega_k) v, v for each Y_k, 0), what the solvers step with."""
@@ -121,6 +196,8 @@ class LatentSDE(nn.Module):
         c = self.config = config
         if c.method not in METHODS:
             raise ValueError(f"unknown solver method {c.method!r}; choose one of {', '.join(METHODS)}")
+        if c.posterior not in POSTERIORS:
+            raise ValueError(f"unknown posterior {c.posterior!r}; choose one of {', '.join(POSTERIORS)}")
         if c.ou < 0 or c.latent < 1 or not c.dt > 0 or not c.horizon > 0:
             raise ValueError(f"need K >= 0, at least one latent dimension, and a positive step and horizon; got K = "
                              f"{c.ou}, latent {c.latent}, dt {c.dt}, horizon {c.horizon}")
@@ -186,28 +263,60 @@ class LatentSDE(nn.Module):
         next_time = torch.where(has > 0, grid[nxt], grid[-1])
         return torch.cat([out.flip(1), value, has[..., None]], -1), next_time
 
-    def _solve(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
-        """States [B, U, state] at the grid times, the solve starting at t0 (prepended unless the grid starts there)."""
+    def _brownian(self, t0: float, t1: float, z0: torch.Tensor, generator=None):
+        """torchsde's Brownian path on [t0, t1], its entropy drawn from torch's RNG (so seeds and resume hold)."""
         import torchsde
 
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
+        return torchsde.BrownianInterval(t0=t0, t1=t1, size=(len(z0), self.config.latent), dtype=z0.dtype,
+                                         device=z0.device, dt=self.config.dt, entropy=seed,
+                                         levy_area_approximation="space-time" if self.config.method == "srk" else "none")
+
+    def _sdeint(self, sde: _SDE, z0: torch.Tensor, ts: torch.Tensor, generator=None) -> torch.Tensor:
+        """torchsde's solve of `sde` from z0 at ts[0], states [len(ts), B, state]."""
+        import torchsde
+
+        bm = self._brownian(ts[0], ts[-1], z0, generator)
+        if self.config.adjoint and torch.is_grad_enabled():  # the adjoint sees only tensors listed here
+            params = tuple(p for p in self.parameters() if p.requires_grad)
+            extra = tuple(v for v in (*(sde.context or ()), *(sde.messages or ()), sde.w, sde.load)
+                          if v is not None and v.requires_grad)
+            return torchsde.sdeint_adjoint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt,
+                                           adjoint_params=params + extra)
+        return torchsde.sdeint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt)
+
+    def _solve(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
+        """States [B, U, state] at the grid times, the solve starting at t0 (prepended unless the grid starts there)."""
         t0 = torch.tensor([self.config.start], dtype=grid.dtype, device=grid.device)
         prepend = bool(grid[0] > t0[0])
         ts = torch.cat([t0, grid]) if prepend else grid
         if len(ts) == 1:
             return z0[:, None]
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))  # the Brownian path, from torch's RNG
-        bm = torchsde.BrownianInterval(t0=ts[0], t1=ts[-1], size=(len(z0), self.config.latent), dtype=z0.dtype,
-                                       device=z0.device, dt=self.config.dt, entropy=seed,
-                                       levy_area_approximation="space-time" if self.config.method == "srk" else "none")
-        if self.config.adjoint and torch.is_grad_enabled():  # the adjoint sees only tensors listed here
-            params = tuple(p for p in self.parameters() if p.requires_grad)
-            extra = tuple(v for v in (*(sde.context or ()), sde.w) if v is not None and v.requires_grad)
-            zs = torchsde.sdeint_adjoint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt,
-                                         adjoint_params=params + extra)
-        else:
-            zs = torchsde.sdeint(sde, z0, ts, bm=bm, method=self.config.method, dt=self.config.dt)
-        zs = zs.transpose(0, 1)
+        zs = self._sdeint(sde, z0, ts, generator).transpose(0, 1)
         return zs[:, 1:] if prepend else zs
+
+    def _solve_guided(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guided posterior: torchsde solves up to one step before each grid time, and `_SDE.observe` takes the
+        step into it. Returns (states [B, U, state], the observations' terms of the ELBO summed per series)."""
+        dt, t, segments, starts, index = self.config.dt, self.config.start, [], [], []
+        for j, tj in enumerate(grid.tolist()):  # the steps' start times, for the guide's table
+            h = min(dt, tj - t)
+            n = max(0, math.ceil((tj - h - t) / dt - 1e-6))  # torchsde's steps t, t + dt, .. up to tj - h
+            segments.append((t, tj - h, h, len(starts), len(starts) + n))
+            starts += [t + k * dt for k in range(n)] + [tj - h]
+            index += [j] * (n + 1)
+            t = tj
+        sde.plan(starts, index)
+        z, states, fit = z0, [], z0.new_zeros(len(z0))
+        for j, (t, end, h, first, last) in enumerate(segments):
+            if end - t > 1e-6 * dt:
+                sde.cursor = (first, t)
+                z = self._sdeint(sde, z, torch.tensor([t, end], dtype=z.dtype, device=z.device))[-1]
+            sde.cursor = (last, end)
+            z, terms = sde.observe(z, end, h, j)
+            states.append(z)
+            fit = fit + terms
+        return torch.stack(states, 1), fit
 
     def posterior(self, times: torch.Tensor, values: torch.Tensor, until: float | None = None) -> dict:
         """One posterior path per series: the ELBO's terms per series and the path on the union grid. With `until`,
@@ -219,10 +328,14 @@ class LatentSDE(nn.Module):
         q0 = Normal(q0_mean, q0_log_std.exp())
         x0 = q0.rsample()
         z0 = torch.cat([x0, x0.new_zeros(len(x0), self.state_size() - self.config.latent)], 1)
-        zs = self._solve(_SDE(self, context, grid, until), z0, grid)
-        x = zs[..., :self.config.latent]
-        mean = self.decoder(x)
-        log_lik = (Normal(mean, self.log_obs_noise.exp()).log_prob(on_grid).sum(-1) * seen).sum(-1)
+        if self.config.posterior == "guided":
+            sde = _SDE(self, context, grid, until, (on_grid, seen))
+            zs, log_lik = self._solve_guided(sde, z0, grid)
+            mean = self.decoder(zs[..., :self.config.latent])
+        else:
+            zs = self._solve(_SDE(self, context, grid, until), z0, grid)
+            mean = self.decoder(zs[..., :self.config.latent])
+            log_lik = (Normal(mean, self.log_obs_noise.exp()).log_prob(on_grid).sum(-1) * seen).sum(-1)
         kl0 = kl_divergence(q0, Normal(self.p0_mean, self.p0_log_std.exp())).sum(-1)
         kl_path = zs[:, -1, -1]
         return {"grid": grid, "mean": mean, "mask": mask, "values": on_grid, "log_lik": log_lik, "kl0": kl0,
