@@ -21,10 +21,10 @@ demo: $(STAMP)
 	@echo "report: $(CURDIR)/runs/demo/report.html"
 
 # The layer contracts (pyproject.toml, [tool.importlinter]) first; pytest exits 5 when it collects nothing:
-# that counts as a failure.
+# that counts as a failure. The tests run on every core, each file's tests in one worker (its fixtures built once).
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # The benchmarks run in their own environment, so that the peers they compare against (pythae, Pyro;

@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-torch.set_num_threads(2)
+# `make test` runs the tests on every core (pytest-xdist); each worker gets its share of them, at least one thread.
+_THREADS = str(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
+torch.set_num_threads(int(_THREADS))
 
 
 @pytest.fixture

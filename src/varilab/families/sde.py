@@ -18,8 +18,8 @@ NOISES = {"fbm": "fractional: K OU processes sharing one Brownian driver, weight
           "brownian": "plain Brownian motion (K = 0, H = 1/2)"}
 SOLVERS = {"euler": "Euler-Maruyama (strong order 1/2; 1 for additive noise)", "milstein": "Milstein",
            "srk": "stochastic Runge-Kutta (strong order 1.5 for additive noise)"}
-POSTERIORS = {"guided": "the control network plus the exact linear-Gaussian guide to all later observations "
-                        "(backward filter), the step into each observation drawn from its exact conditional",
+POSTERIORS = {"guided": "each step's noise drawn from its exact conditional given all later observations (a backward "
+                        "filter through the exact linear part), plus the control network's correction",
               "plain": "the control network alone over the whole path (Li et al., 2020), as in torchsde's example"}
 MAX_SOLVER_STEPS = 100_000
 
@@ -41,6 +41,12 @@ def _learned_or_positive(v):
         return None if float(v) > 0 else f"must be positive, got {v}"
     except (TypeError, ValueError):
         return f"must be 'learned' or a positive number, got {v!r}"
+
+
+def _all_or_count(v):
+    if v == "all":
+        return None
+    return None if str(v).isdigit() and int(v) >= 1 else f"must be 'all' or a whole number >= 1, got {v!r}"
 
 
 @dataclass
@@ -77,6 +83,8 @@ class SDEOptions:
                        check=positive)
     method: str = option("euler", "the torchsde solver", choices=SOLVERS)
     posterior: str = option("guided", "the posterior SDE's control", choices=POSTERIORS)
+    conditional_steps: str = option("all", "guided: the solver steps before each observation drawn from their exact "
+                                    "conditional, 'all' or a count (torchsde solves the others)", check=_all_or_count)
     adjoint: bool = option(False, "gradients by torchsde's stochastic adjoint (memory constant in the number of "
                            "steps, slower) instead of backpropagation through the solver")
     epochs: int = option(400, "epochs to train (with --resume, the new total)", check=positive_int)
@@ -109,12 +117,14 @@ def make_model(opts: SDEOptions, data):
         obs_dim=data.dims, latent=opts.latent, ou=opts.ou_processes if fractional else 0, hurst=hurst, ratio=opts.ratio,
         start=data.start, horizon=data.end - data.start, hidden=opts.hidden, context=opts.context, dt=opts.dt,
         method=opts.method, posterior=opts.posterior, adjoint=opts.adjoint, learn_obs_noise=learned,
+        conditional_steps=None if opts.conditional_steps == "all" else int(opts.conditional_steps),
         obs_noise=0.1 if learned else float(opts.observation_noise)))
 
 
 def solver_line(opts: SDEOptions, data) -> str:
     return (f"solver: torchsde {opts.method}, fixed step dt = {opts.dt:g} ({(data.end - data.start) / opts.dt:.0f} "
-            f"steps over [{data.start:g}, {data.end:g}])" + (", stochastic adjoint" if opts.adjoint else ""))
+            f"steps over [{data.start:g}, {data.end:g}]), {opts.posterior} posterior"
+            + (", stochastic adjoint" if opts.adjoint else ""))
 
 
 def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:

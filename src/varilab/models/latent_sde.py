@@ -1,5 +1,5 @@
 """A latent SDE (Li et al., 2020) whose noise is Brownian or Markov-approximate fractional Brownian motion
-(Daems et al., 2024), solved by torchsde.
+(Daems et al., 2024), on torchsde.
 
 Prior, per latent dimension, driven by B_hat = sum_k omega_k Y_k (K OU processes sharing one Brownian W; K = 0
 gives plain Brownian noise, dB_hat = dW):
@@ -16,7 +16,18 @@ The posterior changes the drift of W by a control u_phi(t, X, Y, context), dW = 
 The noise is additive (sigma is a learned constant per dimension), so torchsde's Euler-Maruyama, Milstein and
 SRK (strong order 1.5) all apply. H is learned through omega(H) (`varilab.sde.fbm`) unless fixed. The context is a
 GRU run backwards over the observations on the batch's union time grid (so series may have their own times), with
-the next observation itself and the time left until it, so the control can steer X towards it.
+the next observation itself and the time left until it.
+
+Two posteriors. "plain": the control network alone, the whole path solved by torchsde (Li et al.'s latent SDE).
+"guided" (the default): the linear part of the system (mu left out) is solved exactly (`varilab.sde.linear`), so a
+backward filter gives beta_t(z), the likelihood of all later observations, and each Euler step's noise is drawn from
+its exact conditional given beta at the step's end, shifted by the network's correction u sqrt(dt); each step's
+KL(q || N(0, I)) is the path KL and the likelihood at each observation is in closed form over that step's noise.
+With the drift off this is the exact posterior of the discretised prior. With `conditional_steps` = N only the last
+N steps before each observation are drawn so; torchsde solves the others, with the control G^T grad log beta added
+to the network's. A fixed-step Girsanov posterior cannot shrink a step's variance, which the true posterior does
+close to an observation, so it loses about sum_k (1/r_k - 1 + log r_k) / 2 nats per step (r_k: the variance ratio),
+more for rough noise and small observation noise; that loss depends on H and biases the learned H.
 """
 from __future__ import annotations
 
@@ -50,7 +61,9 @@ class LatentSDEConfig:
     adjoint: bool = False  # gradients by torchsde's stochastic adjoint instead of through the solver's steps
     obs_noise: float = 0.1  # the observation noise s: its initial value when learned, else its value
     learn_obs_noise: bool = True
-    posterior: str = "guided"  # "guided": bridge control + exact step into each observation; "plain": network only
+    posterior: str = "guided"  # "guided": guide + network, exact conditional steps; "plain": the network alone
+    conditional_steps: int | None = None  # guided: steps before each observation drawn from their exact conditional
+    # (None: all of them, no torchsde; the others are torchsde's, steered by the guide)
 
 
 def union_grid(times: torch.Tensor, values: torch.Tensor):
@@ -88,7 +101,7 @@ class _SDE(nn.Module):
         d, k = self.m.config.latent, self.m.config.ou
         return z[:, :d], z[:, d:d + d * k].reshape(len(z), d, k)
 
-    def control(self, t, z, drift):
+    def control(self, t, z, drift, guide: bool = True):
         if self.context is None or (self.until is not None and float(t) > self.until):
             return torch.zeros_like(drift)
         # the first grid time after t (its context summarises the observations from there on); torchsde sums its
@@ -99,7 +112,7 @@ class _SDE(nn.Module):
         left = (next_time[:, i:i + 1] - t).clamp_min(0)  # time until the next observation (0 when there is none)
         x, y = self.split(z)
         u = self.m.control(torch.cat([x, y.flatten(1), context[:, i], left, t.expand(len(x), 1)], 1))
-        if self.messages is None or float(t) >= float(self.grid[i]):
+        if not guide or self.messages is None or float(t) >= float(self.grid[i]):
             return u
         return u + self.guide(t, z, drift, i)
 
@@ -108,6 +121,8 @@ class _SDE(nn.Module):
         and Milstein evaluate the drift: G^T grad log beta_t(z) = a - B (mu tau) - C z with a = G^T M h_i,
         B = G^T M P_i (on X), C = G^T M P_i Phi and M = Phi^T (I + P_i Q)^-1 (`linear.back`, batched over steps)."""
         n, d = self.load.shape
+        if not starts:
+            return
         tau = self.grid[index] - torch.tensor(starts, dtype=self.grid.dtype, device=self.grid.device)
         phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau)  # [S, N, N]
         P, h = self.messages[0][:, index], self.messages[1][:, index]  # [B, S, N, N], [B, S, N]
@@ -148,33 +163,39 @@ class _SDE(nn.Module):
         mu = self.m.drift(x)
         return self.drift(x, y, mu, self.control(t, z, mu))
 
-    def observe(self, z, t: float, h: float, j: int):
-        """The Euler step of length h into grid time j. A series observed there draws the step's noise xi from the
-        exact conditional given its message beta_j (that observation and all later ones, through the linear system):
-        q = N(L^-1 c^T (h_j - P_j m), L^-1) with L = I + c^T P_j c, c = G sqrt(h) and m the uncontrolled step's
-        mean; its terms of the ELBO are E_q log N(y_j; D X_j + bias, s^2 I) (in closed form) - KL(q || N(0, I)).
-        The other series take an ordinary controlled step. Returns (the state after the step, the terms)."""
+    def step(self, z, t: float, h: float, j: int):
+        """One Euler step of length h from t towards grid time j >= t + h, its noise xi drawn from the exact
+        conditional given beta_(t+h), the message of grid time j's and all later observations moved back to t + h
+        (`linear.back`, the drift frozen at mu(X)): q = N(L^-1 c^T (h' - P' m) + u sqrt(h), L^-1) with L = I + c^T P' c,
+        c = G sqrt(h), m the uncontrolled step's mean and u the control network's correction. KL(q || N(0, I)) joins
+        the path KL (for no later observation it is the Girsanov u^2 h / 2). A step ending at grid time j also returns
+        E_q log N(y_j; D X_j + bias, s^2 I) in closed form for the series observed there (else 0)."""
         m, d, n = self.m, self.m.config.latent, self.load.shape[0]
         values, seen = self.observations
         x, y = self.split(z)
         mu = m.drift(x)
-        u = self.control(torch.tensor(t, dtype=z.dtype, device=z.device), z, mu) * (1 - seen[:, j, None])
-        mean = z + self.drift(x, y, mu, u) * h
+        u = self.control(torch.tensor(t, dtype=z.dtype, device=z.device), z, mu, guide=False)
+        mean = z + self.drift(x, y, mu, torch.zeros_like(u)) * h
         c = self.load * h ** 0.5  # [N, d]
         P, hv = self.messages[0][:, j], self.messages[1][:, j]
+        tau = float(self.grid[j]) - t - h
+        if tau > 1e-3 * self.m.config.dt:
+            shift = torch.cat([mu * tau, mu.new_zeros(len(mu), n - d)], 1)
+            P, hv = linear.back(P, hv, *linear.transition(self.w, self.gamma, m.sigma(), tau), shift)
         chol = torch.linalg.cholesky(torch.eye(d, dtype=z.dtype, device=z.device) + c.T @ P @ c)
-        loc = torch.cholesky_solve(((hv - (P @ mean[:, :n, None])[..., 0]) @ c)[..., None], chol)[..., 0]
+        loc = torch.cholesky_solve(((hv - (P @ mean[:, :n, None])[..., 0]) @ c)[..., None], chol)[..., 0] + u * h ** 0.5
         cov = torch.cholesky_inverse(chol)  # [B, d, d]
-        eps = torch.randn_like(x)
-        xi = torch.where(seen[:, j, None] > 0, loc + torch.linalg.solve_triangular(
-            chol.transpose(-1, -2), eps[..., None], upper=True)[..., 0], eps)
+        xi = loc + torch.linalg.solve_triangular(chol.transpose(-1, -2), torch.randn_like(x)[..., None], upper=True)[..., 0]
+        kl = 0.5 * (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d
+                    + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+        z = mean + self.g_prod(t, z, xi * h ** 0.5) + torch.cat([mean.new_zeros(len(z), n), kl[:, None]], 1)
+        if tau > 1e-3 * self.m.config.dt:
+            return z, z.new_zeros(len(z))
         dc = m.decoder.weight * c[:d].diagonal()  # D c_X [obs, d]
         s2 = m.log_obs_noise.exp().pow(2)
         fit = Normal(m.decoder(mean[:, :d] + loc * c[:d].diagonal()), s2.sqrt()).log_prob(values[:, j]).sum(-1)
         fit = fit - (dc @ cov @ dc.T).diagonal(dim1=-2, dim2=-1).sum(-1) / (2 * s2)
-        kl = 0.5 * (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d
-                    + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
-        return mean + self.g_prod(t, z, xi * h ** 0.5), (fit - kl) * seen[:, j]
+        return z, fit * seen[:, j]
 
     def g(self, t, z):
         return torch.cat([self.load, z.new_zeros(1, self.load.shape[1])], 0).expand(len(z), -1, -1)  # L: no noise
@@ -198,6 +219,8 @@ class LatentSDE(nn.Module):
             raise ValueError(f"unknown solver method {c.method!r}; choose one of {', '.join(METHODS)}")
         if c.posterior not in POSTERIORS:
             raise ValueError(f"unknown posterior {c.posterior!r}; choose one of {', '.join(POSTERIORS)}")
+        if c.conditional_steps is not None and c.conditional_steps < 1:
+            raise ValueError(f"conditional_steps must be at least 1 (or None for all), got {c.conditional_steps}")
         if c.ou < 0 or c.latent < 1 or not c.dt > 0 or not c.horizon > 0:
             raise ValueError(f"need K >= 0, at least one latent dimension, and a positive step and horizon; got K = "
                              f"{c.ou}, latent {c.latent}, dt {c.dt}, horizon {c.horizon}")
@@ -296,26 +319,34 @@ class LatentSDE(nn.Module):
         return zs[:, 1:] if prepend else zs
 
     def _solve_guided(self, sde: _SDE, z0: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The guided posterior: torchsde solves up to one step before each grid time, and `_SDE.observe` takes the
-        step into it. Returns (states [B, U, state], the observations' terms of the ELBO summed per series)."""
+        """The guided posterior: torchsde solves up to `conditional_steps` steps before each grid time, and
+        `_SDE.step` takes those steps, each drawn from its exact conditional. Returns (states [B, U, state], the
+        expected log-likelihood summed per series)."""
         dt, t, segments, starts, index = self.config.dt, self.config.start, [], [], []
-        for j, tj in enumerate(grid.tolist()):  # the steps' start times, for the guide's table
-            h = min(dt, tj - t)
-            n = max(0, math.ceil((tj - h - t) / dt - 1e-6))  # torchsde's steps t, t + dt, .. up to tj - h
-            segments.append((t, tj - h, h, len(starts), len(starts) + n))
-            starts += [t + k * dt for k in range(n)] + [tj - h]
-            index += [j] * (n + 1)
+        for j, tj in enumerate(grid.tolist()):  # torchsde's step start times, for the guide's table
+            cs = self.config.conditional_steps
+            hand = tj - t if cs is None else min(cs * dt, tj - t)
+            hand = tj - t if tj - t - hand < 1e-3 * dt else hand  # no sliver of a segment for torchsde
+            n = max(0, math.ceil((tj - hand - t) / dt - 1e-3))  # torchsde's steps t, t + dt, .. up to tj - hand
+            segments.append((t, tj - hand, len(starts)))
+            starts += [t + k * dt for k in range(n)]
+            index += [j] * n
             t = tj
         sde.plan(starts, index)
         z, states, fit = z0, [], z0.new_zeros(len(z0))
-        for j, (t, end, h, first, last) in enumerate(segments):
-            if end - t > 1e-6 * dt:
+        for j, ((t, end, first), tj) in enumerate(zip(segments, grid.tolist())):
+            if end > t:
                 sde.cursor = (first, t)
                 z = self._sdeint(sde, z, torch.tensor([t, end], dtype=z.dtype, device=z.device))[-1]
-            sde.cursor = (last, end)
-            z, terms = sde.observe(z, end, h, j)
+            t = end
+            while tj - t > 1e-3 * dt:  # the conditional steps: dt each, the first shorter when tj - end is no multiple
+                h = tj - t - dt * (math.ceil((tj - t) / dt - 1e-3) - 1)
+                z, terms = sde.step(z, t, h, j)
+                fit, t = fit + terms, t + h
+            if tj - end <= 1e-3 * dt:  # an observation at the start time: no step, its likelihood at X itself
+                z, terms = sde.step(z, t, 0.0, j)
+                fit = fit + terms
             states.append(z)
-            fit = fit + terms
         return torch.stack(states, 1), fit
 
     def posterior(self, times: torch.Tensor, values: torch.Tensor, until: float | None = None) -> dict:
