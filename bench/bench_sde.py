@@ -19,9 +19,9 @@ runs under `torch.set_num_threads(1)`.
   (randn * sqrt(dt)), the state read at the observation times (every one a step end, asserted), and the ELBO's
   terms written out.
 - varilab, fractional noise (K = 5), guided posterior (the default): the first row's model with
-  posterior="guided": the backward filter of the observations, the guide added to the control at every step, torchsde
-  solving between observations and the step into each observation taken from its exact conditional. Its ratio to the
-  first row is what the guide costs.
+  posterior="guided": the backward filter of the observations, then every Euler step's noise drawn from its exact
+  conditional (a Cholesky of I + c^T P c per step) plus the network's correction. Its ratio to the first row is what
+  the guided posterior costs.
 
 Before timing, the two plain fractional losses are compared with both paths made deterministic (sigma = exp(-20),
 the std of q(X_0) exp(-20), so the noise no longer moves X, and the control u = 0 as initialised, so the unit noise

@@ -163,38 +163,52 @@ class _SDE(nn.Module):
         mu = self.m.drift(x)
         return self.drift(x, y, mu, self.control(t, z, mu))
 
-    def step(self, z, t: float, h: float, j: int):
-        """One Euler step of length h from t towards grid time j >= t + h, its noise xi drawn from the exact
-        conditional given beta_(t+h), the message of grid time j's and all later observations moved back to t + h
-        (`linear.back`, the drift frozen at mu(X)): q = N(L^-1 c^T (h' - P' m) + u sqrt(h), L^-1) with L = I + c^T P' c,
-        c = G sqrt(h), m the uncontrolled step's mean and u the control network's correction. KL(q || N(0, I)) joins
-        the path KL (for no later observation it is the Girsanov u^2 h / 2). A step ending at grid time j also returns
-        E_q log N(y_j; D X_j + bias, s^2 I) in closed form for the series observed there (else 0)."""
+    def prepare(self, steps: list[tuple[float, float, int]]) -> None:
+        """Tabulate, batched over the conditional steps (t, h, j), all that does not depend on the state: the message
+        at each step's end t + h, moved back from grid time j through tau = t_j - t - h (`linear.back`: P' = M P Phi,
+        h' = M (h - P c) with M = Phi^T (I + P Q)^-1 and c = (mu(X) tau, 0), the drift frozen), and the
+        conditional's covariance (I + c^T P' c)^-1 for c = G sqrt(h), with its Cholesky factor."""
+        n, d = self.load.shape
+        t, h, j = (torch.tensor(v, dtype=self.grid.dtype, device=self.grid.device) for v in zip(*steps))
+        tau = (self.grid[j.long()] - t - h).clamp_min(0)
+        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau)  # [S, N, N]
+        P, hv = self.messages[0][:, j.long()], self.messages[1][:, j.long()]  # [B, S, N, N], [B, S, N]
+        mm = phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device) + P @ q)
+        P = mm @ P @ phi
+        c = self.load * h.sqrt()[:, None, None]  # [S, N, d]
+        chol = torch.linalg.cholesky(torch.eye(d, dtype=q.dtype, device=q.device) + c.transpose(-1, -2) @ P @ c)
+        tables = {"c": c.expand(len(P), -1, -1, -1), "P": P, "h": (mm @ hv[..., None])[..., 0],
+                  "H": mm @ self.messages[0][:, j.long()][..., :d] * tau[:, None, None], "cov": torch.cholesky_inverse(chol),
+                  "root": torch.linalg.inv(chol).transpose(-1, -2), "logdet": 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)}
+        names = list(tables)
+        self.steps = [dict(zip(names, row)) for row in zip(*(v.unbind(1) for v in tables.values()))]
+
+    def step(self, z, t: float, h: float, j: int, k: int):
+        """Euler step k (of length h from t towards grid time j >= t + h), its noise xi drawn from the exact
+        conditional given beta_(t+h), the message of grid time j's and all later observations (`prepare`):
+        q = N(S c^T (h' - P' m) + u sqrt(h), S) with S = (I + c^T P' c)^-1, c = G sqrt(h), m the uncontrolled step's
+        mean and u the control network's correction. KL(q || N(0, I)) joins the path KL (for no later observation it
+        is the Girsanov u^2 h / 2). A step ending at grid time j also returns E_q log N(y_j; D X_j + bias, s^2 I) in
+        closed form for the series observed there (else 0)."""
         m, d, n = self.m, self.m.config.latent, self.load.shape[0]
         values, seen = self.observations
+        tab = self.steps[k]
         x, y = self.split(z)
         mu = m.drift(x)
         u = self.control(torch.tensor(t, dtype=z.dtype, device=z.device), z, mu, guide=False)
         mean = z + self.drift(x, y, mu, torch.zeros_like(u)) * h
-        c = self.load * h ** 0.5  # [N, d]
-        P, hv = self.messages[0][:, j], self.messages[1][:, j]
-        tau = float(self.grid[j]) - t - h
-        if tau > 1e-3 * self.m.config.dt:
-            shift = torch.cat([mu * tau, mu.new_zeros(len(mu), n - d)], 1)
-            P, hv = linear.back(P, hv, *linear.transition(self.w, self.gamma, m.sigma(), tau), shift)
-        chol = torch.linalg.cholesky(torch.eye(d, dtype=z.dtype, device=z.device) + c.T @ P @ c)
-        loc = torch.cholesky_solve(((hv - (P @ mean[:, :n, None])[..., 0]) @ c)[..., None], chol)[..., 0] + u * h ** 0.5
-        cov = torch.cholesky_inverse(chol)  # [B, d, d]
-        xi = loc + torch.linalg.solve_triangular(chol.transpose(-1, -2), torch.randn_like(x)[..., None], upper=True)[..., 0]
-        kl = 0.5 * (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d
-                    + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+        target = tab["h"] - (tab["H"] @ mu[..., None])[..., 0] - (tab["P"] @ mean[:, :n, None])[..., 0]  # h' - P' m
+        loc = (tab["cov"] @ (target[:, None] @ tab["c"]).transpose(-1, -2))[..., 0] + u * h ** 0.5
+        xi = loc + (tab["root"] @ torch.randn_like(x)[..., None])[..., 0]
+        kl = 0.5 * (tab["cov"].diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d + tab["logdet"])
         z = mean + self.g_prod(t, z, xi * h ** 0.5) + torch.cat([mean.new_zeros(len(z), n), kl[:, None]], 1)
-        if tau > 1e-3 * self.m.config.dt:
+        if float(self.grid[j]) - t - h > 1e-3 * self.m.config.dt:
             return z, z.new_zeros(len(z))
-        dc = m.decoder.weight * c[:d].diagonal()  # D c_X [obs, d]
+        cx = tab["c"][:, :d]  # the step's noise on X [B, d, d]
+        dc = m.decoder.weight @ cx  # D c_X [B, obs, d]
         s2 = m.log_obs_noise.exp().pow(2)
-        fit = Normal(m.decoder(mean[:, :d] + loc * c[:d].diagonal()), s2.sqrt()).log_prob(values[:, j]).sum(-1)
-        fit = fit - (dc @ cov @ dc.T).diagonal(dim1=-2, dim2=-1).sum(-1) / (2 * s2)
+        fit = Normal(m.decoder(mean[:, :d] + (cx @ loc[..., None])[..., 0]), s2.sqrt()).log_prob(values[:, j]).sum(-1)
+        fit = fit - (dc @ tab["cov"] @ dc.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) / (2 * s2)
         return z, fit * seen[:, j]
 
     def g(self, t, z):
@@ -333,19 +347,23 @@ class LatentSDE(nn.Module):
             index += [j] * n
             t = tj
         sde.plan(starts, index)
-        z, states, fit = z0, [], z0.new_zeros(len(z0))
+        hand = []  # the conditional steps (t, h, j): dt each, the first shorter when a stretch is no multiple of dt
         for j, ((t, end, first), tj) in enumerate(zip(segments, grid.tolist())):
+            t, mine = end, []
+            while tj - t > 1e-3 * dt:
+                h = tj - t - dt * (math.ceil((tj - t) / dt - 1e-3) - 1)
+                mine.append((t, h, j))
+                t += h
+            hand.append(mine or [(end, 0.0, j)])  # none: an observation at the start time, a step of length 0
+        sde.prepare([s for mine in hand for s in mine])
+        z, states, fit, k = z0, [], z0.new_zeros(len(z0)), 0
+        for j, ((t, end, first), mine) in enumerate(zip(segments, hand)):
             if end > t:
                 sde.cursor = (first, t)
                 z = self._sdeint(sde, z, torch.tensor([t, end], dtype=z.dtype, device=z.device))[-1]
-            t = end
-            while tj - t > 1e-3 * dt:  # the conditional steps: dt each, the first shorter when tj - end is no multiple
-                h = tj - t - dt * (math.ceil((tj - t) / dt - 1e-3) - 1)
-                z, terms = sde.step(z, t, h, j)
-                fit, t = fit + terms, t + h
-            if tj - end <= 1e-3 * dt:  # an observation at the start time: no step, its likelihood at X itself
-                z, terms = sde.step(z, t, 0.0, j)
-                fit = fit + terms
+            for t, h, _ in mine:
+                z, terms = sde.step(z, t, h, j, k)
+                fit, k = fit + terms, k + 1
             states.append(z)
         return torch.stack(states, 1), fit
 

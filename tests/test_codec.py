@@ -1,0 +1,67 @@
+"""Bitstreams: integer tables, range coding by constriction, and the .vlc container's refusals."""
+import numpy as np
+import pytest
+
+from varilab.codec import container, entropy, tables
+
+pytest.importorskip("constriction")
+
+
+def _symbols(k=64, rows=4, n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = tables.quantise(rng.dirichlet(np.full(k, 0.3), size=rows))
+    symbols = np.stack([rng.choice(k, size=n, p=c / c.sum()) for c in counts])
+    return symbols, counts
+
+
+def test_tables_are_integers_summing_to_the_precision_with_every_symbol_kept():
+    p = np.array([[0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [1e-9, 0.5, 0.5, 0.0]])
+    c = tables.quantise(p, precision=8)
+    assert c.dtype == np.int64 and (c.sum(-1) == 256).all() and (c >= 1).all()
+    np.testing.assert_array_equal(c[1], [64, 64, 64, 64])  # exact where exact is possible
+    np.testing.assert_array_equal(tables.quantise(p * 3.0, precision=8), c)  # only the proportions matter
+    for bad in (np.array([[np.nan, 1.0]]), np.array([[-0.1, 1.0]]), np.array([[0.0, 0.0]])):
+        with pytest.raises(ValueError):
+            tables.quantise(bad)
+
+
+def test_round_trip_is_exact_and_the_length_is_the_cross_entropy():
+    symbols, counts = _symbols()
+    stream = entropy.encode(symbols, counts)
+    np.testing.assert_array_equal(entropy.decode(stream, counts, symbols.shape[1]), symbols)
+    ideal = tables.code_length(symbols, counts)  # sum -log2 p: the cross-entropy of the data under the tables
+    assert ideal <= 8 * len(stream) <= ideal * 1.001 + 64 * len(counts)
+
+
+def test_the_same_tables_give_the_same_bytes():
+    symbols, counts = _symbols(seed=1)
+    assert entropy.encode(symbols, counts) == entropy.encode(symbols.copy(), counts.copy())
+
+
+def test_bad_symbols_are_refused():
+    symbols, counts = _symbols(rows=2, n=10)
+    with pytest.raises(ValueError, match="must lie in"):
+        entropy.encode(symbols + 64, counts)
+    with pytest.raises(ValueError, match="expected symbols"):
+        entropy.encode(symbols[0], counts)
+
+
+def test_the_container_round_trips_and_refuses_damage_and_other_models():
+    model = container.model_hash(b"weights of one model")
+    data = container.pack(model, {"shape": [2, 3]}, b"\x01\x02\x03\x04")
+    assert container.unpack(data, model) == ({"shape": [2, 3]}, b"\x01\x02\x03\x04")
+    refusals = {
+        "not a varilab": b"P6\n" + data[3:],
+        "truncated": data[:-5],
+        "truncated or extended": data + b"\x00",
+        "corrupted": data[:20] + bytes([data[20] ^ 1]) + data[21:],
+        "newer": data[:4] + (9).to_bytes(2, "little") + data[6:],
+    }
+    for message, damaged in refusals.items():
+        with pytest.raises(ValueError, match=message):
+            container.unpack(damaged, model)
+    with pytest.raises(ValueError, match="another model"):
+        container.unpack(data, container.model_hash(b"weights of another"))
+    for cut in range(len(data)):  # every truncation is refused with a ValueError, never another exception
+        with pytest.raises(ValueError):
+            container.unpack(data[:cut], model)
