@@ -5,7 +5,7 @@ observed at t = 0.02 .. 1 (50 times) with Gaussian noise of std 0.05; 32 trainin
 {0.2, 0.5, 0.8}. Model: `varilab train --model latent-sde`, a 1-D latent SDE with K = 5 OU processes, H learned from
 1/2, MLP drift and control, Euler-Maruyama steps of dt = 0.005 (four between observations) under the guided posterior
 (each step's noise drawn from its exact conditional given the later observations, plus the control network's
-correction), all 32 series per step for 300 steps, the observation noise fixed at its known 0.05; beside it the same
+correction), all 32 series per step for 200 steps, the observation noise fixed at its known 0.05; beside it the same
 model with Brownian noise (`--noise brownian`). Two trainings run side by side, one thread each.
 
 Printed per true H: the learned H, the test ELBO per series and the forecast error (the posterior sees the first
@@ -30,7 +30,7 @@ from varilab.sde import fbm
 
 HURSTS = (0.2, 0.5, 0.8)
 KS = (2, 4, 8)
-STEPS, DT, EPOCHS, WORKERS = 50, 0.005, 300, 2  # observations per series, the solver step, Adam steps, processes
+STEPS, DT, EPOCHS, WORKERS = 50, 0.005, 200, 2  # observations per series, the solver step, Adam steps, processes
 PAPER = "learned H close to the truth on fractional OU data; efficient VI for fBM-driven SDEs"
 
 
