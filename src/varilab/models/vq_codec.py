@@ -1,0 +1,161 @@
+"""A convolutional image codec whose latent vectors are split into m groups, each quantised by its own codebook of K
+codes (McQuic's multi-codebook probabilistic vector quantisation, without a context model), with the rate from
+learned code frequencies.
+
+For group g at each latent position, the code k is drawn from q(k | z) = softmax(-||z - c_k||^2 / tau_d) (the
+distance logits), in training by the Gumbel-softmax relaxation with temperature tau (or straight-through, hard
+forward and relaxed backward: `varilab.core.estimators`), at coding time by argmax. The code frequencies p_g =
+softmax(pi_g) are the entropy model: rate R = E_q[-log2 p_g(k)] bits per vector, the cross-entropy of the codes
+under it, which is what a range coder spends. Objective D + lambda R, D the mean squared error per pixel and R in bits
+per pixel. With `stages` > 1 each stage quantises what the earlier ones left (residual quantisation).
+
+Codebooks start from k-means on the first batch's latent vectors (`init_codebooks`), and codes unused for a while
+are re-seeded with latent vectors of the current batch (`reseed_dead`); usage is tracked as an exponential average.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import OneHotCategorical
+
+from ..core.estimators import draw
+
+LN2 = 0.6931471805599453
+
+
+@dataclass
+class VQCodecConfig:
+    channels: int = 1  # image channels
+    latent: int = 64  # channels of a latent vector, split into `groups` equal parts
+    groups: int = 4  # m: codebooks per stage
+    codes: int = 64  # K: codes per codebook
+    stages: int = 1  # residual quantisation stages
+    hidden: int = 64
+    downsample: int = 2  # stride-2 convolutions: latents on a grid 2^downsample times coarser than the image
+    hard: bool = False  # straight-through (hard forward) instead of the relaxed Gumbel-softmax in training
+
+
+def _encoder(c: VQCodecConfig) -> nn.Sequential:
+    layers, width = [], c.channels
+    for _ in range(c.downsample):
+        layers += [nn.Conv2d(width, c.hidden, 4, 2, 1), nn.ReLU()]
+        width = c.hidden
+    return nn.Sequential(*layers, nn.Conv2d(width, c.latent, 3, 1, 1))
+
+
+def _decoder(c: VQCodecConfig) -> nn.Sequential:
+    layers = [nn.Conv2d(c.latent, c.hidden, 3, 1, 1), nn.ReLU()]
+    for i in range(c.downsample):
+        last = i == c.downsample - 1
+        layers += [nn.ConvTranspose2d(c.hidden, c.channels if last else c.hidden, 4, 2, 1)]
+        layers += [] if last else [nn.ReLU()]
+    return nn.Sequential(*layers, nn.Sigmoid())
+
+
+class VQCodec(nn.Module):
+    def __init__(self, config: VQCodecConfig):
+        super().__init__()
+        c = self.config = config
+        if c.latent % c.groups:
+            raise ValueError(f"latent {c.latent} must split into {c.groups} equal groups")
+        if c.codes < 2 or c.groups < 1 or c.stages < 1 or c.downsample < 1:
+            raise ValueError(f"need K >= 2 codes, at least one group, stage and downsampling; got K = {c.codes}, "
+                             f"m = {c.groups}, stages {c.stages}, downsample {c.downsample}")
+        self.encoder, self.decoder = _encoder(c), _decoder(c)
+        width = c.latent // c.groups
+        self.codebooks = nn.Parameter(torch.randn(c.stages, c.groups, c.codes, width) * 0.1)  # c_k [S, m, K, D/m]
+        self.prior_logits = nn.Parameter(torch.zeros(c.stages, c.groups, c.codes))  # pi: code frequencies
+        self.log_sharpness = nn.Parameter(torch.zeros(()))  # 1 / tau_d of the distance logits
+        self.register_buffer("usage", torch.full((c.stages, c.groups, c.codes), 1.0 / c.codes))
+
+    def vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's latent vectors of images [B, C, H, W], grouped: [B, h, w, m, D/m]."""
+        z = self.encoder(x).permute(0, 2, 3, 1)
+        return z.reshape(*z.shape[:3], self.config.groups, -1)
+
+    def logits(self, z: torch.Tensor, stage: int) -> torch.Tensor:
+        """log q(k | z) up to a constant: -||z - c_k||^2 * sharpness, [..., m, K]."""
+        d2 = (z[..., None, :] - self.codebooks[stage]).pow(2).sum(-1)
+        return -d2 * self.log_sharpness.exp()
+
+    def quantise(self, z: torch.Tensor, tau: float | None = None):
+        """(quantised vectors like z, codes [S, ..., m] or one-hot samples [S, ..., m, K], rate in bits per vector
+        summed over groups and stages [...]). tau None: argmax codes (coding); else Gumbel-softmax samples."""
+        out, rest, picks, rate = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2])
+        for s in range(self.config.stages):
+            logits = self.logits(rest, s)
+            log_p = torch.log_softmax(self.prior_logits[s], -1)  # log p_g(k)
+            if tau is None:
+                k = logits.argmax(-1)
+                onehot = nn.functional.one_hot(k, self.config.codes).to(z.dtype)
+                picks.append(k)
+                rate = rate - (onehot * log_p).sum((-1, -2)) / LN2  # -log2 p(k), what the coder spends
+            else:
+                q = OneHotCategorical(logits=logits)
+                onehot, _ = draw(q, "straight-through" if self.config.hard else "gumbel", temperature=tau)
+                picks.append(onehot)
+                rate = rate - (q.probs * log_p).sum((-1, -2)) / LN2  # E_q[-log2 p(k)]: the cross-entropy
+            chosen = torch.einsum("...gk,gkd->...gd", onehot, self.codebooks[s])  # the picked codes [..., m, D/m]
+            out, rest = out + chosen, rest - chosen
+            if self.training:
+                with torch.no_grad():  # exponential average of how often each code is picked
+                    freq = onehot.detach().reshape(-1, self.config.groups, self.config.codes).mean(0)
+                    self.usage[s].mul_(0.99).add_(0.01 * freq)
+        return out, picks, rate
+
+    def decode_vectors(self, zq: torch.Tensor) -> torch.Tensor:
+        return self.decoder(zq.reshape(*zq.shape[:3], -1).permute(0, 3, 1, 2))
+
+    def forward(self, x: torch.Tensor, tau: float | None = None):
+        """(reconstruction, rate in bits per pixel [B])."""
+        zq, _, rate = self.quantise(self.vectors(x), tau)
+        pixels = x.shape[-1] * x.shape[-2]
+        return self.decode_vectors(zq), rate.sum((1, 2)) / pixels
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor, iters: int = 10, generator: torch.Generator | None = None) -> None:
+        """k-means (k-means++ seeding, `iters` Lloyd steps) of each group's latent vectors of x, stage by stage on
+        the residuals."""
+        rest = self.vectors(x).reshape(-1, self.config.groups, self.config.latent // self.config.groups)
+        for s in range(self.config.stages):
+            for g in range(self.config.groups):
+                self.codebooks[s, g] = kmeans(rest[:, g], self.config.codes, iters, generator)
+            k = self.logits(rest, s).argmax(-1)
+            rest = rest - self.codebooks[s, torch.arange(self.config.groups), k]
+
+    @torch.no_grad()
+    def reseed_dead(self, x: torch.Tensor, below: float = 0.1, generator: torch.Generator | None = None) -> int:
+        """Codes used less than `below` / K of the time (exponential average) take random latent vectors of x.
+        Returns how many were re-seeded."""
+        z = self.vectors(x).reshape(-1, self.config.groups, self.config.latent // self.config.groups)
+        dead = self.usage < below / self.config.codes
+        for s, g, k in dead.nonzero().tolist():
+            self.codebooks[s, g, k] = z[torch.randint(len(z), (1,), generator=generator).item(), g]
+            self.usage[s, g, k] = 1.0 / self.config.codes
+        return int(dead.sum())
+
+    def perplexity(self) -> torch.Tensor:
+        """exp(entropy) of each codebook's usage [S, m]: K when every code is used equally, 1 when one code is."""
+        p = self.usage / self.usage.sum(-1, keepdim=True)
+        return torch.exp(-(p * p.clamp_min(1e-12).log()).sum(-1))
+
+
+def kmeans(v: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k centres of the rows of v [N, D] by k-means++ seeding and Lloyd steps (an empty cluster keeps its centre)."""
+    if len(v) < k:
+        raise ValueError(f"k-means needs at least k = {k} vectors, got {len(v)}")
+    centres = [v[torch.randint(len(v), (1,), generator=generator).item()]]
+    d2 = (v - centres[0]).pow(2).sum(-1)
+    for _ in range(k - 1):  # the next centre with probability proportional to the squared distance to the nearest
+        i = torch.multinomial(d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2), 1, generator=generator).item()
+        centres.append(v[i])
+        d2 = torch.minimum(d2, (v - v[i]).pow(2).sum(-1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(v, c).argmin(-1)
+        sums = torch.zeros_like(c).index_add_(0, assign, v)
+        counts = torch.bincount(assign, minlength=k).to(v.dtype)[:, None]
+        c = torch.where(counts > 0, sums / counts.clamp_min(1), c)
+    return c

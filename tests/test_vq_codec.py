@@ -1,0 +1,83 @@
+"""The multi-codebook vector-quantising codec: Gumbel-max sampling, the temperature limit, the rate as the coded
+length, k-means initialisation and dead-code re-seeding."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+from torch.distributions import OneHotCategorical
+
+from varilab.core.estimators import draw
+from varilab.models.vq_codec import VQCodec, VQCodecConfig, kmeans
+
+
+def test_gumbel_max_draws_codes_with_the_softmax_frequencies():
+    torch.manual_seed(0)
+    logits = torch.tensor([2.0, 0.5, 0.0, -1.0, 1.0])
+    hard, _ = draw(OneHotCategorical(logits=logits.expand(20000, 5)), "straight-through", temperature=0.7)
+    counts = hard.sum(0).numpy()
+    expected = torch.softmax(logits, 0).numpy() * len(hard)
+    assert chisquare(counts, expected).pvalue > 1e-3
+    assert (hard.sum(-1) == 1).all()
+
+
+def test_a_vanishing_temperature_gives_one_hot_samples():
+    torch.manual_seed(0)
+    logits = torch.randn(2000, 8)
+    peak = [float(draw(OneHotCategorical(logits=logits), "gumbel", temperature=t)[0].max(-1).values.mean())
+            for t in (5.0, 1.0, 0.1, 1e-4)]
+    assert peak == sorted(peak) and peak[0] < 0.5 and peak[-1] > 0.999  # the mass gathers on one code as tau -> 0
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return VQCodec(VQCodecConfig(latent=8, groups=2, codes=16, hidden=8, **kw))
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_shapes_and_the_rate_is_the_cross_entropy_of_the_codes(stages):
+    m = _model(stages=stages)
+    x = torch.rand(3, 1, 16, 16)
+    xhat, bpp = m(x, tau=0.5)
+    assert xhat.shape == x.shape and bpp.shape == (3,) and (bpp > 0).all()
+    m.eval()
+    with torch.no_grad():
+        zq, codes, rate = m.quantise(m.vectors(x))
+        log_p = torch.log_softmax(m.prior_logits, -1)  # [S, m, K]
+        bits = sum(-log_p[s, torch.arange(2), codes[s]].sum(-1) / np.log(2) for s in range(stages))  # over groups
+    torch.testing.assert_close(rate, bits)  # the rate is sum -log2 p(k) over the chosen codes
+    assert len(codes) == stages and codes[0].shape == (3, 4, 4, 2)
+
+
+def test_straight_through_is_hard_forward_with_gradients_to_the_encoder():
+    m = _model(hard=True)
+    x = torch.rand(2, 1, 16, 16)
+    zq, picks, rate = m.quantise(m.vectors(x), tau=0.5)
+    assert set(picks[0].unique().tolist()) <= {0.0, 1.0}
+    (zq.sum() + rate.sum()).backward()
+    assert m.encoder[0].weight.grad.abs().sum() > 0 and m.prior_logits.grad.abs().sum() > 0
+
+
+def test_kmeans_initialisation_lowers_the_quantisation_error_and_dead_codes_are_reseeded():
+    m = _model()
+    x = torch.rand(16, 1, 16, 16)
+    with torch.no_grad():
+        z = m.vectors(x)
+        before = (m.quantise(z)[0] - z).pow(2).mean()
+        m.init_codebooks(x, generator=torch.Generator().manual_seed(0))
+        after = (m.quantise(z)[0] - z).pow(2).mean()
+    assert after < 0.5 * before
+    m.usage.zero_()
+    m.usage[0, 0, :4] = 0.25  # four live codes in group 0, none elsewhere
+    assert m.reseed_dead(x, generator=torch.Generator().manual_seed(1)) == 2 * 16 - 4
+    m.usage.zero_()
+    m.usage[0, 0, :4] = 0.25  # four codes used equally: perplexity 4; all sixteen: 16
+    m.usage[0, 1] = 1.0 / 16
+    torch.testing.assert_close(m.perplexity(), torch.tensor([[4.0, 16.0]]))
+
+
+def test_kmeans_finds_separated_clusters():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    v = (centres[:, None] + 0.1 * torch.randn(3, 50, 2, generator=gen)).reshape(-1, 2)
+    found = kmeans(v, 3, generator=gen)
+    assert torch.cdist(found, centres).min(0).values.max() < 0.1
