@@ -19,7 +19,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("solve", "recover images from degraded observations, a diffusion run the prior (--help)"),
                        ("attack", "the posterior collapse attack on a run's encoder, beside random noise (--help)"),
                        ("robustness", "a purifier run against FGSM, PGD and BPDA on a classifier run (--help)"),
-                       ("predict", "follow new sequences by error regression and predict ahead (--help)")):
+                       ("predict", "follow new sequences by error regression and predict ahead (--help)"),
+                       ("compress", "images to a .vlc bitstream with a codec run (--help)"),
+                       ("decompress", "a .vlc bitstream back to images with the run that wrote it (--help)")):
         sub.add_parser(name, add_help=False, help=text)  # their options depend on the model or method
     e = sub.add_parser("eval", help="test-split metrics of a run")
     e.add_argument("run", help="run folder")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = _parser().parse_known_args(argv)
     try:
-        if args.command in ("train", "solve", "attack", "robustness", "predict"):  # options depend on model or method
+        if args.command in ("train", "solve", "attack", "robustness", "predict", "compress", "decompress"):
             from . import families
 
             print(getattr(families, args.command)(rest))

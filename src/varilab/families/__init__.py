@@ -228,6 +228,20 @@ def predict(argv: list[str]) -> str:
     return printed("predict", argv, PredictOptions, METHODS, "the sequence run (varilab train --model pvrnn)")
 
 
+def compress(argv: list[str]) -> str:
+    """`varilab compress RUN --input IMAGES --out FILE.vlc`: one line, or JSON with --json."""
+    from .codec import CONTAINERS, CompressOptions
+
+    return printed("compress", argv, CompressOptions, CONTAINERS, "the codec run (varilab train --model vq-codec)")
+
+
+def decompress(argv: list[str]) -> str:
+    """`varilab decompress RUN --input FILE.vlc --out DIR`: one line, or JSON with --json."""
+    from .codec import CONTAINERS, DecompressOptions
+
+    return printed("decompress", argv, DecompressOptions, CONTAINERS, "the codec run that wrote the file")
+
+
 def printed(command: str, argv: list[str], cls, choices: dict[str, str], what: str) -> str:
     """Run a verb that prints (robustness, predict) on the words of its command: its lines, or JSON with --json."""
     extra = [("run", {"metavar": "RUN", "help": what}),
@@ -336,5 +350,5 @@ def load(run_dir: str | Path, data: str | None = None) -> Run:
     return family.load(run_dir, opts, data=data, raw=raw)
 
 
-__all__ = ["FAMILIES", "MODELS", "Family", "Run", "attack", "register", "family_of", "load", "load_config", "robustness",
-           "predict", "solve", "train", "parse_train", "still_improving"]
+__all__ = ["FAMILIES", "MODELS", "Family", "Run", "attack", "compress", "decompress", "register", "family_of", "load",
+           "load_config", "robustness", "predict", "solve", "train", "parse_train", "still_improving"]

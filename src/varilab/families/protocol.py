@@ -10,6 +10,7 @@
     attack(run, opts, out, quiet) -> summary line             (the posterior collapse attack on the run's encoder)
     robustness(run, opts) -> (dict, list of text lines)       (a purifier run against classifier attacks)
     predict(run, opts) -> (dict, list of text lines)          (follow new sequences online and predict ahead)
+    compress(run, opts), decompress(run, opts) -> (dict, lines) (images to a .vlc bitstream and back)
 
 A verb a family cannot answer is None, and `why_not[verb]` says why in one line (else `WHY_NOT[verb]`).
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 
-WHY_NOT = {"robustness": "`varilab robustness` takes a purifier run (varilab train --model purifier) and a "
+WHY_NOT = {"compress": "`varilab compress` takes a codec run (varilab train --model vq-codec)",
+           "decompress": "`varilab decompress` takes the codec run that wrote the file",
+           "robustness": "`varilab robustness` takes a purifier run (varilab train --model purifier) and a "
                          "classifier run (--classifier)"}
 
 
@@ -39,6 +42,8 @@ class Family:
     attack: Callable | None = None
     robustness: Callable | None = None
     predict: Callable | None = None
+    compress: Callable | None = None
+    decompress: Callable | None = None
     why_not: dict[str, str] = field(default_factory=dict)
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run

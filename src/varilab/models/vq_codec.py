@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import OneHotCategorical
 
+from ..codec.tables import quantise
 from ..core.estimators import draw
 
 LN2 = 0.6931471805599453
@@ -69,6 +70,9 @@ class VQCodec(nn.Module):
         self.prior_logits = nn.Parameter(torch.zeros(c.stages, c.groups, c.codes))  # pi: code frequencies
         self.log_sharpness = nn.Parameter(torch.zeros(()))  # 1 / tau_d of the distance logits
         self.register_buffer("usage", torch.full((c.stages, c.groups, c.codes), 1.0 / c.codes))
+        # the entropy coder's integer tables [S, m, K], saved with the weights (`freeze_tables`)
+        self.register_buffer("tables", torch.ones(c.stages, c.groups, c.codes, dtype=torch.int64))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))  # by k-means (`init_codebooks`)
 
     def vectors(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's latent vectors of images [B, C, H, W], grouped: [B, h, w, m, D/m]."""
@@ -124,6 +128,7 @@ class VQCodec(nn.Module):
                 self.codebooks[s, g] = kmeans(rest[:, g], self.config.codes, iters, generator)
             k = self.logits(rest, s).argmax(-1)
             rest = rest - self.codebooks[s, torch.arange(self.config.groups), k]
+        self.initialised.fill_(True)
 
     @torch.no_grad()
     def reseed_dead(self, x: torch.Tensor, below: float = 0.1, generator: torch.Generator | None = None) -> int:
@@ -135,6 +140,13 @@ class VQCodec(nn.Module):
             self.codebooks[s, g, k] = z[torch.randint(len(z), (1,), generator=generator).item(), g]
             self.usage[s, g, k] = 1.0 / self.config.codes
         return int(dead.sum())
+
+    @torch.no_grad()
+    def freeze_tables(self) -> None:
+        """The integer tables of the code frequencies softmax(pi), computed once in float64 (`varilab.codec.tables`
+        rule), kept in the `tables` buffer so they are saved with the weights: coding never recomputes them."""
+        p = torch.softmax(self.prior_logits.detach().double(), -1).cpu().numpy()
+        self.tables.copy_(torch.as_tensor(quantise(p), device=self.tables.device))
 
     def perplexity(self) -> torch.Tensor:
         """exp(entropy) of each codebook's usage [S, m]: K when every code is used equally, 1 when one code is."""

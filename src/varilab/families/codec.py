@@ -1,0 +1,259 @@
+"""The codec family: learned image compression into real bitstreams. `vq-codec` quantises latent vectors with m
+codebooks of K codes (`varilab.models.vq_codec`); `varilab compress` range-codes the codes under integer tables
+saved with the weights into a checked `.vlc` file, and `varilab decompress` turns one back into images."""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import folder, register
+from .options import option, positive, positive_int, unit_interval
+from .protocol import Family, Run
+
+MODELS = {"vq-codec": "convolutional codec: m codebooks of K codes per latent vector, rate from learned code "
+                      "frequencies, objective D + lambda R"}
+RATE_WEIGHT_HELP = "lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel)"
+
+
+@dataclass
+class CodecOptions:
+    model: str = option("vq-codec", "the model", choices=MODELS)
+    data: str = option("digits", "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]")
+    test_fraction: float = option(0.2, "share of the images held out as the test split", check=unit_interval)
+    groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)", check=positive_int)
+    codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}")
+    stages: int = option(1, "residual quantisation stages", check=positive_int)
+    latent: int = option(32, "channels of a latent vector (a multiple of --groups)", check=positive_int)
+    hidden: int = option(64, "channels of the convolutions", check=positive_int)
+    downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image)",
+                             check=positive_int)
+    hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax")
+    rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
+    tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive)
+    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive)
+    reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int)
+    epochs: int = option(30, "epochs to train (with --resume, the new total)", check=positive_int)
+    batch_size: int = option(64, "images per batch", check=positive_int)
+    lr: float = option(2e-3, "Adam learning rate", check=positive)
+    seed: int = option(0, "random seed for data, split and initialisation")
+
+
+def load_data(opts: CodecOptions):
+    from ..data import load
+
+    ds = load(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
+    if ds.image_shape is None:
+        raise ValueError(f"--data {opts.data}: the codec needs images ([N, H, W]), got rows of {ds.x_dim} values")
+    side = 2 ** opts.downsample
+    if any(s % side for s in ds.image_shape):
+        raise ValueError(f"--downsample {opts.downsample} needs image sides divisible by {side}, got {ds.image_shape}")
+    if ds.x_train.min() < 0 or ds.x_train.max() > 1:
+        raise ValueError(f"--data {opts.data}: pixel values must lie in [0, 1]")
+    return ds
+
+
+def make_model(opts: CodecOptions):
+    import torch
+
+    from ..models.vq_codec import VQCodec, VQCodecConfig
+
+    torch.manual_seed(opts.seed)
+    return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
+                                 stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard))
+
+
+def images(ds, split: str = "train"):
+    x = ds.x_train if split == "train" else ds.x_test
+    return x.reshape(len(x), 1, *ds.image_shape)
+
+
+def objective(opts: CodecOptions, steps_total: int):
+    """D + lambda R with tau annealed from tau_start to tau_end over training; codes unused for a while are
+    re-seeded every `reseed_every` steps; the integer tables follow the code frequencies."""
+    state = {"step": 0}
+
+    def loss(model, x, **unused):
+        s = state["step"]
+        tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, s / max(1, steps_total - 1))
+        imgs = x.reshape(len(x), 1, *model.image_shape)
+        if not bool(model.initialised):
+            model.init_codebooks(imgs)
+        elif s and s % opts.reseed_every == 0:
+            model.reseed_dead(imgs)
+        xhat, bpp = model(imgs, tau=tau)
+        mse = (xhat - imgs).pow(2).mean()
+        state["step"] = s + 1
+        model.freeze_tables()
+        return {"loss": mse + opts.rate_weight * bpp.mean(), "mse": mse, "bpp": bpp.mean(),
+                "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), "tau": tau,
+                "perplexity": model.perplexity().mean()}
+
+    return loss
+
+
+def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
+    from ..train import fit
+
+    if opts.latent % opts.groups:
+        raise ValueError(f"--latent {opts.latent} must be a multiple of --groups {opts.groups}")
+    ds = load_data(opts)
+    model = make_model(opts)
+    model.image_shape = ds.image_shape
+    print(ds.summary(), file=sys.stderr)
+    folder.begin(out, FAMILY, opts, resume)
+    steps = opts.epochs * math.ceil(len(ds.x_train) / opts.batch_size)
+    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
+               resume=resume, quiet=quiet, objective=objective(opts, steps))
+
+
+def load(run_dir: Path, opts: CodecOptions, data: str | None = None, raw: dict | None = None) -> Run:
+    import dataclasses
+
+    if data is not None:
+        opts = dataclasses.replace(opts, data=data)
+    ds = load_data(opts)
+    model = folder.trained(run_dir, make_model(opts), ds)
+    model.image_shape = ds.image_shape
+    return Run(run_dir, FAMILY, opts, model, ds)
+
+
+def identity(run: Run) -> str:
+    from ..codec.container import model_hash
+
+    return model_hash((run.dir / folder.WEIGHTS).read_bytes())
+
+
+def encode(run: Run, x) -> tuple[bytes, dict]:
+    """A .vlc file's bytes for images x [N, 1, H, W] in [0, 1], and what it holds."""
+    import torch
+
+    from ..codec import container, entropy
+
+    m = run.model
+    with torch.no_grad():
+        _, codes, rate = m.quantise(m.vectors(x.to(m.codebooks.device)))
+    k = torch.stack(codes)  # [S, N, h, w, m]
+    rows = k.permute(0, 4, 1, 2, 3).reshape(m.config.stages * m.config.groups, -1).cpu().numpy()
+    tables = m.tables.reshape(-1, m.config.codes).cpu().numpy()
+    stream = entropy.encode(rows, tables)
+    meta = {"images": list(x.shape), "grid": list(k.shape[1:4]), "stages": m.config.stages, "groups": m.config.groups,
+            "codes": m.config.codes, "estimated_bits": float(rate.sum())}
+    return container.pack(identity(run), meta, stream), meta
+
+
+def decode(run: Run, data: bytes):
+    """(images [N, 1, H, W], codes [S, N, h, w, m]) of a .vlc file's bytes written by this run's model."""
+    import torch
+
+    from ..codec import container, entropy
+
+    m = run.model
+    meta, stream = container.unpack(data, identity(run))
+    s, g, n = meta["stages"], meta["groups"], int(np.prod(meta["grid"]))
+    rows = entropy.decode(stream, m.tables.reshape(-1, m.config.codes).cpu().numpy(), n)
+    k = torch.as_tensor(rows, dtype=torch.long).reshape(s, g, *meta["grid"]).permute(0, 2, 3, 4, 1)
+    with torch.no_grad():
+        zq = sum(m.codebooks[i, torch.arange(g), k[i].to(m.codebooks.device)] for i in range(s))
+        return m.decode_vectors(zq).cpu(), k
+
+
+CONTAINERS = {"vlc": "format version, the model's weights hash, shapes, the range-coded stream, a CRC32"}
+
+
+@dataclass
+class CompressOptions:
+    AXIS = "container"
+    container: str = option("vlc", "the file format", choices=CONTAINERS)
+    input: str = option("test", "images to compress: an .npy [N, H, W] or [N, 1, H, W] in [0, 1], or 'test' for "
+                        "the run's test split")
+    out: str = option("", "the .vlc file to write")
+
+
+@dataclass
+class DecompressOptions:
+    AXIS = "container"
+    container: str = option("vlc", "the file format", choices=CONTAINERS)
+    input: str = option("", "the .vlc file, written by this run's model")
+    out: str = option("", "folder for images.npy [N, 1, H, W] and codes.npy [stages, N, h, w, m]")
+
+
+def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
+    if not opts.out:
+        raise ValueError("--out is required: the .vlc file to write")
+    x = run_images(run, opts.input)
+    data, meta = encode(run, x)
+    Path(opts.out).write_bytes(data)
+    pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
+    result = {"file": opts.out, "bytes": len(data), "bpp_file": 8 * len(data) / pixels,
+              "bpp_estimated": meta["estimated_bits"] / pixels, "images": int(x.shape[0])}
+    return result, [f"{opts.out}: {len(data):,} bytes for {x.shape[0]} images, {result['bpp_file']:.4f} bits per "
+                    f"pixel in the file ({result['bpp_estimated']:.4f} estimated by the model)"]
+
+
+def run_images(run: Run, spec: str):
+    import torch
+
+    if spec == "test":
+        return images(run.data, "test")
+    if not spec:
+        raise ValueError("--input is required: an .npy of images or 'test'")
+    x = np.load(spec, allow_pickle=False)
+    if x.ndim == 3:
+        x = x[:, None]
+    shape = tuple(run.data.image_shape)
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != shape:
+        raise ValueError(f"--input {spec}: expected images [N, {shape[0]}, {shape[1]}] like the run's, got "
+                         f"{list(np.load(spec, allow_pickle=False).shape)}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"--input {spec}: pixel values must be finite and lie in [0, 1]")
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
+    if not opts.input or not opts.out:
+        raise ValueError("--input FILE.vlc and --out DIR are required")
+    x, codes = decode(run, Path(opts.input).read_bytes())
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", x.numpy())
+    np.save(out / "codes.npy", codes.numpy())
+    return ({"images": int(x.shape[0]), "out": str(out)},
+            [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
+
+
+def evaluate(run: Run, nll_k=None) -> dict:
+    """On the test split: distortion (MSE, PSNR) of the decoded file, bits per pixel of the bytes actually written
+    beside the model's estimate, the decoded codes checked against the encoder's, and each codebook's perplexity."""
+    import torch
+
+    if nll_k:
+        raise ValueError("--nll applies to the VAE family")
+    m, x = run.model, images(run.data, "test")
+    data, meta = encode(run, x)
+    xhat, codes = decode(run, data)
+    with torch.no_grad():
+        direct = torch.stack(m.quantise(m.vectors(x.to(m.codebooks.device)))[1]).cpu()
+    mse = float((xhat - x).pow(2).mean())
+    pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
+    return {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
+            "psnr": -10 * math.log10(max(mse, 1e-12)), "bpp_file": 8 * len(data) / pixels,
+            "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
+            "codes_round_trip": bool(torch.equal(codes, direct)), "perplexity": m.perplexity().tolist(),
+            "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}
+
+
+FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate,
+                         compress=compress, decompress=decompress,
+                         why_not={"report": "the codec's report (rate-distortion curves) is not built yet; "
+                                            "`varilab eval` gives its rate and distortion",
+                                  "sample": "a codec has no prior to sample from",
+                                  "diagnose": "`varilab eval` reports the codebooks' perplexity",
+                                  "solve": "`varilab solve` takes a diffusion run as the prior",
+                                  "attack": "a codec's quantised latent is not a posterior to attack",
+                                  "predict": "`varilab predict` follows sequences with a pvrnn run"}))

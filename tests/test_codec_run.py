@@ -1,0 +1,63 @@
+"""`varilab train --model vq-codec`, `compress` and `decompress`: real files that decode to the codes the encoder
+chose, whatever the thread count, and one-line refusals of damaged files and files of another model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from varilab import cli
+
+pytest.importorskip("constriction")
+TINY = ["--data", "digits", "--epochs", "2", "--groups", "2", "--codes", "16", "--latent", "8", "--hidden", "16",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codec")
+    for name, seed in (("a", "0"), ("b", "1")):
+        assert cli.main(["train", "--model", "vq-codec", *TINY, "--seed", seed, "--out", str(root / name)]) == 0
+    return root
+
+
+def test_eval_reports_file_bits_beside_the_estimate_and_the_codes_round_trip(runs, capsys):
+    assert cli.main(["eval", str(runs / "a"), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["codes_round_trip"] is True
+    assert 0.9 * e["bpp_estimated"] < e["bpp_file"] < 1.2 * e["bpp_estimated"] + 0.05
+    assert 1 <= min(min(p) for p in e["perplexity"]) <= max(max(p) for p in e["perplexity"]) <= 16
+
+
+def test_a_file_decodes_identically_with_another_thread_count(runs, tmp_path, capsys):
+    f = tmp_path / "x.vlc"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+        torch.set_num_threads(2)
+        assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(tmp_path / "d2")]) == 0
+        torch.set_num_threads(1)
+        assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(tmp_path / "d1")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one, two = np.load(tmp_path / "d1/images.npy"), np.load(tmp_path / "d2/images.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "d1/codes.npy"), np.load(tmp_path / "d2/codes.npy"))
+    np.testing.assert_allclose(one, two, atol=1e-6)
+    assert one.shape == (359, 1, 8, 8) and one.min() >= 0 and one.max() <= 1
+
+
+def test_damaged_and_foreign_files_are_refused_in_one_line(runs, tmp_path, capsys):
+    f = tmp_path / "x.vlc"
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    data = f.read_bytes()
+    cases = {"truncated": data[:-9], "corrupted": data[:-20] + bytes([data[-20] ^ 4]) + data[-19:],
+             "not a varilab": b"GIF89a" + data[6:]}
+    for message, damaged in cases.items():
+        (tmp_path / "bad.vlc").write_bytes(damaged)
+        assert cli.main(["decompress", str(runs / "a"), "--input", str(tmp_path / "bad.vlc"),
+                         "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert cli.main(["decompress", str(runs / "b"), "--input", str(f), "--out", str(tmp_path / "o")]) == 2
+    assert "another model" in capsys.readouterr().err
