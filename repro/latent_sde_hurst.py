@@ -3,10 +3,11 @@
 Data: fractional Ornstein-Uhlenbeck paths dX = -X dt + dB_H (exact type-II fBM increments, `varilab.data.series`)
 observed at t = 0.02 .. 1 (50 times) with Gaussian noise of std 0.05; 32 training and 8 test series per true H in
 {0.2, 0.5, 0.8}. Model: `varilab train --model latent-sde`, a 1-D latent SDE with K = 5 OU processes, H learned from
-1/2, MLP drift and control, Euler-Maruyama steps of dt = 0.005 (four between observations) under the guided posterior
-(each step's noise drawn from its exact conditional given the later observations, plus the control network's
-correction), all 32 series per step for 200 steps, the observation noise fixed at its known 0.05; beside it the same
-model with Brownian noise (`--noise brownian`). Two trainings run side by side, one thread each.
+1/2, the drift linear (b - theta X, the fOU class; `--drift linear`, so the guided posterior's linear system is the
+prior itself), Euler-Maruyama steps of dt = 0.005 (four between observations) under the guided posterior (each
+step's noise drawn from its exact conditional given the later observations, plus an MLP control's correction), all
+32 series per step for 200 steps, the observation noise fixed at its known 0.05; beside it the same model with
+Brownian noise (`--noise brownian`). Two trainings run side by side, one thread each.
 
 Printed per true H: the learned H, the test ELBO per series and the forecast error (the posterior sees the first
 half of each test series, the prior continues; squared error of the mean of 16 paths on the second half) for both
@@ -44,7 +45,8 @@ def _train(args: list[str]) -> subprocess.Popen:
 def run(quick: bool = False) -> dict:
     size = ["--n", "10", "--steps", "10", "--epochs", "3", "--hidden", "8", "--context", "4", "--dt", "0.01"] if quick \
         else ["--n", "40", "--steps", str(STEPS), "--epochs", str(EPOCHS), "--dt", str(DT)]
-    common = ["--model", "latent-sde", "--data", "fou", "--data-noise", "0.05", "--observation-noise", "0.05",
+    common = ["--model", "latent-sde", "--data", "fou", "--data-noise", "0.05", "--observation-noise", "0.05", "--drift",
+              "linear",
               "--batch-size", "32", "--lr", "0.01", "--ou-processes", "5", *size]
     root = Path(tempfile.mkdtemp(prefix="varilab-repro-sde-"))
     jobs = [(h, noise) for h in HURSTS for noise in ("fbm", "brownian")]

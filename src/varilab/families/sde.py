@@ -21,6 +21,8 @@ SOLVERS = {"euler": "Euler-Maruyama (strong order 1/2; 1 for additive noise)", "
 POSTERIORS = {"guided": "each step's noise drawn from its exact conditional given all later observations (a backward "
                         "filter through the exact linear part), plus the control network's correction",
               "plain": "the control network alone over the whole path (Li et al., 2020), as in torchsde's example"}
+DRIFTS = {"mlp": "an MLP of X", "linear": "b - theta X per dimension (the Ornstein-Uhlenbeck class; the guided "
+                                         "posterior is then exact up to Euler's error)"}
 MAX_SOLVER_STEPS = 100_000
 
 
@@ -82,6 +84,7 @@ class SDEOptions:
                        "sampling); keep a few steps between observations so the posterior can steer between them",
                        check=positive)
     method: str = option("euler", "the torchsde solver", choices=SOLVERS)
+    drift: str = option("mlp", "the prior's drift mu(X)", choices=DRIFTS)
     posterior: str = option("guided", "the posterior SDE's control", choices=POSTERIORS)
     conditional_steps: str = option("all", "guided: the solver steps before each observation drawn from their exact "
                                     "conditional, 'all' or a count (torchsde solves the others)", check=_all_or_count)
@@ -116,7 +119,7 @@ def make_model(opts: SDEOptions, data):
     return LatentSDE(LatentSDEConfig(
         obs_dim=data.dims, latent=opts.latent, ou=opts.ou_processes if fractional else 0, hurst=hurst, ratio=opts.ratio,
         start=data.start, horizon=data.end - data.start, hidden=opts.hidden, context=opts.context, dt=opts.dt,
-        method=opts.method, posterior=opts.posterior, adjoint=opts.adjoint, learn_obs_noise=learned,
+        method=opts.method, drift=opts.drift, posterior=opts.posterior, adjoint=opts.adjoint, learn_obs_noise=learned,
         conditional_steps=None if opts.conditional_steps == "all" else int(opts.conditional_steps),
         obs_noise=0.1 if learned else float(opts.observation_noise)))
 

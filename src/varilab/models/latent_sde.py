@@ -42,6 +42,7 @@ from ..sde import fbm, linear
 
 METHODS = ("euler", "milstein", "srk")
 POSTERIORS = ("guided", "plain")
+DRIFTS = ("mlp", "linear")
 HURST_SCALE = 10.0
 
 
@@ -61,6 +62,7 @@ class LatentSDEConfig:
     adjoint: bool = False  # gradients by torchsde's stochastic adjoint instead of through the solver's steps
     obs_noise: float = 0.1  # the observation noise s: its initial value when learned, else its value
     learn_obs_noise: bool = True
+    drift: str = "mlp"  # mu(X): an MLP, or "linear": b - theta X (theta >= 0 per dimension; fOU's class)
     posterior: str = "guided"  # "guided": guide + network, exact conditional steps; "plain": the network alone
     conditional_steps: int | None = None  # guided: steps before each observation drawn from their exact conditional
     # (None: all of them, no torchsde; the others are torchsde's, steered by the guide)
@@ -79,6 +81,21 @@ def union_grid(times: torch.Tensor, values: torch.Tensor):
     return grid, on_grid, mask
 
 
+class LinearDrift(nn.Module):
+    """mu(X) = b - theta X per dimension, theta = exp(log_theta) >= 0 (from 1): the drift of an (fractional)
+    Ornstein-Uhlenbeck process. The guided posterior's linear system then reverts at theta itself."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.log_theta, self.bias = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+
+    def theta(self) -> torch.Tensor:
+        return self.log_theta.exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias - self.theta() * x
+
+
 class _SDE(nn.Module):
     """The augmented (X, Y_1..Y_K, L) system for torchsde: additive noise, Ito. With `messages` (the backward
     filter of the observations, `varilab.sde.linear.messages`), the control adds the guide G^T grad log beta."""
@@ -90,11 +107,14 @@ class _SDE(nn.Module):
         self.m, self.context, self.grid, self.until = model, context, grid, until
         self.w, self.gamma = model.weights()  # [K] each; computed once per solve
         self.load = linear.loading(self.w, model.sigma())  # G [N, d]
-        self.messages, self.observations, self.table = None, observations, None
+        self.messages, self.observations, self.table, self.decay = None, observations, None, None
         if observations is not None:
             d = model.decoder
+            # the guide's mean reversion of X [d]: the drift's own for a linear drift (the guide is then exact)
+            linear_drift = isinstance(model.drift, LinearDrift)
+            self.decay = model.drift.theta() if linear_drift else model.guide_log_decay.exp()
             self.messages = linear.messages(grid, *observations, self.w, self.gamma, model.sigma(), d.weight, d.bias,
-                                            model.log_obs_noise.exp())
+                                            model.log_obs_noise.exp(), self.decay)
 
     def split(self, z):
         """(X [B, d], Y [B, d, K]) of the augmented state."""
@@ -124,7 +144,7 @@ class _SDE(nn.Module):
         if not starts:
             return
         tau = self.grid[index] - torch.tensor(starts, dtype=self.grid.dtype, device=self.grid.device)
-        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau)  # [S, N, N]
+        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau, self.decay)  # [S, N, N]
         P, h = self.messages[0][:, index], self.messages[1][:, index]  # [B, S, N, N], [B, S, N]
         gm = self.load.T @ phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device)
                                                                      + P @ q)  # G^T M [B, S, d, N]
@@ -143,12 +163,17 @@ class _SDE(nn.Module):
             s = first + round((float(t) - t0) / self.m.config.dt)
             starts, table = self.table
             if s < len(starts) and abs(starts[s] - float(t)) < 1e-3 * self.m.config.dt:
-                return (table[s] @ torch.cat([torch.ones_like(drift[:, :1]), drift, z[:, :n]], 1)[..., None])[..., 0]
+                return (table[s] @ torch.cat([torch.ones_like(drift[:, :1]), self.rest(drift, z), z[:, :n]], 1)
+                        [..., None])[..., 0]
         tau = self.grid[i] - t
-        shift = torch.cat([drift * tau, drift.new_zeros(len(drift), n - drift.shape[1])], 1)
+        shift = torch.cat([self.rest(drift, z) * tau, drift.new_zeros(len(drift), n - drift.shape[1])], 1)
         P, h = linear.back(self.messages[0][:, i], self.messages[1][:, i],
-                           *linear.transition(self.w, self.gamma, self.m.sigma(), tau), shift)
+                           *linear.transition(self.w, self.gamma, self.m.sigma(), tau, self.decay), shift)
         return (h - (P @ z[:, :n, None])[..., 0]) @ self.load
+
+    def rest(self, mu, z):
+        """The drift the guide's linear system leaves out, mu(X) + decay X, frozen until the next observation."""
+        return mu + self.decay * z[:, :len(self.decay)]
 
     def drift(self, x, y, mu, u):
         """The augmented drift for control u: dX = [mu(X) - sigma sum_k omega_k gamma_k Y_k + sigma (sum_k omega_k) u]
@@ -171,7 +196,7 @@ class _SDE(nn.Module):
         n, d = self.load.shape
         t, h, j = (torch.tensor(v, dtype=self.grid.dtype, device=self.grid.device) for v in zip(*steps))
         tau = (self.grid[j.long()] - t - h).clamp_min(0)
-        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau)  # [S, N, N]
+        phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau, self.decay)  # [S, N, N]
         P, hv = self.messages[0][:, j.long()], self.messages[1][:, j.long()]  # [B, S, N, N], [B, S, N]
         mm = phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device) + P @ q)
         P = mm @ P @ phi
@@ -197,7 +222,7 @@ class _SDE(nn.Module):
         mu = m.drift(x)
         u = self.control(torch.tensor(t, dtype=z.dtype, device=z.device), z, mu, guide=False)
         mean = z + self.drift(x, y, mu, torch.zeros_like(u)) * h
-        target = tab["h"] - (tab["H"] @ mu[..., None])[..., 0] - (tab["P"] @ mean[:, :n, None])[..., 0]  # h' - P' m
+        target = tab["h"] - (tab["H"] @ self.rest(mu, z)[..., None])[..., 0] - (tab["P"] @ mean[:, :n, None])[..., 0]
         loc = (tab["cov"] @ (target[:, None] @ tab["c"]).transpose(-1, -2))[..., 0] + u * h ** 0.5
         xi = loc + (tab["root"] @ torch.randn_like(x)[..., None])[..., 0]
         kl = 0.5 * (tab["cov"].diagonal(dim1=-2, dim2=-1).sum(-1) + loc.pow(2).sum(-1) - d + tab["logdet"])
@@ -231,6 +256,8 @@ class LatentSDE(nn.Module):
         c = self.config = config
         if c.method not in METHODS:
             raise ValueError(f"unknown solver method {c.method!r}; choose one of {', '.join(METHODS)}")
+        if c.drift not in DRIFTS:
+            raise ValueError(f"unknown drift {c.drift!r}; choose one of {', '.join(DRIFTS)}")
         if c.posterior not in POSTERIORS:
             raise ValueError(f"unknown posterior {c.posterior!r}; choose one of {', '.join(POSTERIORS)}")
         if c.conditional_steps is not None and c.conditional_steps < 1:
@@ -245,11 +272,16 @@ class LatentSDE(nn.Module):
             raise ValueError(f"the fastest OU process (gamma = {fastest:.4g}) needs a solver step dt < 2 / gamma = "
                              f"{2 / fastest:.3g} to stay stable, got dt = {c.dt:g}: lower dt, the ratio or K")
         h, d = c.hidden, c.latent
-        self.drift = nn.Sequential(nn.Linear(d, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
+        self.drift = (nn.Sequential(nn.Linear(d, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
+                      if c.drift == "mlp" else LinearDrift(d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
         # H = 0.01 + 0.98 sigmoid(HURST_SCALE * hurst_logit): the scale lets Adam move H faster (on H = 0.8 data,
         # unscaled H went from 0.5 to 0.62 in 450 steps; scaled by 10 it reached 0.86 by step 400)
         self.hurst_logit = nn.Parameter(torch.zeros(()), requires_grad=c.hurst is None)
+        # the guided posterior's linear system lets X revert to 0 at rate exp(guide_log_decay), a variational
+        # parameter, from 1 / horizon
+        self.guide_log_decay = nn.Parameter(torch.full((c.latent,), -math.log(c.horizon)),
+                                            requires_grad=c.posterior == "guided" and c.drift == "mlp")
         self.encoder = nn.GRU(c.obs_dim + 1, c.context, batch_first=True)
         self.q0 = nn.Linear(c.context, 2 * d)
         self.p0_mean, self.p0_log_std = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))

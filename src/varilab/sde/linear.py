@@ -32,10 +32,33 @@ def _assemble(blocks: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def transition(w: torch.Tensor, gamma: torch.Tensor, sigma: torch.Tensor, tau) -> tuple[torch.Tensor, torch.Tensor]:
+def drift_matrix(w: torch.Tensor, gamma: torch.Tensor, sigma: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """B [N, N] of dz = B z dt + G dW: dX_j = (-decay_j X_j - sigma_j sum_k omega_k gamma_k Y_jk) dt, dY_jk =
+    -gamma_k Y_jk dt."""
+    d, k = len(sigma), len(w)
+    blocks = sigma.new_zeros(d, 1 + k, 1 + k)
+    blocks[:, 0, 0] = -decay
+    blocks[:, 0, 1:] = -sigma[:, None] * (w * gamma)
+    blocks[:, 1:, 1:] = -torch.diag(gamma)
+    return _assemble(blocks, k)
+
+
+def transition(w: torch.Tensor, gamma: torch.Tensor, sigma: torch.Tensor, tau,
+               decay: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Phi, Q) [..., N, N] of the linear system over times tau [...] >= 0: z(t + tau) = Phi z(t) + noise of
-    covariance Q. w, gamma: [K] (empty for Brownian noise); sigma: [d]."""
+    covariance Q. w, gamma: [K] (empty for Brownian noise); sigma: [d]. With `decay` [d], X_j also reverts to 0 at
+    rate decay_j; then (Phi, Q) come from one matrix exponential (Van Loan: exp([[-B, G G^T], [0, B^T]] tau) holds
+    Phi^T and Phi^-1 Q), in float64."""
     tau = torch.as_tensor(tau, dtype=sigma.dtype, device=sigma.device)
+    if decay is not None:
+        b64 = drift_matrix(w, gamma, sigma, decay).double()
+        g64 = loading(w, sigma).double()
+        n = len(b64)
+        block = b64.new_zeros(2 * n, 2 * n)
+        block[:n, :n], block[:n, n:], block[n:, n:] = -b64, g64 @ g64.T, b64.T
+        e = torch.linalg.matrix_exp(block * tau.double()[..., None, None])
+        phi = e[..., n:, n:].transpose(-1, -2)
+        return phi.to(sigma.dtype), (phi @ e[..., :n, n:]).to(sigma.dtype)
     d, k = len(sigma), len(w)
     if not k:
         eye = torch.eye(d, dtype=sigma.dtype, device=sigma.device)
@@ -71,7 +94,8 @@ def back(P: torch.Tensor, h: torch.Tensor, phi: torch.Tensor, q: torch.Tensor, s
 
 
 def messages(grid: torch.Tensor, values: torch.Tensor, seen: torch.Tensor, w: torch.Tensor, gamma: torch.Tensor,
-             sigma: torch.Tensor, decoder: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor):
+             sigma: torch.Tensor, decoder: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor,
+             decay: torch.Tensor | None = None):
     """The backward messages (P [B, U, N, N], h [B, U, N]) at each grid time, each including that time's observation
     (values [B, U, obs], seen [B, U]) and all later ones."""
     b, u = seen.shape
@@ -82,7 +106,7 @@ def messages(grid: torch.Tensor, values: torch.Tensor, seen: torch.Tensor, w: to
     P = sigma.new_zeros(b, n, n)
     h = sigma.new_zeros(b, n)
     Ps, hs = [None] * u, [None] * u
-    phi, q = transition(w, gamma, sigma, grid.diff())  # [U - 1, N, N] each
+    phi, q = transition(w, gamma, sigma, grid.diff(), decay)  # [U - 1, N, N] each
     for j in range(u - 1, -1, -1):
         m = seen[:, j, None]
         P = P + m[..., None] * info
