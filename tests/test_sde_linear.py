@@ -76,33 +76,39 @@ def test_the_messages_are_the_likelihood_of_the_later_observations():
             torch.testing.assert_close(h[s, j], rows.T @ torch.linalg.solve(cov, y), atol=1e-9, rtol=1e-9)
 
 
-def _exact_log_lik(model: LatentSDE, times: torch.Tensor, values: torch.Tensor) -> float:
+def _exact_log_lik(model: LatentSDE, times: torch.Tensor, values: torch.Tensor, decay=None) -> float:
     """log N(y; 0, C + s^2 I) with C_il = Cov(X_ti, X_tl) of the linear system started at X_0 = 0."""
     w, gamma = model.weights()
     sigma = model.sigma()
     cov = torch.zeros(len(times), len(times), dtype=D64)
     for i, ti in enumerate(times):
         for c, tc in enumerate(times[i:], i):
-            v = (linear.transition(w, gamma, sigma, tc - ti)[0] @ linear.transition(w, gamma, sigma, ti)[1])[0, 0]
+            v = (linear.transition(w, gamma, sigma, tc - ti, decay)[0]
+                 @ linear.transition(w, gamma, sigma, ti, decay)[1])[0, 0]
             cov[i, c] = cov[c, i] = v
     cov += model.log_obs_noise.exp() ** 2 * torch.eye(len(times), dtype=D64)
     return float(torch.distributions.MultivariateNormal(torch.zeros(len(times), dtype=D64), cov).log_prob(values))
 
 
-@pytest.mark.parametrize("ou,hurst,steps", [(0, 0.5, None), (3, 0.3, None), (3, 0.8, None), (3, 0.3, 1)])
-def test_the_guided_elbo_of_a_linear_model_is_its_exact_log_likelihood(ou, hurst, steps):
-    """Drift off, X_0 = 0: the backward filter is exact, so the guided posterior is the true one and the ELBO's mean
-    over paths is log p(y) (up to Euler's error and Monte Carlo), whether every step is drawn from its conditional
-    or only the last before each observation (torchsde solving the others under the guide's control); the plain
-    posterior (u = 0 as initialised) is far below it."""
+@pytest.mark.parametrize("ou,hurst,steps,theta", [(0, 0.5, None, 0), (3, 0.3, None, 0), (3, 0.8, None, 0),
+                                                   (3, 0.3, 1, 0), (3, 0.7, None, 2.0)])
+def test_the_guided_elbo_of_a_linear_model_is_its_exact_log_likelihood(ou, hurst, steps, theta):
+    """A linear drift (off, or -theta X), X_0 = 0: the backward filter is exact, so the guided posterior is the true
+    one and the ELBO's mean over paths is log p(y) (up to Euler's error and Monte Carlo), whether every step is drawn
+    from its conditional or only the last before each observation (torchsde solving the others under the guide's
+    control); the plain posterior (u = 0 as initialised) is far below it."""
     torch.manual_seed(0)
     elbos = {}
     for posterior in ("guided", "plain"):
         m = LatentSDE(LatentSDEConfig(obs_dim=1, ou=ou, hurst=hurst, dt=0.005, obs_noise=0.1, learn_obs_noise=False,
-                                      posterior=posterior, conditional_steps=steps)).double()
+                                      posterior=posterior, conditional_steps=steps,
+                                      drift="linear" if theta else "mlp")).double()
         with torch.no_grad():
-            m.drift[-1].weight.zero_()
-            m.drift[-1].bias.zero_()
+            if theta:
+                m.drift.log_theta.fill_(math.log(theta))
+            else:
+                m.drift[-1].weight.zero_()
+                m.drift[-1].bias.zero_()
             m.log_sigma.fill_(math.log(0.8))
             m.guide_log_decay.fill_(-30.0)  # the guide's X reverts at ~0, like the prior without drift
             m.p0_log_std.fill_(-20.0)  # X_0 = 0 under the prior and the posterior
@@ -113,7 +119,7 @@ def test_the_guided_elbo_of_a_linear_model_is_its_exact_log_likelihood(ou, hurst
             elbo = m.posterior(times.repeat(200, 1), values[None, :, None].repeat(200, 1, 1))["elbo"]
         elbos[posterior] = (float(elbo.mean()), float(elbo.std()) / math.sqrt(len(elbo)))
     with torch.no_grad():
-        exact = _exact_log_lik(m, times, values)
+        exact = _exact_log_lik(m, times, values, torch.tensor([float(theta)], dtype=D64) if theta else None)
     mean, se = elbos["guided"]
     assert abs(mean - exact) < 4 * se + 0.1, (mean, se, exact)
     assert elbos["plain"][0] < exact - 2, (elbos, exact)
