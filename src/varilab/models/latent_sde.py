@@ -19,11 +19,12 @@ GRU run backwards over the observations on the batch's union time grid (so serie
 the next observation itself and the time left until it.
 
 Two posteriors. "plain": the control network alone, the whole path solved by torchsde (Li et al.'s latent SDE).
-"guided" (the default): the linear part of the system (mu left out) is solved exactly (`varilab.sde.linear`), so a
-backward filter gives beta_t(z), the likelihood of all later observations, and each Euler step's noise is drawn from
-its exact conditional given beta at the step's end, shifted by the network's correction u sqrt(dt); each step's
-KL(q || N(0, I)) is the path KL and the likelihood at each observation is in closed form over that step's noise.
-With the drift off this is the exact posterior of the discretised prior. With `conditional_steps` = N only the last
+"guided" (the default): the linear part of the system (X reverting at a rate decay, the rest of mu left out) is
+solved exactly (`varilab.sde.linear`), so a backward filter gives beta_t(z), the likelihood of all later
+observations, and each Euler step's noise is drawn from its exact conditional given beta at the step's end, shifted
+by the network's correction u sqrt(dt); each step's KL(q || N(0, I)) is the path KL and the likelihood at each
+observation is in closed form over that step's noise. decay is the linear drift's own theta (`drift="linear"`: the
+posterior is then exact up to Euler's error), else a learned variational parameter. With `conditional_steps` = N only the last
 N steps before each observation are drawn so; torchsde solves the others, with the control G^T grad log beta added
 to the network's. A fixed-step Girsanov posterior cannot shrink a step's variance, which the true posterior does
 close to an observation, so it loses about sum_k (1/r_k - 1 + log r_k) / 2 nats per step (r_k: the variance ratio),
@@ -138,8 +139,9 @@ class _SDE(nn.Module):
 
     def plan(self, starts: list[float], index: list[int]) -> None:
         """Tabulate the guide at the step start times `starts` (whose next grid time is grid[index]), where Euler
-        and Milstein evaluate the drift: G^T grad log beta_t(z) = a - B (mu tau) - C z with a = G^T M h_i,
-        B = G^T M P_i (on X), C = G^T M P_i Phi and M = Phi^T (I + P_i Q)^-1 (`linear.back`, batched over steps)."""
+        and Milstein evaluate the drift: G^T grad log beta_t(z) = a - B (r tau) - C z with r the drift's rest
+        (`rest`), a = G^T M h_i, B = G^T M P_i (on X), C = G^T M P_i Phi and M = Phi^T (I + P_i Q)^-1
+        (`linear.back`, batched over steps)."""
         n, d = self.load.shape
         if not starts:
             return
@@ -150,13 +152,13 @@ class _SDE(nn.Module):
                                                                      + P @ q)  # G^T M [B, S, d, N]
         per_step = torch.cat([gm @ h[..., None], -gm @ P[..., :d] * tau[:, None, None], -gm @ P @ phi], -1)
         self.table = (starts, per_step.unbind(1))  # [a, -B tau, -C] per step; unbind: one backward for all steps
-        self.cursor = (0, starts[0] if starts else 0.0)
+        self.cursor = (0, starts[0])
 
     def guide(self, t, z, drift, i):
-        """G^T grad log beta_t(z) = G^T (h_t - P_t z): the control under which the linear system (the drift frozen
-        at its current mu(X) for the time tau until grid time i) is exactly conditioned on the observations from
-        there on (for Brownian noise, one observation and s -> 0: the Brownian bridge). Read from the plan's table
-        when t is one of its step starts, else computed."""
+        """G^T grad log beta_t(z) = G^T (h_t - P_t z): the control under which the linear system (the rest of the
+        drift frozen at its current value for the time tau until grid time i) is exactly conditioned on the
+        observations from there on (for Brownian noise, one observation and s -> 0: the Brownian bridge). Read from
+        the plan's table when t is one of its step starts, else computed."""
         n = self.load.shape[0]
         if self.table is not None:
             first, t0 = self.cursor
