@@ -65,3 +65,23 @@ def test_the_container_round_trips_and_refuses_damage_and_other_models():
     for cut in range(len(data)):  # every truncation is refused with a ValueError, never another exception
         with pytest.raises(ValueError):
             container.unpack(data[:cut], model)
+
+
+def test_jpeg_and_webp_rates_come_from_the_bytes_and_rise_with_quality():
+    from varilab.codec import classic
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28] / 27.0
+    images = np.clip(0.5 + 0.4 * np.sin(6 * xx[None] + 4 * yy[None] + rng.uniform(0, 6, (6, 1, 1))), 0, 1)
+    for fmt in ("jpeg", "webp"):
+        low, low_bytes = classic.code(images, fmt, 10)
+        high, high_bytes = classic.code(images, fmt, 90)
+        assert low.shape == images.shape and high_bytes > low_bytes
+        assert ((high - images) ** 2).mean() < ((low - images) ** 2).mean()
+        target = 8 * (low_bytes + high_bytes) / 2 / images.size
+        hit = classic.at_rate(images, fmt, target)
+        assert 10 <= hit["quality"] <= 90 and abs(hit["bpp"] - target) < 0.25 * target
+    with pytest.raises(ValueError, match="unknown format"):
+        classic.code(images, "gif", 50)
+    with pytest.raises(ValueError, match="lie in"):
+        classic.code(images * 2, "jpeg", 50)

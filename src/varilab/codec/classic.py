@@ -1,0 +1,53 @@
+"""JPEG and WebP through Pillow, the baselines a compression result is read against: each image coded on its own at
+one quality, the bits per pixel counted from the bytes Pillow writes, and the quality searched to match a rate."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+
+
+def _check(images) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"expected grey images [N, H, W] in [0, 1], got shape {list(x.shape)}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("pixel values must be finite and lie in [0, 1]")
+    return x
+
+
+def code(images, fmt: str, quality: int) -> tuple[np.ndarray, int]:
+    """(decoded images [N, H, W] in [0, 1], total bytes) of grey images [N, H, W] in [0, 1], each coded by Pillow's
+    `fmt` (jpeg or webp) at `quality` (1..100) from its 8-bit rounding."""
+    from PIL import Image
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    x = _check(images)
+    out, total = np.empty_like(x), 0
+    for i, img in enumerate(np.rint(x * 255).astype(np.uint8)):
+        buf = io.BytesIO()
+        Image.fromarray(img, mode="L").save(buf, FORMATS[fmt], quality=int(quality))
+        total += buf.tell()
+        buf.seek(0)
+        out[i] = np.asarray(Image.open(buf).convert("L"), dtype=np.float64) / 255
+    return out, total
+
+
+def at_rate(images, fmt: str, bpp: float) -> dict:
+    """The quality whose bits per pixel come closest to `bpp` (bisection over 1..100, rate rising with quality):
+    {"quality", "bpp", "mse", "psnr", "images"}."""
+    x = _check(images)
+    pixels = x.size
+    lo, hi, best = 1, 100, None
+    while lo <= hi:
+        q = (lo + hi) // 2
+        decoded, total = code(x, fmt, q)
+        rate = 8 * total / pixels
+        if best is None or abs(rate - bpp) < abs(best["bpp"] - bpp):
+            mse = float(((decoded - x) ** 2).mean())
+            best = {"quality": q, "bpp": rate, "mse": mse, "psnr": -10 * np.log10(max(mse, 1e-12)), "images": decoded}
+        lo, hi = (q + 1, hi) if rate < bpp else (lo, q - 1)
+    return best
