@@ -61,3 +61,16 @@ def test_damaged_and_foreign_files_are_refused_in_one_line(runs, tmp_path, capsy
         assert message in err and len(err.splitlines()) == 1
     assert cli.main(["decompress", str(runs / "b"), "--input", str(f), "--out", str(tmp_path / "o")]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_the_factorized_baseline_writes_and_reads_its_files(tmp_path, capsys):
+    out = tmp_path / "fac"
+    assert cli.main(["train", "--model", "factorized", "--data", "digits", "--epochs", "1", "--latent", "4",
+                     "--hidden", "8", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(out), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["codes_round_trip"] is True and e["support"] == 15
+    assert 0.9 * e["bpp_estimated"] < e["bpp_file"] < 1.1 * e["bpp_estimated"] + 0.05
+    assert cli.main(["train", "--model", "factorized", "--groups", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "--groups" in capsys.readouterr().err  # an option of vq-codec only is refused for factorized

@@ -81,3 +81,27 @@ def test_kmeans_finds_separated_clusters():
     v = (centres[:, None] + 0.1 * torch.randn(3, 50, 2, generator=gen)).reshape(-1, 2)
     found = kmeans(v, 3, generator=gen)
     assert torch.cdist(found, centres).min(0).values.max() < 0.1
+
+
+def test_the_factorized_baseline_tables_are_its_quantised_density():
+    from varilab.models.factorized import Factorized, FactorizedConfig
+
+    torch.manual_seed(0)
+    m = Factorized(FactorizedConfig(latent=3, hidden=8, support=6, mixtures=2))
+    m.freeze_tables()
+    t = m.tables.numpy()
+    assert t.shape == (3, 13) and (t.sum(-1) == 2 ** 16).all() and (t >= 1).all()
+    with torch.no_grad():
+        k = torch.arange(-5, 6, dtype=torch.float32)
+        p = (m.cdf(k[:, None].expand(11, 3) + 0.5) - m.cdf(k[:, None].expand(11, 3) - 0.5)).T.numpy()
+    np.testing.assert_allclose(t[:, 1:-1] / 2 ** 16, p, atol=2e-4)  # inner codes: the CDF differences
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    xhat, bpp = m(x, tau=1.0)
+    bpp.sum().backward()  # the noisy latents' bits reach the encoder
+    assert xhat.shape == x.shape and m.encoder[0].weight.grad.abs().sum() > 0
+    rows, grid, bits = m.symbols(x.detach())
+    assert rows.shape == (3, 2 * 4 * 4) and grid == [2, 4, 4] and bits > 0
+    assert rows.min() >= 0 and rows.max() <= 12
+    with torch.no_grad():
+        direct = m.decoder(m.codes(m.latents(x)).float().permute(0, 3, 1, 2))
+    torch.testing.assert_close(m.from_symbols(rows, grid), direct)

@@ -15,7 +15,11 @@ from .options import option, positive, positive_int, unit_interval
 from .protocol import Family, Run
 
 MODELS = {"vq-codec": "convolutional codec: m codebooks of K codes per latent vector, rate from learned code "
-                      "frequencies, objective D + lambda R"}
+                      "frequencies, objective D + lambda R",
+          "factorized": "the baseline: scalar quantisation of each latent, a learned density per channel (Balle et "
+                        "al., 2017), objective D + lambda R"}
+VQ = ("vq-codec",)
+FACTORIZED = ("factorized",)
 RATE_WEIGHT_HELP = "lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel)"
 
 
@@ -24,18 +28,24 @@ class CodecOptions:
     model: str = option("vq-codec", "the model", choices=MODELS)
     data: str = option("digits", "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]")
     test_fraction: float = option(0.2, "share of the images held out as the test split", check=unit_interval)
-    groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)", check=positive_int)
-    codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}")
-    stages: int = option(1, "residual quantisation stages", check=positive_int)
-    latent: int = option(32, "channels of a latent vector (a multiple of --groups)", check=positive_int)
+    groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)", check=positive_int,
+                         models=VQ)
+    codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}",
+                        models=VQ)
+    stages: int = option(1, "residual quantisation stages", check=positive_int, models=VQ)
+    latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int)
+    support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int, models=FACTORIZED)
+    mixtures: int = option(3, "logistics in each channel's density", check=positive_int, models=FACTORIZED)
     hidden: int = option(64, "channels of the convolutions", check=positive_int)
     downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image)",
                              check=positive_int)
-    hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax")
+    hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
+                        models=VQ)
     rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
-    tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive)
-    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive)
-    reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int)
+    tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive,
+                              models=VQ)
+    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive, models=VQ)
+    reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ)
     epochs: int = option(30, "epochs to train (with --resume, the new total)", check=positive_int)
     batch_size: int = option(64, "images per batch", check=positive_int)
     lr: float = option(2e-3, "Adam learning rate", check=positive)
@@ -62,6 +72,11 @@ def make_model(opts: CodecOptions):
     from ..models.vq_codec import VQCodec, VQCodecConfig
 
     torch.manual_seed(opts.seed)
+    if opts.model == "factorized":
+        from ..models.factorized import Factorized, FactorizedConfig
+
+        return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
+                                           downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
     return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
                                  stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard))
 
@@ -78,19 +93,23 @@ def objective(opts: CodecOptions, steps_total: int):
 
     def loss(model, x, **unused):
         s = state["step"]
-        tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, s / max(1, steps_total - 1))
         imgs = x.reshape(len(x), 1, *model.image_shape)
-        if not bool(model.initialised):
-            model.init_codebooks(imgs)
-        elif s and s % opts.reseed_every == 0:
-            model.reseed_dead(imgs)
-        xhat, bpp = model(imgs, tau=tau)
+        logged = {}
+        if opts.model == "vq-codec":
+            tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, s / max(1, steps_total - 1))
+            if not bool(model.initialised):
+                model.init_codebooks(imgs)
+            elif s and s % opts.reseed_every == 0:
+                model.reseed_dead(imgs)
+            logged = {"tau": tau, "perplexity": model.perplexity().mean()}
+        else:
+            tau = 1.0  # the factorized model: uniform noise in training (any tau)
+        xhat, bpp = model(imgs, tau=tau if model.training else None)
         mse = (xhat - imgs).pow(2).mean()
         state["step"] = s + 1
         model.freeze_tables()
         return {"loss": mse + opts.rate_weight * bpp.mean(), "mse": mse, "bpp": bpp.mean(),
-                "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), "tau": tau,
-                "perplexity": model.perplexity().mean()}
+                "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), **logged}
 
     return loss
 
@@ -98,7 +117,7 @@ def objective(opts: CodecOptions, steps_total: int):
 def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
     from ..train import fit
 
-    if opts.latent % opts.groups:
+    if opts.model == "vq-codec" and opts.latent % opts.groups:
         raise ValueError(f"--latent {opts.latent} must be a multiple of --groups {opts.groups}")
     ds = load_data(opts)
     model = make_model(opts)
@@ -129,36 +148,26 @@ def identity(run: Run) -> str:
 
 def encode(run: Run, x) -> tuple[bytes, dict]:
     """A .vlc file's bytes for images x [N, 1, H, W] in [0, 1], and what it holds."""
-    import torch
-
     from ..codec import container, entropy
 
     m = run.model
-    with torch.no_grad():
-        _, codes, rate = m.quantise(m.vectors(x.to(m.codebooks.device)))
-    k = torch.stack(codes)  # [S, N, h, w, m]
-    rows = k.permute(0, 4, 1, 2, 3).reshape(m.config.stages * m.config.groups, -1).cpu().numpy()
-    tables = m.tables.reshape(-1, m.config.codes).cpu().numpy()
-    stream = entropy.encode(rows, tables)
-    meta = {"images": list(x.shape), "grid": list(k.shape[1:4]), "stages": m.config.stages, "groups": m.config.groups,
-            "codes": m.config.codes, "estimated_bits": float(rate.sum())}
+    rows, grid, bits = m.symbols(x.to(m.tables.device))
+    stream = entropy.encode(rows.cpu().numpy(), m.table_rows().cpu().numpy())
+    meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits}
     return container.pack(identity(run), meta, stream), meta
 
 
 def decode(run: Run, data: bytes):
-    """(images [N, 1, H, W], codes [S, N, h, w, m]) of a .vlc file's bytes written by this run's model."""
+    """(images [N, 1, H, W], symbol rows [R, N h w]) of a .vlc file's bytes written by this run's model."""
     import torch
 
     from ..codec import container, entropy
 
     m = run.model
     meta, stream = container.unpack(data, identity(run))
-    s, g, n = meta["stages"], meta["groups"], int(np.prod(meta["grid"]))
-    rows = entropy.decode(stream, m.tables.reshape(-1, m.config.codes).cpu().numpy(), n)
-    k = torch.as_tensor(rows, dtype=torch.long).reshape(s, g, *meta["grid"]).permute(0, 2, 3, 4, 1)
-    with torch.no_grad():
-        zq = sum(m.codebooks[i, torch.arange(g), k[i].to(m.codebooks.device)] for i in range(s))
-        return m.decode_vectors(zq).cpu(), k
+    tables = m.table_rows().cpu().numpy()
+    rows = torch.as_tensor(entropy.decode(stream, tables, int(np.prod(meta["grid"]))), dtype=torch.long)
+    return m.from_symbols(rows.to(m.tables.device), meta["grid"]).cpu(), rows
 
 
 CONTAINERS = {"vlc": "format version, the model's weights hash, shapes, the range-coded stream, a CRC32"}
@@ -178,7 +187,7 @@ class DecompressOptions:
     AXIS = "container"
     container: str = option("vlc", "the file format", choices=CONTAINERS)
     input: str = option("", "the .vlc file, written by this run's model")
-    out: str = option("", "folder for images.npy [N, 1, H, W] and codes.npy [stages, N, h, w, m]")
+    out: str = option("", "folder for images.npy [N, 1, H, W] and codes.npy (one row per codebook or channel)")
 
 
 def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
@@ -222,7 +231,7 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
         raise ValueError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "images.npy", x.numpy())
-    np.save(out / "codes.npy", codes.numpy())
+    np.save(out / "codes.npy", codes.numpy())  # the symbol rows: one per codebook (vq-codec) or channel
     return ({"images": int(x.shape[0]), "out": str(out)},
             [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
 
@@ -237,15 +246,15 @@ def evaluate(run: Run, nll_k=None) -> dict:
     m, x = run.model, images(run.data, "test")
     data, meta = encode(run, x)
     xhat, codes = decode(run, data)
-    with torch.no_grad():
-        direct = torch.stack(m.quantise(m.vectors(x.to(m.codebooks.device)))[1]).cpu()
+    direct = m.symbols(x.to(m.tables.device))[0].cpu()
     mse = float((xhat - x).pow(2).mean())
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
     return {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
             "psnr": -10 * math.log10(max(mse, 1e-12)), "bpp_file": 8 * len(data) / pixels,
             "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
-            "codes_round_trip": bool(torch.equal(codes, direct)), "perplexity": m.perplexity().tolist(),
-            "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}
+            "codes_round_trip": bool(torch.equal(codes, direct)),
+            **({"perplexity": m.perplexity().tolist(), "codes": m.config.codes, "groups": m.config.groups,
+                "stages": m.config.stages} if hasattr(m, "perplexity") else {"support": m.config.support})}
 
 
 FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate,

@@ -148,6 +148,25 @@ class VQCodec(nn.Module):
         p = torch.softmax(self.prior_logits.detach().double(), -1).cpu().numpy()
         self.tables.copy_(torch.as_tensor(quantise(p), device=self.tables.device))
 
+    # the codec family's interface: symbol rows, their tables, and images back from them
+    @torch.no_grad()
+    def symbols(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int], float]:
+        """(rows [S m, N h w] of code indices, the latent grid [N, h, w], the model's estimate of the bits)."""
+        _, codes, rate = self.quantise(self.vectors(x))
+        k = torch.stack(codes)  # [S, N, h, w, m]
+        return k.permute(0, 4, 1, 2, 3).reshape(self.config.stages * self.config.groups, -1), list(k.shape[1:4]), \
+            float(rate.sum())
+
+    def table_rows(self) -> torch.Tensor:
+        return self.tables.reshape(-1, self.config.codes)
+
+    @torch.no_grad()
+    def from_symbols(self, rows: torch.Tensor, grid: list[int]) -> torch.Tensor:
+        s, g = self.config.stages, self.config.groups
+        k = rows.reshape(s, g, *grid).permute(0, 2, 3, 4, 1)  # [S, N, h, w, m]
+        zq = sum(self.codebooks[i, torch.arange(g, device=k.device), k[i]] for i in range(s))
+        return self.decode_vectors(zq)
+
     def perplexity(self) -> torch.Tensor:
         """exp(entropy) of each codebook's usage [S, m]: K when every code is used equally, 1 when one code is."""
         p = self.usage / self.usage.sum(-1, keepdim=True)
