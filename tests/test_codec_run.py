@@ -74,3 +74,10 @@ def test_the_factorized_baseline_writes_and_reads_its_files(tmp_path, capsys):
     assert 0.9 * e["bpp_estimated"] < e["bpp_file"] < 1.1 * e["bpp_estimated"] + 0.05
     assert cli.main(["train", "--model", "factorized", "--groups", "4", "--out", str(tmp_path / "x")]) == 2
     assert "--groups" in capsys.readouterr().err  # an option of vq-codec only is refused for factorized
+
+
+def test_the_report_shows_decodings_beside_jpeg_and_webp(runs, capsys):
+    assert cli.main(["report", str(runs / "a"), "--force"]) == 0
+    page = (runs / "a" / "report.html").read_text()
+    assert "jpeg (quality" in page and "webp (quality" in page and "perplexity" in page
+    assert page.count("<img") >= 3

@@ -257,11 +257,15 @@ def evaluate(run: Run, nll_k=None) -> dict:
                 "stages": m.config.stages} if hasattr(m, "perplexity") else {"support": m.config.support})}
 
 
-FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate,
+def report(run: Run):
+    from ._codec_page import page
+
+    return page(run)
+
+
+FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate, report=report,
                          compress=compress, decompress=decompress,
-                         why_not={"report": "the codec's report (rate-distortion curves) is not built yet; "
-                                            "`varilab eval` gives its rate and distortion",
-                                  "sample": "a codec has no prior to sample from",
+                         why_not={"sample": "a codec has no prior to sample from",
                                   "diagnose": "`varilab eval` reports the codebooks' perplexity",
                                   "solve": "`varilab solve` takes a diffusion run as the prior",
                                   "attack": "a codec's quantised latent is not a posterior to attack",

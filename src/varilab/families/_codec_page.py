@@ -1,0 +1,52 @@
+"""The codec run's page: test images beside their reconstructions decoded from a real file and beside JPEG and WebP at
+the file's rate, the rate and distortion of each, and how the codes are used (vq-codec: each codebook's usage;
+factorized: each channel's code probabilities)."""
+from __future__ import annotations
+
+SHOWN = 8  # test images in the figure
+
+
+def page(run):
+    import numpy as np
+
+    from ..codec import classic
+    from ..report import Page, Section, img, plots, table
+    from . import codec as family
+
+    e = family.evaluate(run)
+    x = family.images(run.data, "test")
+    data, _ = family.encode(run, x[:SHOWN])
+    decoded, _ = family.decode(run, data)
+    grey = x[:, 0].numpy()
+    rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:, 0].numpy())]
+    rates = [(run.options.model, e["bpp_file"], e["psnr"])]
+    for fmt in classic.FORMATS:  # the classic codecs at the rate this run's files reach
+        hit = classic.at_rate(grey, fmt, e["bpp_file"])
+        rows.append((f"{fmt} q{hit['quality']}\n{hit['bpp']:.2f} bpp", hit["images"][:SHOWN]))
+        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"]))
+    m = run.model
+    if hasattr(m, "perplexity"):
+        usage = m.usage.reshape(-1, m.config.codes).cpu().numpy()
+        panels = [(f"codebook {i + 1}: perplexity {p:.1f} of {m.config.codes}", "code (by usage)",
+                   {"share": sorted(u / u.sum(), reverse=True)}) for i, (u, p) in
+                  enumerate(zip(usage, m.perplexity().flatten().tolist()))]
+        usage_text = ("How often each code is picked (exponential average over training), sorted; perplexity "
+                      "exp(entropy) is K when all codes are used equally.")
+    else:
+        t = m.tables.cpu().numpy()
+        panels = [(f"channel {i + 1}", "code k + L", {"P(k)": list(row / row.sum())}) for i, row in enumerate(t[:4])]
+        usage_text = "The integer tables the coder uses, as probabilities of each code, for the first channels."
+    sections = [
+        Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
+                "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "
+                "quality whose file rate is closest to it. Rates count every byte written, headers included."),
+        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB)", f"{bpp:.3f}, {psnr:.2f}")
+                                              for name, bpp, psnr in rates])),
+        Section("Code usage", img(plots.lines(panels[:4]), "code usage"), usage_text),
+        Section("Final metrics", table([(k, v) for k, v in e.items()])),
+    ]
+    gap = e["bpp_file"] / max(e["bpp_estimated"], 1e-12)
+    verdict = (f"{e['bpp_file']:.3f} bits per pixel in the file ({gap:.3f}x the model's estimate), PSNR "
+               f"{e['psnr']:.2f} dB on {e['test_images']} test images; the decoded codes "
+               f"{'equal' if e['codes_round_trip'] else 'DIFFER FROM'} the encoder's.")
+    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, ["loss", "mse", "bpp"])
