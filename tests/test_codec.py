@@ -85,3 +85,15 @@ def test_jpeg_and_webp_rates_come_from_the_bytes_and_rise_with_quality():
         classic.code(images, "gif", 50)
     with pytest.raises(ValueError, match="lie in"):
         classic.code(images * 2, "jpeg", 50)
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    from varilab.codec import classic
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (4, 28, 28))
+    assert classic.ssim(x, x) == pytest.approx(1.0)
+    a = classic.ssim(np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1), x)
+    b = classic.ssim(np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1), x)
+    assert 1 > a > b
+    assert 0 < classic.ssim(np.clip(x[:, :8, :8] + 0.1, 0, 1), x[:, :8, :8]) < 1  # small images: a smaller window

@@ -51,3 +51,16 @@ def at_rate(images, fmt: str, bpp: float) -> dict:
             best = {"quality": q, "bpp": rate, "mse": mse, "psnr": -10 * np.log10(max(mse, 1e-12)), "images": decoded}
         lo, hi = (q + 1, hi) if rate < bpp else (lo, q - 1)
     return best
+
+
+def ssim(images, reference) -> float:
+    """Mean SSIM (scikit-image) of grey images [N, H, W] against `reference`, data range 1, a 7-pixel window (or the
+    largest odd one the sides allow). MS-SSIM's five scales need sides above 32 pixels (11-pixel window: 160), so
+    at these image sizes SSIM is the structural measure reported."""
+    from skimage.metrics import structural_similarity
+
+    x, ref = _check(images), _check(reference)
+    if x.shape != ref.shape:
+        raise ValueError(f"images {list(x.shape)} and reference {list(ref.shape)} differ in shape")
+    win = min(7, min(x.shape[1:]) - (1 - min(x.shape[1:]) % 2))
+    return float(np.mean([structural_similarity(a, b, data_range=1.0, win_size=win) for a, b in zip(x, ref)]))

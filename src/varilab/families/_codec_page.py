@@ -1,5 +1,5 @@
 """The codec run's page: test images beside their reconstructions decoded from a real file and beside JPEG and WebP at
-the file's rate, the rate and distortion of each, and how the codes are used (vq-codec: each codebook's usage;
+the file's rate, the rate and distortion (PSNR, SSIM) of each, and how the codes are used (vq-codec: each codebook's usage;
 factorized: each channel's code probabilities)."""
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def page(run):
     decoded, _ = family.decode(run, data)
     grey = x[:, 0].numpy()
     rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:, 0].numpy())]
-    rates = [(run.options.model, e["bpp_file"], e["psnr"])]
+    rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"])]
     for fmt in classic.FORMATS:  # the classic codecs at the rate this run's files reach
         hit = classic.at_rate(grey, fmt, e["bpp_file"])
         rows.append((f"{fmt} q{hit['quality']}\n{hit['bpp']:.2f} bpp", hit["images"][:SHOWN]))
-        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"]))
+        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"], classic.ssim(hit["images"], grey)))
     m = run.model
     if hasattr(m, "perplexity"):
         usage = m.usage.reshape(-1, m.config.codes).cpu().numpy()
@@ -40,8 +40,10 @@ def page(run):
         Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
                 "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "
                 "quality whose file rate is closest to it. Rates count every byte written, headers included."),
-        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB)", f"{bpp:.3f}, {psnr:.2f}")
-                                              for name, bpp, psnr in rates])),
+        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB), SSIM",
+                                               f"{bpp:.3f}, {psnr:.2f}, {s:.4f}") for name, bpp, psnr, s in rates]),
+                "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM's five scales "
+                "need image sides above 32 pixels."),
         Section("Code usage", img(plots.lines(panels[:4]), "code usage"), usage_text),
         Section("Final metrics", table([(k, v) for k, v in e.items()])),
     ]

@@ -237,9 +237,11 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
 
 
 def evaluate(run: Run, nll_k=None) -> dict:
-    """On the test split: distortion (MSE, PSNR) of the decoded file, bits per pixel of the bytes actually written
+    """On the test split: distortion (MSE, PSNR, SSIM) of the decoded file, bits per pixel of the bytes actually written
     beside the model's estimate, the decoded codes checked against the encoder's, and each codebook's perplexity."""
     import torch
+
+    from ..codec.classic import ssim
 
     if nll_k:
         raise ValueError("--nll applies to the VAE family")
@@ -250,7 +252,8 @@ def evaluate(run: Run, nll_k=None) -> dict:
     mse = float((xhat - x).pow(2).mean())
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
     return {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
-            "psnr": -10 * math.log10(max(mse, 1e-12)), "bpp_file": 8 * len(data) / pixels,
+            "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()),
+            "bpp_file": 8 * len(data) / pixels,
             "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
             "codes_round_trip": bool(torch.equal(codes, direct)),
             **({"perplexity": m.perplexity().tolist(), "codes": m.config.codes, "groups": m.config.groups,
