@@ -57,8 +57,7 @@ def page(run):
     ]
     rows = [("noise", o.noise), ("Hurst index", f"{e['hurst']:.4f}" + (" (learned)" if m.config.hurst is None else
                                                                         " (fixed)")),
-            ("solver", f"torchsde {o.method}, fixed step dt = {o.dt:g}" + (", stochastic adjoint" if o.adjoint else "")),
-            ("posterior", o.posterior)]
+            ("solver", f"{family.solver_text(o)}; fixed step dt = {o.dt:g}"), ("drift", o.drift)]
     if m.config.ou:
         h = e["hurst"]
         errors = [float(fbm.relative_error(h, fbm.rates(k, m.config.ratio), m.config.horizon)) for k in range(1, 11)]

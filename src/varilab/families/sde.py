@@ -124,10 +124,19 @@ def make_model(opts: SDEOptions, data):
         obs_noise=0.1 if learned else float(opts.observation_noise)))
 
 
+def solver_text(opts: SDEOptions) -> str:
+    """Who takes the posterior's steps: torchsde, the exact conditionals, or both."""
+    if opts.posterior == "plain":
+        return f"torchsde {opts.method}" + (", stochastic adjoint" if opts.adjoint else "")
+    if opts.conditional_steps == "all":
+        return f"guided posterior: every Euler step from its exact conditional (prior samples: torchsde {opts.method})"
+    return (f"guided posterior: the last {opts.conditional_steps} Euler step(s) before each observation from their "
+            f"exact conditional, torchsde {opts.method} between" + (", stochastic adjoint" if opts.adjoint else ""))
+
+
 def solver_line(opts: SDEOptions, data) -> str:
-    return (f"solver: torchsde {opts.method}, fixed step dt = {opts.dt:g} ({(data.end - data.start) / opts.dt:.0f} "
-            f"steps over [{data.start:g}, {data.end:g}]), {opts.posterior} posterior"
-            + (", stochastic adjoint" if opts.adjoint else ""))
+    return (f"solver: {solver_text(opts)}; fixed step dt = {opts.dt:g} ({(data.end - data.start) / opts.dt:.0f} "
+            f"steps over [{data.start:g}, {data.end:g}])")
 
 
 def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
