@@ -20,7 +20,8 @@ runs under `torch.set_num_threads(1)`.
   terms written out.
 - varilab, fractional noise (K = 5), guided posterior (the default): the first row's model with
   posterior="guided": the backward filter of the observations, then every Euler step's noise drawn from its exact
-  conditional (a Cholesky of I + c^T P c per step) plus the network's correction. Its ratio to the first row is what
+  conditional (the messages, covariances and Cholesky factors of all steps built in one batch) plus the network's
+  correction. Its ratio to the first row is what
   the guided posterior costs.
 
 Before timing, the two plain fractional losses are compared with both paths made deterministic (sigma = exp(-20),
