@@ -67,8 +67,7 @@ def _jpeg_decode(files: list[bytes]) -> np.ndarray:
 
 def _run(model_name: str, x: torch.Tensor, out: Path):
     """A codec Run around a fresh model of `model_name`, its weights file written so files carry its identity."""
-    from safetensors.torch import save_file
-
+    from varilab.checkpoint import save_weights
     from varilab.families import codec as family
     from varilab.families.folder import WEIGHTS
     from varilab.families.protocol import Run
@@ -77,7 +76,7 @@ def _run(model_name: str, x: torch.Tensor, out: Path):
     model = family.make_model(opts).eval()
     model.freeze_tables()
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS))
+    save_weights(out / WEIGHTS, model)
 
     class Data:
         image_shape = tuple(x.shape[-2:])

@@ -211,12 +211,12 @@ def run_images(run: Run, spec: str):
     if not spec:
         raise ValueError("--input is required: an .npy of images or 'test'")
     x = np.load(spec, allow_pickle=False)
+    given = list(x.shape)
     if x.ndim == 3:
         x = x[:, None]
     shape = tuple(run.data.image_shape)
     if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != shape:
-        raise ValueError(f"--input {spec}: expected images [N, {shape[0]}, {shape[1]}] like the run's, got "
-                         f"{list(np.load(spec, allow_pickle=False).shape)}")
+        raise ValueError(f"--input {spec}: expected images [N, {shape[0]}, {shape[1]}] like the run's, got {given}")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError(f"--input {spec}: pixel values must be finite and lie in [0, 1]")
     return torch.as_tensor(x, dtype=torch.float32)

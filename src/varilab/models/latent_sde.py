@@ -23,12 +23,13 @@ Two posteriors. "plain": the control network alone, the whole path solved by tor
 solved exactly (`varilab.sde.linear`), so a backward filter gives beta_t(z), the likelihood of all later
 observations, and each Euler step's noise is drawn from its exact conditional given beta at the step's end, shifted
 by the network's correction u sqrt(dt); each step's KL(q || N(0, I)) is the path KL and the likelihood at each
-observation is in closed form over that step's noise. decay is the linear drift's own theta (`drift="linear"`: the
-posterior is then exact up to Euler's error), else a learned variational parameter. With `conditional_steps` = N only the last
-N steps before each observation are drawn so; torchsde solves the others, with the control G^T grad log beta added
-to the network's. A fixed-step Girsanov posterior cannot shrink a step's variance, which the true posterior does
-close to an observation, so it loses about sum_k (1/r_k - 1 + log r_k) / 2 nats per step (r_k: the variance ratio),
-more for rough noise and small observation noise; that loss depends on H and biases the learned H.
+observation is in closed form over that step's noise. decay is the linear drift's own theta (`drift="linear"`:
+the posterior is then exact up to Euler's error), else a learned variational parameter. With `conditional_steps` =
+N only the last N steps before each observation are drawn so; torchsde solves the others, with the control
+G^T grad log beta added to the network's. A fixed-step Girsanov posterior cannot shrink a step's variance, which
+the true posterior does close to an observation, so it loses about sum_k (1/r_k - 1 + log r_k) / 2 nats per step
+(r_k: the variance ratio), more for rough noise and small observation noise; that loss depends on H and biases the
+learned H.
 """
 from __future__ import annotations
 
@@ -142,14 +143,13 @@ class _SDE(nn.Module):
         and Milstein evaluate the drift: G^T grad log beta_t(z) = a - B (r tau) - C z with r the drift's rest
         (`rest`), a = G^T M h_i, B = G^T M P_i (on X), C = G^T M P_i Phi and M = Phi^T (I + P_i Q)^-1
         (`linear.back`, batched over steps)."""
-        n, d = self.load.shape
+        d = self.load.shape[1]
         if not starts:
             return
         tau = self.grid[index] - torch.tensor(starts, dtype=self.grid.dtype, device=self.grid.device)
         phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau, self.decay)  # [S, N, N]
         P, h = self.messages[0][:, index], self.messages[1][:, index]  # [B, S, N, N], [B, S, N]
-        gm = self.load.T @ phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device)
-                                                                     + P @ q)  # G^T M [B, S, d, N]
+        gm = self.load.T @ linear.pull(P, phi, q)  # G^T M [B, S, d, N]
         per_step = torch.cat([gm @ h[..., None], -gm @ P[..., :d] * tau[:, None, None], -gm @ P @ phi], -1)
         self.table = (starts, per_step.unbind(1))  # [a, -B tau, -C] per step; unbind: one backward for all steps
         self.cursor = (0, starts[0])
@@ -195,18 +195,19 @@ class _SDE(nn.Module):
         at each step's end t + h, moved back from grid time j through tau = t_j - t - h (`linear.back`: P' = M P Phi,
         h' = M (h - P c) with M = Phi^T (I + P Q)^-1 and c = (mu(X) tau, 0), the drift frozen), and the
         conditional's covariance (I + c^T P' c)^-1 for c = G sqrt(h), with its Cholesky factor."""
-        n, d = self.load.shape
+        d = self.load.shape[1]
         t, h, j = (torch.tensor(v, dtype=self.grid.dtype, device=self.grid.device) for v in zip(*steps))
         tau = (self.grid[j.long()] - t - h).clamp_min(0)
         phi, q = linear.transition(self.w, self.gamma, self.m.sigma(), tau, self.decay)  # [S, N, N]
         P, hv = self.messages[0][:, j.long()], self.messages[1][:, j.long()]  # [B, S, N, N], [B, S, N]
-        mm = phi.transpose(-1, -2) @ torch.linalg.inv(torch.eye(n, dtype=q.dtype, device=q.device) + P @ q)
+        mm = linear.pull(P, phi, q)  # M [B, S, N, N]
         P = mm @ P @ phi
         c = self.load * h.sqrt()[:, None, None]  # [S, N, d]
         chol = torch.linalg.cholesky(torch.eye(d, dtype=q.dtype, device=q.device) + c.transpose(-1, -2) @ P @ c)
         tables = {"c": c.expand(len(P), -1, -1, -1), "P": P, "h": (mm @ hv[..., None])[..., 0],
-                  "H": mm @ self.messages[0][:, j.long()][..., :d] * tau[:, None, None], "cov": torch.cholesky_inverse(chol),
-                  "root": torch.linalg.inv(chol).transpose(-1, -2), "logdet": 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)}
+                  "H": mm @ self.messages[0][:, j.long()][..., :d] * tau[:, None, None],
+                  "cov": torch.cholesky_inverse(chol), "root": torch.linalg.inv(chol).transpose(-1, -2),
+                  "logdet": 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)}
         names = list(tables)
         self.steps = [dict(zip(names, row)) for row in zip(*(v.unbind(1) for v in tables.values()))]
 
@@ -414,10 +415,10 @@ class LatentSDE(nn.Module):
         if self.config.posterior == "guided":
             sde = _SDE(self, context, grid, until, (on_grid, seen))
             zs, log_lik = self._solve_guided(sde, z0, grid)
-            mean = self.decoder(zs[..., :self.config.latent])
         else:
             zs = self._solve(_SDE(self, context, grid, until), z0, grid)
-            mean = self.decoder(zs[..., :self.config.latent])
+        mean = self.decoder(zs[..., :self.config.latent])
+        if self.config.posterior != "guided":
             log_lik = (Normal(mean, self.log_obs_noise.exp()).log_prob(on_grid).sum(-1) * seen).sum(-1)
         kl0 = kl_divergence(q0, Normal(self.p0_mean, self.p0_log_std.exp())).sum(-1)
         kl_path = zs[:, -1, -1]

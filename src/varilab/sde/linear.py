@@ -85,6 +85,13 @@ def loading(w: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.cat(rows, 0)
 
 
+def pull(P: torch.Tensor, phi: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """M = Phi^T (I + P Q)^-1 [..., N, N], which moves a message back by tau: P <- M P Phi, h <- M (h - P c).
+    Batched over the leading dimensions of P, phi and q."""
+    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    return phi.transpose(-1, -2) @ torch.linalg.inv(eye + P @ q)
+
+
 def back(P: torch.Tensor, h: torch.Tensor, phi: torch.Tensor, q: torch.Tensor, shift: torch.Tensor | None = None):
     """The message at t from the message (P [B, N, N], h [B, N]) at t + tau, through z' = Phi z + shift + noise(Q)."""
     eye = torch.eye(len(q), dtype=q.dtype, device=q.device)
