@@ -81,3 +81,39 @@ def test_the_report_shows_decodings_beside_jpeg_and_webp(runs, capsys):
     page = (runs / "a" / "report.html").read_text()
     assert "jpeg (quality" in page and "webp (quality" in page and "perplexity" in page
     assert page.count("<img") >= 3
+
+
+INR = ["--data", "faces", "--epochs", "30", "--units", "8", "--layers", "1", "--fourier", "3", "--kappa", "8",
+       "--fit-steps", "150", "--finetune-steps", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("model", ["recombiner", "combiner"])
+def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_another_thread_count(model, tmp_path,
+                                                                                               capsys):
+    out = tmp_path / model
+    assert cli.main(["train", "--model", model, *INR, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(out), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["codes_round_trip"] is True and e["coded_bits"] == e["test_images"] * e["blocks"] * 8
+    assert 0.85 < e["coded_over_kl"] < 1.15  # each block's lambda tuned to spend its kappa bits
+    assert e["bpp_file"] * e["test_images"] * 625 >= e["coded_bits"]  # the file holds at least the blocks
+    f, threads = tmp_path / "x.vlc", torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cli.main(["compress", str(out), "--out", str(f)]) == 0
+        torch.set_num_threads(2)
+        assert cli.main(["decompress", str(out), "--input", str(f), "--out", str(tmp_path / "d2")]) == 0
+        torch.set_num_threads(1)
+        assert cli.main(["decompress", str(out), "--input", str(f), "--out", str(tmp_path / "d1")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one, two = np.load(tmp_path / "d1/images.npy"), np.load(tmp_path / "d2/images.npy")
+    np.testing.assert_allclose(one, two, atol=1e-6)
+    assert one.shape == (40, 1, 25, 25)
+    if model == "recombiner":
+        assert cli.main(["train", "--model", "recombiner", "--groups", "4", "--out", str(tmp_path / "y")]) == 2
+        assert "--groups" in capsys.readouterr().err
+        assert cli.main(["report", str(out), "--force"]) == 0
+        page = (out / "report.html").read_text()
+        assert "shared-seed candidates" in page and "webp (quality" in page

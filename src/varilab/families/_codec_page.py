@@ -1,6 +1,6 @@
 """The codec run's page: test images beside their reconstructions decoded from a real file and beside JPEG and WebP at
 the file's rate, the rate and distortion (PSNR, SSIM) of each, and how the codes are used (vq-codec: each codebook's usage;
-factorized: each channel's code probabilities)."""
+factorized: each channel's code probabilities; recombiner, combiner: the KL of each coded block)."""
 from __future__ import annotations
 
 SHOWN = 8  # test images in the figure
@@ -32,6 +32,14 @@ def page(run):
                   enumerate(zip(usage, m.perplexity().flatten().tolist()))]
         usage_text = ("How often each code is picked (exponential average over training), sorted; perplexity "
                       "exp(entropy) is K when all codes are used equally.")
+    elif hasattr(m, "blocks"):
+        kl = np.bincount(m.blocks.cpu().numpy(), m.kl_mean.double().cpu().numpy())
+        panels = [(f"{len(kl)} blocks of kappa = {m.config.kappa} bits", "block",
+                   {"mean KL of the training posteriors (bits)": list(kl), "kappa": [m.config.kappa] * len(kl)})]
+        usage_text = (f"Each block is sent as one index among 2^{m.config.kappa} shared-seed candidates: "
+                      f"{m.config.kappa} bits. The blocks are cut so the training posteriors' mean KL of each stays "
+                      "at or below kappa; coding an image tunes each block's lambda so its posterior spends kappa "
+                      f"bits there (this run's test files: {e['coded_over_kl']:.3f} x their posteriors' KL).")
     else:
         t = m.tables.cpu().numpy()
         panels = [(f"channel {i + 1}", "code k + L", {"P(k)": list(row / row.sum())}) for i, row in enumerate(t[:4])]
@@ -44,7 +52,8 @@ def page(run):
                                                f"{bpp:.3f}, {psnr:.2f}, {s:.4f}") for name, bpp, psnr, s in rates]),
                 "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM's five scales "
                 "need image sides above 32 pixels."),
-        Section("Code usage", img(plots.lines(panels[:4]), "code usage"), usage_text),
+        Section("Code usage" if not hasattr(m, "blocks") else "Coded blocks", img(plots.lines(panels[:4]), "code usage"),
+                usage_text),
         Section("Final metrics", table([(k, v) for k, v in e.items()])),
     ]
     gap = e["bpp_file"] / max(e["bpp_estimated"], 1e-12)
