@@ -87,7 +87,7 @@ def test_jpeg_and_webp_rates_come_from_the_bytes_and_rise_with_quality():
         classic.code(images * 2, "jpeg", 50)
 
 
-def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+def test_ssim_and_ms_ssim_are_one_for_identical_images_and_fall_with_noise():
     from varilab.codec import classic
 
     rng = np.random.default_rng(0)
@@ -97,3 +97,21 @@ def test_ssim_is_one_for_identical_images_and_falls_with_noise():
     b = classic.ssim(np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1), x)
     assert 1 > a > b
     assert 0 < classic.ssim(np.clip(x[:, :8, :8] + 0.1, 0, 1), x[:, :8, :8]) < 1  # small images: a smaller window
+    assert classic.ms_ssim(x, x) == pytest.approx(1.0)
+    ma = classic.ms_ssim(np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1), x)
+    mb = classic.ms_ssim(np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1), x)
+    assert 1 > ma > mb > 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        classic.ms_ssim(x[:2], x)
+
+
+def test_quality_at_another_codecs_rate_interpolates_and_extrapolates_its_curve():
+    from varilab.codec.rd import inside, quality_at
+
+    rates, psnr = [0.5, 1.0, 2.0], [20.0, 24.0, 28.0]
+    assert quality_at(rates, psnr, 1.5) == pytest.approx(26.0)
+    assert quality_at(rates[::-1], psnr[::-1], 0.75) == pytest.approx(22.0)  # any order
+    assert quality_at(rates, psnr, 3.0) == pytest.approx(32.0) and not inside(rates, 3.0)  # the last segment's line
+    assert quality_at(rates, psnr, 0.25) == pytest.approx(18.0) and inside(rates, 1.0)
+    with pytest.raises(ValueError, match="two points"):
+        quality_at([1.0, 1.0], [2.0, 3.0], 1.0)

@@ -19,11 +19,13 @@ def page(run):
     decoded, _ = family.decode(run, data)
     grey = x[:, 0].numpy()
     rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:, 0].numpy())]
-    rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"])]
+    small = e["ms_ssim"] is None  # MS-SSIM's three scales need sides above 16 pixels
+    rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"], e["ms_ssim"])]
     for fmt in classic.FORMATS:  # the classic codecs at the rate this run's files reach
         hit = classic.at_rate(grey, fmt, e["bpp_file"])
         rows.append((f"{fmt} q{hit['quality']}\n{hit['bpp']:.2f} bpp", hit["images"][:SHOWN]))
-        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"], classic.ssim(hit["images"], grey)))
+        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"], classic.ssim(hit["images"], grey),
+                      None if small else classic.ms_ssim(hit["images"], grey)))
     m = run.model
     if hasattr(m, "perplexity"):
         usage = m.usage.reshape(-1, m.config.codes).cpu().numpy()
@@ -48,10 +50,11 @@ def page(run):
         Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
                 "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "
                 "quality whose file rate is closest to it. Rates count every byte written, headers included."),
-        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB), SSIM",
-                                               f"{bpp:.3f}, {psnr:.2f}, {s:.4f}") for name, bpp, psnr, s in rates]),
-                "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM's five scales "
-                "need image sides above 32 pixels."),
+        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB), SSIM, MS-SSIM",
+                                               f"{bpp:.3f}, {psnr:.2f}, {s:.4f}, " + ("-" if ms is None else f"{ms:.4f}"))
+                                              for name, bpp, psnr, s, ms in rates]),
+                "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM from torchmetrics "
+                "over three scales (the standard five need image sides of 161 pixels; three need sides above 16)."),
         Section("Code usage" if not hasattr(m, "blocks") else "Coded blocks", img(plots.lines(panels[:4]), "code usage"),
                 usage_text),
         Section("Final metrics", table([(k, v) for k, v in e.items()])),

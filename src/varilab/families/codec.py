@@ -307,7 +307,7 @@ def evaluate(run: Run, nll_k=None) -> dict:
     beside the model's estimate, the decoded codes checked against the encoder's, and each codebook's perplexity."""
     import torch
 
-    from ..codec.classic import ssim
+    from ..codec.classic import ms_ssim, ssim
 
     if nll_k:
         raise ValueError("--nll applies to the VAE family")
@@ -318,6 +318,7 @@ def evaluate(run: Run, nll_k=None) -> dict:
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
     out = {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
            "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()),
+           "ms_ssim": ms_ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()) if min(x.shape[-2:]) > 16 else None,
            "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
            "codes_round_trip": bool(torch.equal(codes, written))}
     if hasattr(m, "perplexity"):
