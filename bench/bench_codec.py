@@ -13,6 +13,10 @@ Encoding runs the encoder, quantises, range-codes and packs the file; decoding c
 range-decodes and runs the decoder. The contenders alternate (ABBA) after one warm-up each; figures are medians over
 rounds, as seconds per megapixel and megapixels per second. --quick: 64 images, one round. Run alone: `python
 bench/bench_codec.py [--quick]`.
+
+CompressAI's bmshj2018 factorized prior (N = 64, M = 32, untrained, its own ANS coder) runs in .venv-compressai
+(bench/compressai/setup.sh) in a process of its own, timed once on the same images padded to 32 x 32: beside the
+others, not interleaved with them. Where that environment is missing, the result says so.
 """
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ def _run(model_name: str, x: torch.Tensor, out: Path):
     from varilab.families.protocol import Run
 
     opts = replace(family.CodecOptions(model=model_name), latent=32, hidden=64, downsample=2, groups=4, codes=64)
-    model = family.make_model(opts).eval()
+    model = family.make_model(opts, None).eval()  # the data set only shapes INR codecs
     model.freeze_tables()
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / WEIGHTS, model)
@@ -115,6 +119,13 @@ def run(quick: bool) -> dict:
     rows, ratios = timing.per_group(times, ("encode", "decode"), baseline="factorized")
     for row in rows:
         row["megapixels_per_s"] = 1 / row["median_s"]
+    peer, peer_note = _compressai(x, tmp)
+    if peer:
+        base = {r["name"].split(" / ")[0]: r["median_s"] for r in rows if r["name"].endswith(" / factorized")}
+        for group in ("encode", "decode"):
+            median = 1 / peer[f"{group}_mp_s"]
+            rows.append({"name": f"{group} / CompressAI bmshj2018 (own process, one run)", "median_s": median,
+                         "ratio": median / base[group], "megapixels_per_s": peer[f"{group}_mp_s"]})
     rate = {name: 8 * len(data) / (megapixels * 1e6) for name, data in files.items()}
     faster = ratios["decode / vq-codec"] < 1
     print(f"[bench] codec: decode vq-codec / factorized {ratios['decode / vq-codec']:.3f}", file=sys.stderr)
@@ -129,11 +140,35 @@ def run(quick: bool) -> dict:
         "notes": ["Ratios: each group (encode, decode) against its own factorized row; megapixels per second are "
                   "1 / median.", f"Images: {source}.",
                   "Bits per pixel of these untrained models' files: " + ", ".join(f"{k} {v:.3f}" for k, v in rate.items())
-                  + f"; JPEG at quality 75: {8 * jpeg_bytes / (megapixels * 1e6):.3f}."],
+                  + f"; JPEG at quality 75: {8 * jpeg_bytes / (megapixels * 1e6):.3f}.", peer_note],
         "checks": {"other_cpu_busy_while_timing": other_busy},
         "settings": {**plan, "threads": 1},
         "seconds": time.perf_counter() - t_start,
     }
+
+
+PEER_ENV = Path(__file__).resolve().parent.parent / ".venv-compressai" / "bin" / "python"
+
+
+def _compressai(x: torch.Tensor, tmp: Path) -> tuple[dict | None, str]:
+    """CompressAI's encode and decode megapixels per second on images x, or None and why not."""
+    import json
+    import subprocess
+
+    if not PEER_ENV.exists():
+        return None, ("CompressAI: missing (.venv-compressai not built; bench/compressai/setup.sh builds it, `make "
+                      "bench` tries).")
+    images = tmp / "peer.npy"
+    np.save(images, x[:, 0].numpy())
+    proc = subprocess.run([str(PEER_ENV), str(Path(__file__).resolve().parent / "compressai" / "bmshj2018.py"),
+                           "--train", str(images), "--test", str(images), "--rate-weight", "0.01", "--steps", "0",
+                           "--n", "64", "--m", "32"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        return None, f"CompressAI: failed ({(proc.stderr.strip().splitlines() or ['no message'])[-1]})."
+    peer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return peer, (f"CompressAI bmshj2018 (untrained, N 64, M 32, {peer['parameters']:,} parameters): "
+                  f"{peer['bpp_file']:.3f} bits per pixel; timed once in its own process.")
 
 
 if __name__ == "__main__":
