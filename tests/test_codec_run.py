@@ -117,3 +117,18 @@ def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_anoth
         assert cli.main(["report", str(out), "--force"]) == 0
         page = (out / "report.html").read_text()
         assert "shared-seed candidates" in page and "webp (quality" in page
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU beside the CPU")
+def test_a_file_written_on_the_gpu_decodes_identically_on_the_cpu(runs):
+    from varilab.families import codec as family
+    from varilab.families import load
+
+    run = load(runs / "a")  # on the GPU where there is one
+    x = family.images(run.data, "test")[:64]
+    data, _ = family.encode(run, x)
+    on_gpu, codes_gpu = family.decode(run, data)
+    run.model.cpu()
+    on_cpu, codes_cpu = family.decode(run, data)
+    assert torch.equal(codes_gpu.cpu(), codes_cpu)
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
