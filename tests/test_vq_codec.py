@@ -29,8 +29,9 @@ def test_a_vanishing_temperature_gives_one_hot_samples():
 
 
 def _model(**kw):
+    """A small codec; the Gumbel quantiser unless `quantiser` says otherwise."""
     torch.manual_seed(0)
-    return VQCodec(VQCodecConfig(latent=8, groups=2, codes=16, hidden=8, **kw))
+    return VQCodec(VQCodecConfig(latent=8, groups=2, codes=16, hidden=8, **{"quantiser": "gumbel", **kw}))
 
 
 @pytest.mark.parametrize("stages", [1, 2])
@@ -105,3 +106,22 @@ def test_the_factorized_baseline_tables_are_its_quantised_density():
     with torch.no_grad():
         direct = m.decoder(m.codes(m.latents(x)).float().permute(0, 3, 1, 2))
     torch.testing.assert_close(m.from_symbols(rows, grid), direct)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_the_ema_quantiser_trains_with_the_codes_coding_picks_and_the_rate_they_cost(stages):
+    m = _model(stages=stages, quantiser="ema", ema_decay=0.5)
+    x = torch.rand(8, 1, 16, 16)
+    m.init_codebooks(x)
+    z = m.vectors(x)
+    zq, picks, rate = m.quantise(z, tau=0.5)
+    zc, codes, coded = m.quantise(z)  # coding: argmax
+    assert torch.allclose(zq, zc) and all(torch.equal(p.argmax(-1), k) for p, k in zip(picks, codes))
+    assert torch.allclose(rate, coded)  # the rate's value is -log2 p(k) of the picked codes, what the coder spends
+    (zq.sum() + rate.sum() + m.commitment).backward()
+    assert m.encoder[0].weight.grad.abs().sum() > 0 and m.codebooks.grad is None
+    before = m.codebooks.clone()
+    m.after_optimizer_step()  # online k-means: each used code moves towards the mean of its vectors
+    assert not torch.equal(before, m.codebooks)
+    p = torch.softmax(m.prior_logits, -1)
+    assert torch.allclose(p, m.ema_count / m.ema_count.sum(-1, keepdim=True), atol=1e-4)  # frequencies = counts

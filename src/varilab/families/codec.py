@@ -64,6 +64,17 @@ class CodecOptions:
                                  check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=INR)
     hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
                         models=VQ)
+    quantiser: str = option("ema", "how codes are picked in training", models=VQ, choices={
+        "gumbel": "drawn from softmax(-||z - c_k||^2 * sharpness), Gumbel-softmax or --hard straight-through; "
+                  "codebooks learned by gradient, unused codes re-seeded every --reseed-every steps",
+        "ema": "the nearest code, as at coding time, gradient straight through to the encoder; codebooks the "
+               "exponential averages of their vectors, unused codes restarted at the worst-served vectors"})
+    ema_decay: float = option(0.99, "decay of the codebooks' exponential averages (--quantiser ema)",
+                              check=unit_interval, models=VQ)
+    restart_below: float = option(0.3, "a code used less than this share of 1/K (exponential average) restarts "
+                                  "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
+    commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
+                               check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
     tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive,
                               models=VQ)
@@ -122,7 +133,9 @@ def make_model(opts: CodecOptions, ds):
         return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
                                            downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
     return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
-                                 stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard))
+                                 stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard,
+                                 quantiser=opts.quantiser, ema_decay=opts.ema_decay,
+                                 restart_below=opts.restart_below))
 
 
 def images(ds, split: str = "train"):
@@ -143,16 +156,21 @@ def objective(opts: CodecOptions, steps_total: int):
             tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, s / max(1, steps_total - 1))
             if not bool(model.initialised):
                 model.init_codebooks(imgs)
-            elif s and s % opts.reseed_every == 0:
+            elif model.training and opts.quantiser == "gumbel" and s and s % opts.reseed_every == 0:
                 model.reseed_dead(imgs)
             logged = {"tau": tau, "perplexity": model.perplexity().mean()}
         else:
             tau = 1.0  # the factorized model: uniform noise in training (any tau)
         xhat, bpp = model(imgs, tau=tau if model.training else None)
         mse = (xhat - imgs).pow(2).mean()
-        state["step"] = s + 1
+        loss = mse + opts.rate_weight * bpp.mean()
+        if model.training:  # test batches neither advance the schedule nor re-seed
+            state["step"] = s + 1
+            if opts.model == "vq-codec" and opts.quantiser == "ema":
+                loss = loss + opts.commitment * model.commitment
+                logged["commitment"] = model.commitment
         model.freeze_tables()
-        return {"loss": mse + opts.rate_weight * bpp.mean(), "mse": mse, "bpp": bpp.mean(),
+        return {"loss": loss, "mse": mse, "bpp": bpp.mean(),
                 "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), **logged}
 
     return loss
@@ -322,14 +340,24 @@ def evaluate(run: Run, nll_k=None) -> dict:
            "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
            "codes_round_trip": bool(torch.equal(codes, written))}
     if hasattr(m, "perplexity"):
-        return {**out, "perplexity": m.perplexity().tolist(), "codes": m.config.codes, "groups": m.config.groups,
-                "stages": m.config.stages}
+        return {**out, "perplexity": m.perplexity().tolist(), "perplexity_codes": codes_perplexity(written, m.config.codes),
+                "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}
     if hasattr(m, "blocks"):  # relative entropy coding: blocks x kappa bits against the posteriors' KL
         blocks = meta["grid"][1]
         return {**out, "kl_bits": meta["estimated_bits"], "blocks": blocks, "kappa": m.config.kappa,
                 "coded_bits": x.shape[0] * blocks * m.config.kappa,
                 "coded_over_kl": x.shape[0] * blocks * m.config.kappa / max(meta["estimated_bits"], 1e-12)}
     return {**out, "support": m.config.support}
+
+
+def codes_perplexity(rows, codes: int) -> list[float]:
+    """exp(entropy) of each row's code frequencies: the perplexity of the codes actually coded, per codebook
+    (`perplexity()` of the model is of its training usage average, which relaxed samples and re-seeding inflate)."""
+    import torch
+
+    p = torch.stack([torch.bincount(r, minlength=codes) for r in rows]).double()
+    p = p / p.sum(-1, keepdim=True)
+    return torch.exp(-(p * p.clamp_min(1e-300).log()).sum(-1)).tolist()
 
 
 def report(run: Run):

@@ -11,6 +11,12 @@ per pixel. With `stages` > 1 each stage quantises what the earlier ones left (re
 
 Codebooks start from k-means on the first batch's latent vectors (`init_codebooks`), and codes unused for a while
 are re-seeded with latent vectors of the current batch (`reseed_dead`); usage is tracked as an exponential average.
+
+With `quantiser` "ema" training picks the nearest code as coding does (no train/test mismatch), passes the
+encoder's gradient straight through, adds a commitment loss ||z - sg(c_k)||^2 (`commitment`), and moves each code to
+the exponential average of the vectors assigned to it (online k-means, `after_optimizer_step`); codes whose averaged
+count falls below `restart_below` / K restart at the worst-served vectors, and the code frequencies are the averaged
+counts. The rate is still -log2 p(k) of the picked codes, with the gradient of E_q[-log2 p(k)] for the encoder.
 """
 from __future__ import annotations
 
@@ -36,6 +42,12 @@ class VQCodecConfig:
     hidden: int = 64
     downsample: int = 2  # stride-2 convolutions: latents on a grid 2^downsample times coarser than the image
     hard: bool = False  # straight-through (hard forward) instead of the relaxed Gumbel-softmax in training
+    # "gumbel": codes drawn from q(k | z) in training (relaxed or straight-through), codebooks learned by gradient;
+    # "ema": the nearest code in training as at coding time, the encoder's gradient passed straight through,
+    # codebooks the exponential averages of their assigned vectors (k-means online) with restarts of unused codes
+    quantiser: str = "ema"
+    ema_decay: float = 0.99
+    restart_below: float = 0.3  # ema: a code whose averaged count is under this share of a uniform 1/K restarts
 
 
 def _encoder(c: VQCodecConfig) -> nn.Sequential:
@@ -73,6 +85,15 @@ class VQCodec(nn.Module):
         # the entropy coder's integer tables [S, m, K], saved with the weights (`freeze_tables`)
         self.register_buffer("tables", torch.ones(c.stages, c.groups, c.codes, dtype=torch.int64))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))  # by k-means (`init_codebooks`)
+        if c.quantiser not in ("gumbel", "ema"):
+            raise ValueError(f"unknown quantiser {c.quantiser!r}; choose gumbel or ema")
+        if c.quantiser == "ema":  # sum_n 1[k_n = k] and sum_n 1[k_n = k] z_n, exponentially averaged [S, m, K(, D/m)]
+            self.codebooks.requires_grad_(False)
+            self.prior_logits.requires_grad_(False)  # log of the codes' averaged counts: their frequencies, learned
+            self.register_buffer("ema_count", torch.ones(c.stages, c.groups, c.codes))
+            self.register_buffer("ema_sum", self.codebooks.detach().clone())
+        self.commitment = None  # mean ||z - sg(c_k)||^2 of the last training forward (ema), for the objective
+        self._pending = []  # (stage, vectors, one-hot codes) of the last training forward, for `after_optimizer_step`
 
     def vectors(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's latent vectors of images [B, C, H, W], grouped: [B, h, w, m, D/m]."""
@@ -81,12 +102,15 @@ class VQCodec(nn.Module):
 
     def logits(self, z: torch.Tensor, stage: int) -> torch.Tensor:
         """log q(k | z) up to a constant: -||z - c_k||^2 * sharpness, [..., m, K]."""
-        d2 = (z[..., None, :] - self.codebooks[stage]).pow(2).sum(-1)
-        return -d2 * self.log_sharpness.exp()
+        c = self.codebooks[stage]  # ||z||^2 - 2 z.c + ||c||^2 without the [..., m, K, D/m] differences
+        d2 = z.pow(2).sum(-1, keepdim=True) - 2 * torch.einsum("...gd,gkd->...gk", z, c) + c.pow(2).sum(-1)
+        return -d2.clamp_min(0) * self.log_sharpness.exp()
 
     def quantise(self, z: torch.Tensor, tau: float | None = None):
         """(quantised vectors like z, codes [S, ..., m] or one-hot samples [S, ..., m, K], rate in bits per vector
         summed over groups and stages [...]). tau None: argmax codes (coding); else Gumbel-softmax samples."""
+        if self.config.quantiser == "ema" and tau is not None:
+            return self._quantise_ema(z)
         out, rest, picks, rate = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2])
         for s in range(self.config.stages):
             logits = self.logits(rest, s)
@@ -97,7 +121,7 @@ class VQCodec(nn.Module):
                 picks.append(k)
                 rate = rate - (onehot * log_p).sum((-1, -2)) / LN2  # -log2 p(k), what the coder spends
             else:
-                q = OneHotCategorical(logits=logits)
+                q = OneHotCategorical(logits=logits, validate_args=False)
                 onehot, _ = draw(q, "straight-through" if self.config.hard else "gumbel", temperature=tau)
                 picks.append(onehot)
                 rate = rate - (q.probs * log_p).sum((-1, -2)) / LN2  # E_q[-log2 p(k)]: the cross-entropy
@@ -108,6 +132,59 @@ class VQCodec(nn.Module):
                     freq = onehot.detach().reshape(-1, self.config.groups, self.config.codes).mean(0)
                     self.usage[s].mul_(0.99).add_(0.01 * freq)
         return out, picks, rate
+
+    def _quantise_ema(self, z: torch.Tensor):
+        """Training forward of the "ema" quantiser: the nearest code (what coding picks), the encoder's gradient
+        straight through; the rate is -log2 p(k) of the picked codes, what the coder spends, with the gradient of
+        the cross-entropy under q(k | z) = softmax(logits) added for the encoder (zero in value)."""
+        codes, rest, picks, rate, commit = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2]), 0.0
+        self._pending = []
+        for s in range(self.config.stages):
+            logits = self.logits(rest, s)
+            log_p = torch.log_softmax(self.prior_logits[s], -1)
+            k = logits.argmax(-1)
+            onehot = nn.functional.one_hot(k, self.config.codes).to(z.dtype)
+            hard = -(onehot * log_p).sum((-1, -2)) / LN2
+            soft = -(torch.softmax(logits, -1) * log_p.detach()).sum((-1, -2)) / LN2
+            rate = rate + hard + (soft - soft.detach())
+            picks.append(onehot)
+            c = self.codebooks[s, torch.arange(self.config.groups, device=k.device), k].detach()  # [..., m, D/m]
+            commit = commit + (rest - c).pow(2).mean()
+            self._pending.append((s, rest.detach().reshape(-1, *rest.shape[-2:]),
+                                  onehot.reshape(-1, *onehot.shape[-2:])))
+            codes, rest = codes + c, rest - c
+            with torch.no_grad():
+                self.usage[s].mul_(0.99).add_(0.01 * onehot.reshape(-1, *onehot.shape[-2:]).mean(0))
+        self.commitment = commit
+        return z + (codes - z).detach(), picks, rate  # forward the codes' sum, backward the identity
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """The "ema" quantiser's codebook update from the last training batch: counts and sums averaged with
+        `ema_decay`, c_k = sum / count (Laplace-smoothed counts); a code whose average count falls below
+        `restart_below` of a uniform share restarts at the batch vector served worst (farthest from its code). The
+        code frequencies p = softmax(pi) are the averaged counts: pi = log count."""
+        if self.config.quantiser != "ema" or not self._pending:
+            return
+        decay, K = self.config.ema_decay, self.config.codes
+        for s, v, onehot in self._pending:  # v [N, m, D/m], onehot [N, m, K]
+            self.ema_count[s].mul_(decay).add_((1 - decay) * onehot.sum(0))
+            self.ema_sum[s].mul_(decay).add_((1 - decay) * torch.einsum("ngk,ngd->gkd", onehot, v))
+            n = self.ema_count[s].sum(-1, keepdim=True)
+            count = (self.ema_count[s] + 1e-5) / (n + K * 1e-5) * n
+            self.codebooks[s] = self.ema_sum[s] / count[..., None]
+            dead = self.ema_count[s] < n / K * self.config.restart_below
+            if dead.any():
+                err = (v - torch.einsum("ngk,gkd->ngd", onehot, self.codebooks[s])).pow(2).sum(-1)  # [N, m]
+                for g in dead.any(-1).nonzero().flatten().tolist():
+                    ks = dead[g].nonzero().flatten()
+                    far = err[:, g].topk(min(len(ks), len(v))).indices
+                    ks = ks[:len(far)]
+                    self.codebooks[s, g, ks] = v[far, g]
+                    self.ema_count[s, g, ks] = n[g, 0] / K
+                    self.ema_sum[s, g, ks] = v[far, g] * (n[g, 0] / K)
+            self.prior_logits[s] = self.ema_count[s].clamp_min(1e-3).log()
+        self._pending = []
 
     def decode_vectors(self, zq: torch.Tensor) -> torch.Tensor:
         return self.decoder(zq.reshape(*zq.shape[:3], -1).permute(0, 3, 1, 2))
@@ -127,6 +204,11 @@ class VQCodec(nn.Module):
             for g in range(self.config.groups):
                 self.codebooks[s, g] = kmeans(rest[:, g], self.config.codes, iters, generator)
             k = self.logits(rest, s).argmax(-1)
+            if self.config.quantiser == "ema":  # the averages start at the k-means clusters' counts and sums
+                onehot = nn.functional.one_hot(k, self.config.codes).to(rest.dtype)
+                self.ema_count[s] = onehot.sum(0) + 1e-3
+                self.ema_sum[s] = self.codebooks[s] * self.ema_count[s][..., None]
+                self.prior_logits[s] = self.ema_count[s].log()
             rest = rest - self.codebooks[s, torch.arange(self.config.groups), k]
         self.initialised.fill_(True)
 
