@@ -18,9 +18,6 @@ lambdas, and every run's coded bits are within 10% of its posteriors' KL.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +26,9 @@ import numpy as np
 
 from varilab.codec import classic
 from varilab.codec.rd import inside, quality_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _jobs import run_all, train_then_eval  # noqa: E402
 
 RATE_WEIGHTS = (0.001, 0.003, 0.01)
 MODELS = ("recombiner", "combiner")
@@ -50,41 +50,15 @@ def data_sets(root: Path, n: int) -> dict[str, Path]:
     return paths
 
 
-def _job(model: str, lam: float, data: Path, out: Path, size: list[str]) -> subprocess.Popen:
-    """`varilab train` then `varilab eval --json` in one process of one thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    py = sys.executable
-    train = [py, "-m", "varilab", "train", "--model", model, "--data", str(data), "--rate-weight", str(lam),
-             "--out", str(out), "--force", "--quiet", *size]
-    script = " ".join(map(_quote, train)) + " > /dev/null && " + " ".join(
-        map(_quote, [py, "-m", "varilab", "eval", str(out), "--json"]))
-    return subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
-
 def run(quick: bool = False) -> dict:
     size = (["--epochs", "20", "--units", "8", "--layers", "1", "--fourier", "3", "--kappa", "8", "--fit-steps", "40",
              "--finetune-steps", "1"] if quick else ["--epochs", "500", "--fit-steps", "300"])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths = data_sets(root, 60 if quick else 250)
-        jobs = [(name, model, lam) for name in paths for lam in RATE_WEIGHTS for model in MODELS]
-        results, running = {}, []
-        for key in jobs + [None]:
-            if key is not None:
-                name, model, lam = key
-                running.append((key, _job(model, lam, paths[name], root / f"{name}-{model}-{lam:g}", size)))
-            while running and (len(running) >= 2 or key is None):
-                done, proc = running.pop(0)
-                stdout, stderr = proc.communicate()
-                if proc.returncode:
-                    raise RuntimeError(f"{done}: {stderr.strip().splitlines()[-1] if stderr.strip() else 'failed'}")
-                results[done] = json.loads(stdout.strip().splitlines()[-1])
+        results = run_all({(name, model, lam): train_then_eval(str(root / f"{name}-{model}-{lam:g}"), "--model", model,
+                                                               "--data", str(path), "--rate-weight", str(lam), *size)
+                           for name, path in paths.items() for lam in RATE_WEIGHTS for model in MODELS})
         rows, checks, notes = [], {}, []
         for name, path in paths.items():
             test = _test_images(path)

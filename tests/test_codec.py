@@ -113,5 +113,13 @@ def test_quality_at_another_codecs_rate_interpolates_and_extrapolates_its_curve(
     assert quality_at(rates[::-1], psnr[::-1], 0.75) == pytest.approx(22.0)  # any order
     assert quality_at(rates, psnr, 3.0) == pytest.approx(32.0) and not inside(rates, 3.0)  # the last segment's line
     assert quality_at(rates, psnr, 0.25) == pytest.approx(18.0) and inside(rates, 1.0)
-    with pytest.raises(ValueError, match="two points"):
-        quality_at([1.0, 1.0], [2.0, 3.0], 1.0)
+    assert quality_at([1.0, 1.0], [2.0, 3.0], 5.0) == 3.0  # one rate: a flat curve at its best
+    with pytest.raises(ValueError, match="needs points"):
+        quality_at([], [], 1.0)
+
+
+def test_the_front_keeps_only_points_no_other_beats():
+    from varilab.codec.rd import front
+
+    rates, psnr = front([2.0, 0.5, 1.0, 1.5, 1.0], [21.0, 20.0, 22.5, 22.0, 21.0])
+    assert rates == [0.5, 1.0] and psnr == [20.0, 22.5]  # 1.5 and 2.0 cost more for less

@@ -7,10 +7,12 @@ import numpy as np
 def quality_at(rates, qualities, rate: float) -> float:
     """The quality (e.g. PSNR) a curve of (rate, quality) points reaches at `rate`: linear interpolation between
     the two points around it, or along the nearest two ends' line outside the curve's range (say so when
-    reporting). Needs at least two points of distinct rates."""
+    reporting); a curve of one rate is flat."""
     r, q = np.asarray(rates, dtype=np.float64), np.asarray(qualities, dtype=np.float64)
-    if r.shape != q.shape or r.ndim != 1 or len(np.unique(r)) < 2:
-        raise ValueError(f"a curve needs at least two points of distinct rates, got rates {r.tolist()}")
+    if r.shape != q.shape or r.ndim != 1 or not len(r):
+        raise ValueError(f"a curve needs points: rates {r.tolist()} and qualities {q.tolist()}")
+    if len(np.unique(r)) < 2:
+        return float(q.max())
     order = np.argsort(r)
     r, q = r[order], q[order]
     i = int(np.clip(np.searchsorted(r, rate) - 1, 0, len(r) - 2))
@@ -22,3 +24,14 @@ def quality_at(rates, qualities, rate: float) -> float:
 def inside(rates, rate: float) -> bool:
     """Whether `rate` lies within the curve's range (no extrapolation needed)."""
     return float(np.min(rates)) <= rate <= float(np.max(rates))
+
+
+def front(rates, qualities) -> tuple[list[float], list[float]]:
+    """The upper rate-distortion envelope of a codec's runs: the points no other point beats with less or equal rate
+    and higher quality, by rate. A baseline run at several settings is read along its best curve."""
+    points = sorted(zip(map(float, rates), map(float, qualities)), key=lambda p: (p[0], -p[1]))
+    kept: list[tuple[float, float]] = []
+    for r, q in points:
+        if not kept or q > kept[-1][1]:
+            kept.append((r, q))
+    return [r for r, _ in kept], [q for _, q in kept]

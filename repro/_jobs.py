@@ -1,0 +1,37 @@
+"""Reproductions' runs of the CLI, two at a time (one thread each on a two-core machine)."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+
+def varilab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "varilab", *args]
+
+
+def train_then_eval(out: str, *train_args: str) -> str:
+    """A shell line: `varilab train ... --out OUT` quietly, then `varilab eval OUT --json`."""
+    train = varilab("train", *train_args, "--out", out, "--force", "--quiet")
+    return " ".join(map(shlex.quote, train)) + " > /dev/null && " + " ".join(
+        map(shlex.quote, varilab("eval", out, "--json")))
+
+
+def run_all(lines: dict, workers: int = 2) -> dict:
+    """{key: the JSON its shell line printed last}, the lines run `workers` at a time, one thread each; a failure
+    raises with the line's last error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running, results = list(lines.items()), [], {}
+    while pending or running:
+        while pending and len(running) < workers:
+            key, line = pending.pop(0)
+            running.append((key, subprocess.Popen(["sh", "-c", line], env=env, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.PIPE, text=True)))
+        key, proc = running.pop(0)
+        stdout, stderr = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{key}: {(stderr.strip().splitlines() or ['failed'])[-1]}")
+        results[key] = json.loads(stdout.strip().splitlines()[-1])
+    return results
