@@ -4,6 +4,7 @@ factorized: each channel's code probabilities; recombiner, combiner: the KL of e
 from __future__ import annotations
 
 SHOWN = 8  # test images in the figure
+QUALITIES = (5, 10, 20, 35, 50, 75, 95)  # JPEG's and WebP's curves
 
 
 def page(run):
@@ -26,6 +27,17 @@ def page(run):
         rows.append((f"{fmt} q{hit['quality']}\n{hit['bpp']:.2f} bpp", hit["images"][:SHOWN]))
         rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"], classic.ssim(hit["images"], grey),
                       None if small else classic.ms_ssim(hit["images"], grey)))
+    curves = {"PSNR (dB)": {run.options.model: ([e["bpp_file"]], [e["psnr"]])}}
+    if not small:
+        curves["MS-SSIM"] = {run.options.model: ([e["bpp_file"]], [e["ms_ssim"]])}
+    for fmt in classic.FORMATS:
+        points = [classic.code(grey, fmt, q) for q in QUALITIES]
+        rates_q = [8 * size / grey.size for _, size in points]
+        curves["PSNR (dB)"][fmt.upper()] = (rates_q, [-10 * np.log10(max(float(((d - grey) ** 2).mean()), 1e-12))
+                                                      for d, _ in points])
+        if not small:
+            curves["MS-SSIM"][fmt.upper()] = (rates_q, [classic.ms_ssim(d, grey) for d, _ in points])
+    rd = plots.xy_curves([(name, "bits per pixel (file)", name, series) for name, series in curves.items()])
     m = run.model
     if hasattr(m, "perplexity"):
         usage = m.usage.reshape(-1, m.config.codes).cpu().numpy()
@@ -50,7 +62,11 @@ def page(run):
         Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
                 "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "
                 "quality whose file rate is closest to it. Rates count every byte written, headers included."),
-        Section("Rate and distortion", table([(f"{name}: bits per pixel, PSNR (dB), SSIM, MS-SSIM",
+        Section("Rate-distortion", img(rd, "rate-distortion"),
+                f"This run's files among JPEG's and WebP's curves (Pillow, qualities {', '.join(map(str, QUALITIES))}) "
+                f"on the same {len(grey)} test images, every byte counted. Other learned codecs' curves: `make repro` "
+                "(docs/repro/vq_codec_rate_distortion.md)."),
+        Section("Rate and distortion at this rate", table([(f"{name}: bits per pixel, PSNR (dB), SSIM, MS-SSIM",
                                                f"{bpp:.3f}, {psnr:.2f}, {s:.4f}, " + ("-" if ms is None else f"{ms:.4f}"))
                                               for name, bpp, psnr, s, ms in rates]),
                 "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM from torchmetrics "

@@ -273,3 +273,23 @@ def over_time(panels: list[dict]) -> bytes:
             ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return png(fig)
+
+
+def xy_curves(panels: list[tuple[str, str, str, dict[str, tuple[list[float], list[float]]]]]) -> bytes:
+    """One panel per (title, x label, y label, {label: (xs, ys)}): lines with markers; a one-point series is a large
+    marker (e.g. a run's operating point among other codecs' curves)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.0), squeeze=False)
+    for ax, (title, xlabel, ylabel, series) in zip(axes[0], panels):
+        for label, (xs, ys) in series.items():
+            if len(xs) == 1:
+                ax.plot(xs, ys, "*", ms=11, label=label, zorder=3)
+            else:
+                order = np.argsort(xs)
+                ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], "o-", ms=3, lw=1, label=label)
+        ax.set_title(title, fontsize=8.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)
