@@ -125,3 +125,18 @@ def test_the_ema_quantiser_trains_with_the_codes_coding_picks_and_the_rate_they_
     assert not torch.equal(before, m.codebooks)
     p = torch.softmax(m.prior_logits, -1)
     assert torch.allclose(p, m.ema_count / m.ema_count.sum(-1, keepdim=True), atol=1e-4)  # frequencies = counts
+
+
+def test_the_code_posterior_is_the_responsibility_of_an_isotropic_gaussian_mixture():
+    """softmax_k(-||z - c_k||^2 * sharpness) is Bayes' rule for z ~ sum_k (1/K) N(c_k, I / (2 sharpness))."""
+    from torch.distributions import MultivariateNormal
+
+    m = _model()
+    with torch.no_grad():
+        m.log_sharpness.fill_(0.7)
+    z = torch.randn(5, 2, 4)  # 5 vectors, m = 2 groups of 4
+    q = torch.softmax(m.logits(z, 0), -1)  # [5, 2, K]
+    var = 1 / (2 * m.log_sharpness.exp().detach())
+    for g in range(2):
+        log_lik = MultivariateNormal(m.codebooks[0, g].detach(), var * torch.eye(4)).log_prob(z[:, g, None])  # [5, K]
+        torch.testing.assert_close(q[:, g].detach(), torch.softmax(log_lik, -1), atol=1e-5, rtol=0)
