@@ -230,14 +230,14 @@ def predict(argv: list[str]) -> str:
 
 def compress(argv: list[str]) -> str:
     """`varilab compress RUN --input IMAGES --out FILE.vlc`: one line, or JSON with --json."""
-    from .codec import CONTAINERS, CompressOptions
+    from ._codec_files import CONTAINERS, CompressOptions
 
     return printed("compress", argv, CompressOptions, CONTAINERS, "the codec run (varilab train --model vq-codec)")
 
 
 def decompress(argv: list[str]) -> str:
     """`varilab decompress RUN --input FILE.vlc --out DIR`: one line, or JSON with --json."""
-    from .codec import CONTAINERS, DecompressOptions
+    from ._codec_files import CONTAINERS, DecompressOptions
 
     return printed("decompress", argv, DecompressOptions, CONTAINERS, "the codec run that wrote the file")
 

@@ -1,0 +1,121 @@
+"""The codec family's files: `varilab compress` writes a run's symbols, range-coded under the integer tables saved
+with its weights, into a checked `.vlc` file (`varilab.codec.container`); `varilab decompress` turns one back into
+images, refusing files of another model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import folder
+from .options import option
+from .protocol import Run
+
+
+def images(ds, split: str = "train"):
+    """A split of the run's data as images [N, 1, H, W]."""
+    x = ds.x_train if split == "train" else ds.x_test
+    return x.reshape(len(x), 1, *ds.image_shape)
+
+
+def identity(run: Run) -> str:
+    from ..codec.container import model_hash
+
+    return model_hash((run.dir / folder.WEIGHTS).read_bytes())
+
+
+def encode(run: Run, x) -> tuple[bytes, dict]:
+    """A .vlc file's bytes for images x [N, 1, H, W] in [0, 1], and what it holds."""
+    data, meta, _ = encoded(run, x)
+    return data, meta
+
+
+def encoded(run: Run, x):
+    """(a .vlc file's bytes, what it holds, the symbol rows written [R, n]) for images x [N, 1, H, W]."""
+    from ..codec import container, entropy
+
+    m = run.model
+    rows, grid, bits = m.symbols(x.to(m.tables.device))
+    stream = entropy.encode(rows.cpu().numpy(), m.table_rows().cpu().numpy())
+    meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits}
+    return container.pack(identity(run), meta, stream), meta, rows.cpu()
+
+
+def decode(run: Run, data: bytes):
+    """(images [N, 1, H, W], symbol rows [R, N h w]) of a .vlc file's bytes written by this run's model."""
+    import torch
+
+    from ..codec import container, entropy
+
+    m = run.model
+    meta, stream = container.unpack(data, identity(run))
+    tables = m.table_rows().cpu().numpy()
+    rows = torch.as_tensor(entropy.decode(stream, tables, int(np.prod(meta["grid"]))), dtype=torch.long)
+    return m.from_symbols(rows.to(m.tables.device), meta["grid"]).cpu(), rows
+
+
+CONTAINERS = {"vlc": "format version, the model's weights hash, shapes, the range-coded stream, a CRC32"}
+
+
+@dataclass
+class CompressOptions:
+    AXIS = "container"
+    container: str = option("vlc", "the file format", choices=CONTAINERS)
+    input: str = option("test", "images to compress: an .npy [N, H, W] or [N, 1, H, W] in [0, 1], or 'test' for "
+                        "the run's test split")
+    out: str = option("", "the .vlc file to write")
+
+
+@dataclass
+class DecompressOptions:
+    AXIS = "container"
+    container: str = option("vlc", "the file format", choices=CONTAINERS)
+    input: str = option("", "the .vlc file, written by this run's model")
+    out: str = option("", "folder for images.npy [N, 1, H, W] and codes.npy (one row per codebook or channel)")
+
+
+def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
+    if not opts.out:
+        raise ValueError("--out is required: the .vlc file to write")
+    x = run_images(run, opts.input)
+    data, meta = encode(run, x)
+    Path(opts.out).write_bytes(data)
+    pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
+    result = {"file": opts.out, "bytes": len(data), "bpp_file": 8 * len(data) / pixels,
+              "bpp_estimated": meta["estimated_bits"] / pixels, "images": int(x.shape[0])}
+    return result, [f"{opts.out}: {len(data):,} bytes for {x.shape[0]} images, {result['bpp_file']:.4f} bits per "
+                    f"pixel in the file ({result['bpp_estimated']:.4f} estimated by the model)"]
+
+
+def run_images(run: Run, spec: str):
+    import torch
+
+    if spec == "test":
+        return images(run.data, "test")
+    if not spec:
+        raise ValueError("--input is required: an .npy of images or 'test'")
+    x = np.load(spec, allow_pickle=False)
+    given = list(x.shape)
+    if x.ndim == 3:
+        x = x[:, None]
+    shape = tuple(run.data.image_shape)
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != shape:
+        raise ValueError(f"--input {spec}: expected images [N, {shape[0]}, {shape[1]}] like the run's, got {given}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"--input {spec}: pixel values must be finite and lie in [0, 1]")
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
+    if not opts.input or not opts.out:
+        raise ValueError("--input FILE.vlc and --out DIR are required")
+    x, codes = decode(run, Path(opts.input).read_bytes())
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", x.numpy())
+    np.save(out / "codes.npy", codes.numpy())  # the symbol rows: one per codebook or channel; recombiner: one
+    return ({"images": int(x.shape[0]), "out": str(out)},
+            [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
