@@ -140,3 +140,19 @@ def test_the_code_posterior_is_the_responsibility_of_an_isotropic_gaussian_mixtu
     for g in range(2):
         log_lik = MultivariateNormal(m.codebooks[0, g].detach(), var * torch.eye(4)).log_prob(z[:, g, None])  # [5, K]
         torch.testing.assert_close(q[:, g].detach(), torch.softmax(log_lik, -1), atol=1e-5, rtol=0)
+
+
+def test_the_usage_penalty_is_log_k_minus_the_entropy_of_the_soft_usage_and_spares_the_sharpness():
+    m = _model(quantiser="ema")
+    x = torch.rand(8, 1, 16, 16)
+    m.init_codebooks(x)
+    z = m.vectors(x)
+    m.quantise(z, tau=0.5)
+    with torch.no_grad():
+        q = torch.softmax(m.logits(z, 0), -1).reshape(-1, 2, 16).mean(0)  # soft usage [m, K]
+        gap = (np.log2(16) + (q * q.log2()).sum(-1)).mean()
+    torch.testing.assert_close(m.usage_gap.detach(), gap)
+    assert 0 < float(m.usage_gap.detach()) <= np.log2(16)
+    m.usage_gap.backward()
+    assert m.encoder[0].weight.grad.abs().sum() > 0  # the vectors move to spread the usage
+    assert m.log_sharpness.grad is None or float(m.log_sharpness.grad.abs()) == 0  # not by blurring q

@@ -75,6 +75,9 @@ class CodecOptions:
                               check=unit_interval, models=VQ)
     restart_below: float = option(0.3, "a code used less than this share of 1/K (exponential average) restarts "
                                   "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
+    usage_weight: float = option(0.0, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
+                                 "pushes codebooks towards even use (--quantiser ema)",
+                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
                                check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
@@ -164,8 +167,8 @@ def objective(opts: CodecOptions, steps_total: int):
         if model.training:  # test batches neither advance the schedule nor re-seed
             state["step"] = s + 1
             if opts.model == "vq-codec" and opts.quantiser == "ema":
-                loss = loss + opts.commitment * model.commitment
-                logged["commitment"] = model.commitment
+                loss = loss + opts.commitment * model.commitment + opts.usage_weight * model.usage_gap
+                logged.update(commitment=model.commitment, usage_gap=model.usage_gap)
         model.freeze_tables()
         return {"loss": loss, "mse": mse, "bpp": bpp.mean(),
                 "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), **logged}

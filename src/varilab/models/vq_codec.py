@@ -20,6 +20,7 @@ counts. The rate is still -log2 p(k) of the picked codes, with the gradient of E
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,7 @@ class VQCodec(nn.Module):
             self.register_buffer("ema_count", torch.ones(c.stages, c.groups, c.codes))
             self.register_buffer("ema_sum", self.codebooks.detach().clone())
         self.commitment = None  # mean ||z - sg(c_k)||^2 of the last training forward (ema), for the objective
+        self.usage_gap = None  # and log2 K - the entropy of its codes' soft usage, for a usage penalty
         self._pending = []  # (stage, vectors, one-hot codes) of the last training forward, for `after_optimizer_step`
 
     def vectors(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +139,7 @@ class VQCodec(nn.Module):
         """Training forward of the "ema" quantiser: the nearest code (what coding picks), the encoder's gradient
         straight through; the rate is -log2 p(k) of the picked codes, what the coder spends, with the gradient of
         the cross-entropy under q(k | z) = softmax(logits) added for the encoder (zero in value)."""
-        codes, rest, picks, rate, commit = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2]), 0.0
+        codes, rest, picks, rate, commit, spread = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2]), 0.0, 0.0
         self._pending = []
         for s in range(self.config.stages):
             logits = self.logits(rest, s)
@@ -145,7 +147,12 @@ class VQCodec(nn.Module):
             k = logits.argmax(-1)
             onehot = nn.functional.one_hot(k, self.config.codes).to(z.dtype)
             hard = -(onehot * log_p).sum((-1, -2)) / LN2
-            soft = -(torch.softmax(logits, -1) * log_p.detach()).sum((-1, -2)) / LN2
+            q = torch.softmax(logits, -1)
+            soft = -(q * log_p.detach()).sum((-1, -2)) / LN2
+            sharp = self.log_sharpness.exp()
+            q_z = torch.softmax(logits * (sharp.detach() / sharp), -1)  # sharpness fixed: only the vectors may spread
+            mean_q = q_z.reshape(-1, *q_z.shape[-2:]).mean(0)  # the batch's soft usage of each code [m, K]
+            spread = spread + (mean_q * mean_q.clamp_min(1e-12).log2()).sum(-1).mean() + math.log2(self.config.codes)
             rate = rate + hard + (soft - soft.detach())
             picks.append(onehot)
             c = self.codebooks[s, torch.arange(self.config.groups, device=k.device), k].detach()  # [..., m, D/m]
@@ -156,6 +163,7 @@ class VQCodec(nn.Module):
             with torch.no_grad():
                 self.usage[s].mul_(0.99).add_(0.01 * onehot.reshape(-1, *onehot.shape[-2:]).mean(0))
         self.commitment = commit
+        self.usage_gap = spread / self.config.stages  # log2 K - H(batch usage) in bits: 0 when all codes share alike
         return z + (codes - z).detach(), picks, rate  # forward the codes' sum, backward the identity
 
     @torch.no_grad()
