@@ -153,6 +153,7 @@ PEER_ENV = Path(__file__).resolve().parent.parent / ".venv-compressai" / "bin" /
 def _compressai(x: torch.Tensor, tmp: Path) -> tuple[dict | None, str]:
     """CompressAI's encode and decode megapixels per second on images x, or None and why not."""
     import json
+    import os
     import subprocess
 
     if not PEER_ENV.exists():
@@ -163,7 +164,7 @@ def _compressai(x: torch.Tensor, tmp: Path) -> tuple[dict | None, str]:
     proc = subprocess.run([str(PEER_ENV), str(Path(__file__).resolve().parent / "compressai" / "bmshj2018.py"),
                            "--train", str(images), "--test", str(images), "--rate-weight", "0.01", "--steps", "0",
                            "--n", "64", "--m", "32"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         return None, f"CompressAI: failed ({(proc.stderr.strip().splitlines() or ['no message'])[-1]})."
     peer = json.loads(proc.stdout.strip().splitlines()[-1])

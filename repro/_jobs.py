@@ -1,4 +1,5 @@
-"""Reproductions' runs of the CLI, two at a time (one thread each on a two-core machine)."""
+"""Reproductions' runs of the CLI, two at a time (one thread each on a two-core machine), and the split a codec run
+of a file codes."""
 from __future__ import annotations
 
 import json
@@ -35,3 +36,12 @@ def run_all(lines: dict, workers: int = 2) -> dict:
             raise RuntimeError(f"{key}: {(stderr.strip().splitlines() or ['failed'])[-1]}")
         results[key] = json.loads(stdout.strip().splitlines()[-1])
     return results
+
+
+def codec_split(path) -> tuple:
+    """(train, test) images [N, H, W] of an .npy file as the codec family splits it (seed 0, 20% held out)."""
+    from varilab.data import load
+
+    ds = load(str(path), test_fraction=0.2, seed=0)
+    shape = ds.image_shape
+    return ds.x_train.numpy().reshape(-1, *shape), ds.x_test.numpy().reshape(-1, *shape)

@@ -28,7 +28,7 @@ from varilab.codec import classic
 from varilab.codec.rd import inside, quality_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _jobs import run_all, train_then_eval  # noqa: E402
+from _jobs import codec_split, run_all, train_then_eval  # noqa: E402
 
 RATE_WEIGHTS = (0.001, 0.003, 0.01)
 MODELS = ("recombiner", "combiner")
@@ -61,7 +61,7 @@ def run(quick: bool = False) -> dict:
                            for name, path in paths.items() for lam in RATE_WEIGHTS for model in MODELS})
         rows, checks, notes = [], {}, []
         for name, path in paths.items():
-            test = _test_images(path)
+            test = codec_split(path)[1].astype(np.float64)
             curve = {m: [(results[(name, m, lam)]["bpp_file"], results[(name, m, lam)]["psnr"]) for lam in RATE_WEIGHTS]
                      for m in MODELS}
             wins = 0
@@ -94,10 +94,3 @@ def run(quick: bool = False) -> dict:
                      "torchmetrics, three scales.",
             "results": {f"{k[0]}/{k[1]}/{k[2]:g}": v for k, v in results.items()}}
 
-
-def _test_images(path: Path) -> np.ndarray:
-    """The test split a codec run of this file codes (the codec family's seeded split, seed 0)."""
-    from varilab.data import load
-
-    ds = load(str(path), test_fraction=0.2, seed=0)
-    return ds.x_test.numpy().reshape(-1, *ds.image_shape).astype(np.float64)

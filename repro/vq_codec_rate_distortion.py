@@ -30,7 +30,7 @@ from varilab.codec import classic
 from varilab.codec.rd import front, inside, quality_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _jobs import run_all, train_then_eval  # noqa: E402
+from _jobs import codec_split, run_all, train_then_eval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / ".venv-compressai" / "bin" / "python"
@@ -59,15 +59,6 @@ def data_sets(root: Path, n: int | None) -> dict[str, Path]:
     return paths
 
 
-def split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) images of a file as the codec family splits it (seed 0, 20% held out)."""
-    from varilab.data import load
-
-    ds = load(str(path), test_fraction=0.2, seed=0)
-    shape = ds.image_shape
-    return ds.x_train.numpy().reshape(-1, *shape), ds.x_test.numpy().reshape(-1, *shape)
-
-
 def compressai(train: Path, test: Path, lam: float, steps: int) -> str:
     return " ".join([str(PEER), str(ROOT / "bench" / "compressai" / "bmshj2018.py"), "--train", str(train), "--test",
                      str(test), "--rate-weight", str(lam), "--steps", str(steps), "--n", "32", "--m", "32"])
@@ -83,7 +74,7 @@ def run(quick: bool = False) -> dict:
         paths = data_sets(root, 200 if quick else None)
         lines, tests = {}, {}
         for name, path in paths.items():
-            train, test = split(path)
+            train, test = codec_split(path)
             tests[name] = test.astype(np.float64)
             np.save(root / f"{name}-train.npy", train)
             np.save(root / f"{name}-test.npy", test)

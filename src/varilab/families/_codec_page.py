@@ -14,12 +14,9 @@ def page(run):
     from ..report import Page, Section, img, plots, table
     from . import codec as family
 
-    e = family.evaluate(run)
-    x = family.images(run.data, "test")
-    data, _ = family.encode(run, x[:SHOWN])
-    decoded, _ = family.decode(run, data)
-    grey = x[:, 0].numpy()
-    rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:, 0].numpy())]
+    e, decoded = family.evaluated(run)  # the whole test split's file, written and read once
+    grey = family.images(run.data, "test")[:, 0].numpy()
+    rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:SHOWN, 0].numpy())]
     small = e["ms_ssim"] is None  # MS-SSIM's three scales need sides above 16 pixels
     rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"], e["ms_ssim"])]
     for fmt in classic.FORMATS:  # the classic codecs at the rate this run's files reach

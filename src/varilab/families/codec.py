@@ -221,31 +221,38 @@ def load(run_dir: Path, opts: CodecOptions, data: str | None = None, raw: dict |
 def evaluate(run: Run, nll_k=None) -> dict:
     """On the test split: distortion (MSE, PSNR, SSIM) of the decoded file, bits per pixel of the bytes actually written
     beside the model's estimate, the decoded codes checked against the encoder's, and each codebook's perplexity."""
+    if nll_k:
+        raise ValueError("--nll applies to the VAE family")
+    return evaluated(run)[0]
+
+
+def evaluated(run: Run):
+    """(`evaluate`'s metrics, the test images decoded from the file [N, 1, H, W]): one file written and read."""
     import torch
 
     from ..codec.classic import ms_ssim, ssim
 
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family")
     m, x = run.model, images(run.data, "test")
     data, meta, written = encoded(run, x)
     xhat, codes = decode(run, data)
     mse = float((xhat - x).pow(2).mean())
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
+    seen, truth = xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()
     out = {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
-           "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()),
-           "ms_ssim": ms_ssim(xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()) if min(x.shape[-2:]) > 16 else None,
+           "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(seen, truth),
+           "ms_ssim": ms_ssim(seen, truth) if min(x.shape[-2:]) > 16 else None,
            "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
            "codes_round_trip": bool(torch.equal(codes, written))}
     if hasattr(m, "perplexity"):
-        return {**out, "perplexity": m.perplexity().tolist(), "perplexity_codes": codes_perplexity(written, m.config.codes),
+        out |= {"perplexity": m.perplexity().tolist(), "perplexity_codes": codes_perplexity(written, m.config.codes),
                 "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}
-    if hasattr(m, "blocks"):  # relative entropy coding: blocks x kappa bits against the posteriors' KL
-        blocks = meta["grid"][1]
-        return {**out, "kl_bits": meta["estimated_bits"], "blocks": blocks, "kappa": m.config.kappa,
-                "coded_bits": x.shape[0] * blocks * m.config.kappa,
-                "coded_over_kl": x.shape[0] * blocks * m.config.kappa / max(meta["estimated_bits"], 1e-12)}
-    return {**out, "support": m.config.support}
+    elif hasattr(m, "blocks"):  # relative entropy coding: blocks x kappa bits against the posteriors' KL
+        coded = x.shape[0] * meta["grid"][1] * m.config.kappa
+        out |= {"kl_bits": meta["estimated_bits"], "blocks": meta["grid"][1], "kappa": m.config.kappa,
+                "coded_bits": coded, "coded_over_kl": coded / max(meta["estimated_bits"], 1e-12)}
+    else:
+        out |= {"support": m.config.support}
+    return out, xhat
 
 
 def codes_perplexity(rows, codes: int) -> list[float]:

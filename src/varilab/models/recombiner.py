@@ -194,10 +194,14 @@ class Recombiner(nn.Module):
                 log_mult.add_(BUDGET_RATE * (kl_b / self.config.kappa - 1)).clamp_(-10, 10)
         return mu, log_sigma, log_mult
 
-    def _block_values(self, image: int, block: int, dims: torch.Tensor) -> torch.Tensor:
+    def _prior64(self) -> Normal:
+        """The prior in float64 on the CPU, where the candidates are drawn."""
+        return Normal(self.prior_mean.double().cpu(), self.prior_log_std.double().cpu().exp())
+
+    def _block_values(self, prior: Normal, image: int, block: int, dims: torch.Tensor) -> torch.Tensor:
         """The 2^kappa candidates of one image's block [N, d] in h-space, float64 on the CPU: m + s eps."""
         eps = rec.candidates(rec.seed_of(self.config.code_seed, image, block), 2 ** self.config.kappa, len(dims))
-        return self.prior_mean.double().cpu()[dims] + self.prior_log_std.double().cpu().exp()[dims] * eps
+        return prior.loc[dims] + prior.scale[dims] * eps
 
     def code(self, x: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(indices [B, blocks], the sent latents [B, D], the fitted posteriors' KL in bits): fits each image's
@@ -212,13 +216,13 @@ class Recombiner(nn.Module):
             values = torch.zeros(len(x), self.dim, dtype=torch.float64)
             sent = torch.zeros(len(x), self.dim, dtype=torch.bool)
             picks = torch.zeros(len(x), int(blocks.max()) + 1, dtype=torch.int64)
-            g = torch.Generator().manual_seed(seed)
+            g, prior = torch.Generator().manual_seed(seed), self._prior64()
             for b in range(picks.shape[1]):
                 dims = (blocks == b).nonzero()[:, 0]
                 m, s = mu.detach().double().cpu()[:, dims], log_sigma.detach().double().cpu().exp()[:, dims]
-                p = Normal(self.prior_mean.double().cpu()[dims], self.prior_log_std.double().cpu().exp()[dims])
+                p = Normal(prior.loc[dims], prior.scale[dims])
                 for i in range(len(x)):
-                    cand = self._block_values(i, b, dims)  # [N, d]
+                    cand = self._block_values(prior, i, b, dims)  # [N, d]
                     log_w = (Normal(m[i], s[i]).log_prob(cand) - p.log_prob(cand)).sum(-1)  # log q/p per candidate
                     picks[i, b] = rec.choose(log_w, g)
                     values[i, dims] = cand[picks[i, b]]
@@ -234,12 +238,12 @@ class Recombiner(nn.Module):
     @torch.no_grad()
     def latents_of(self, picks: torch.Tensor) -> torch.Tensor:
         """The sent latents [B, D] of indices [B, blocks], from the shared seed alone."""
-        blocks = self.blocks.cpu()
+        blocks, prior = self.blocks.cpu(), self._prior64()
         values = torch.zeros(len(picks), self.dim, dtype=torch.float64)
         for b in range(picks.shape[1]):
             dims = (blocks == b).nonzero()[:, 0]
             for i in range(len(picks)):
-                values[i, dims] = self._block_values(i, b, dims)[picks[i, b]]
+                values[i, dims] = self._block_values(prior, i, b, dims)[picks[i, b]]
         return values.to(self.prior_mean.dtype)
 
     # the codec family's interface: symbol rows, their tables, and images back from them
