@@ -123,3 +123,6 @@ def test_the_front_keeps_only_points_no_other_beats():
 
     rates, psnr = front([2.0, 0.5, 1.0, 1.5, 1.0], [21.0, 20.0, 22.5, 22.0, 21.0])
     assert rates == [0.5, 1.0] and psnr == [20.0, 22.5]  # 1.5 and 2.0 cost more for less
+    rates, psnr = front([2.0, 0.5, 1.0, 1.5, 1.0], [21.0, 20.0, 22.5, 22.0, 21.0], pad=True)
+    assert rates == [0.5, 1.0, 2.0] and psnr == [20.0, 22.5, 22.5]  # flat out to the costliest run: padding
+    assert front([0.5, 1.0], [20.0, 22.0], pad=True) == ([0.5, 1.0], [20.0, 22.0])  # the best run is the costliest

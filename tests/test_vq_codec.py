@@ -142,17 +142,30 @@ def test_the_code_posterior_is_the_responsibility_of_an_isotropic_gaussian_mixtu
         torch.testing.assert_close(q[:, g].detach(), torch.softmax(log_lik, -1), atol=1e-5, rtol=0)
 
 
-def test_the_usage_penalty_is_log_k_minus_the_entropy_of_the_soft_usage_and_spares_the_sharpness():
+def test_the_usage_penalty_is_the_gap_beyond_a_margin_of_log_k_minus_the_entropy_of_scale_free_soft_usage():
     m = _model(quantiser="ema")
     x = torch.rand(8, 1, 16, 16)
     m.init_codebooks(x)
     z = m.vectors(x)
+
+    def gaps(z, codebooks):  # log2 K - H(mean softmax(-||z - c_k||^2 / each group's mean error)), per codebook
+        d2 = (z[..., None, :] - codebooks).pow(2).sum(-1).reshape(-1, 2, 16)
+        q = torch.softmax(-d2 / d2.min(-1).values.mean(0)[:, None], -1).mean(0)
+        return np.log2(16) + (q * q.log2()).sum(-1)
+
     m.quantise(z, tau=0.5)
     with torch.no_grad():
-        q = torch.softmax(m.logits(z, 0), -1).reshape(-1, 2, 16).mean(0)  # soft usage [m, K]
-        gap = (np.log2(16) + (q * q.log2()).sum(-1)).mean()
-    torch.testing.assert_close(m.usage_gap.detach(), gap)
+        expected = gaps(z, m.codebooks[0])
+    torch.testing.assert_close(m.usage_gap.detach(), expected.mean())
     assert 0 < float(m.usage_gap.detach()) <= np.log2(16)
     m.usage_gap.backward()
     assert m.encoder[0].weight.grad.abs().sum() > 0  # the vectors move to spread the usage
     assert m.log_sharpness.grad is None or float(m.log_sharpness.grad.abs()) == 0  # not by blurring q
+    with torch.no_grad():
+        m.codebooks.mul_(3.0)  # a group's scale does not hide its skew
+        m.quantise(3.0 * z, tau=0.5)
+        torch.testing.assert_close(m.usage_gap, expected.mean())
+        m.config.usage_margin = float(expected.min() + expected.max()) / 2  # only the codebook over the margin counts
+        m.quantise(3.0 * z, tau=0.5)
+        torch.testing.assert_close(m.usage_gap, (expected - m.config.usage_margin).clamp_min(0).mean())
+        assert float(m.usage_gap) > 0

@@ -26,12 +26,18 @@ def inside(rates, rate: float) -> bool:
     return float(np.min(rates)) <= rate <= float(np.max(rates))
 
 
-def front(rates, qualities) -> tuple[list[float], list[float]]:
+def front(rates, qualities, pad: bool = False) -> tuple[list[float], list[float]]:
     """The upper rate-distortion envelope of a codec's runs: the points no other point beats with less or equal rate
-    and higher quality, by rate. A baseline run at several settings is read along its best curve."""
+    and higher quality, by rate. A baseline run at several settings is read along its best curve.
+
+    pad: when a run spent more bits than the best point without beating it, the curve goes on flat to that run's
+    rate: any codec reaches its best quality at a higher rate by padding its files, and the baseline was tried
+    there. Beyond the highest rate any run spent, nothing is known (`inside` says so)."""
     points = sorted(zip(map(float, rates), map(float, qualities)), key=lambda p: (p[0], -p[1]))
     kept: list[tuple[float, float]] = []
     for r, q in points:
         if not kept or q > kept[-1][1]:
             kept.append((r, q))
+    if pad and points[-1][0] > kept[-1][0]:
+        kept.append((points[-1][0], kept[-1][1]))
     return [r for r, _ in kept], [q for _, q in kept]

@@ -75,8 +75,11 @@ class CodecOptions:
                               check=unit_interval, models=VQ)
     restart_below: float = option(0.3, "a code used less than this share of 1/K (exponential average) restarts "
                                   "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
-    usage_weight: float = option(0.0, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
+    usage_weight: float = option(0.003, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
                                  "pushes codebooks towards even use (--quantiser ema)",
+                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
+    usage_margin: float = option(0.5, "bits of usage gap each codebook keeps before the usage penalty acts on it: "
+                                 "a codebook of perplexity above K / 2^margin is left alone",
                                  check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
                                check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
@@ -140,7 +143,7 @@ def make_model(opts: CodecOptions, ds):
     return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
                                  stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard,
                                  quantiser=opts.quantiser, ema_decay=opts.ema_decay,
-                                 restart_below=opts.restart_below))
+                                 restart_below=opts.restart_below, usage_margin=opts.usage_margin))
 
 
 def objective(opts: CodecOptions, steps_total: int):

@@ -49,6 +49,7 @@ class VQCodecConfig:
     quantiser: str = "ema"
     ema_decay: float = 0.99
     restart_below: float = 0.3  # ema: a code whose averaged count is under this share of a uniform 1/K restarts
+    usage_margin: float = 0.0  # ema: bits of usage gap log2 K - H a codebook keeps before the usage penalty acts
 
 
 def _encoder(c: VQCodecConfig) -> nn.Sequential:
@@ -102,11 +103,15 @@ class VQCodec(nn.Module):
         z = self.encoder(x).permute(0, 2, 3, 1)
         return z.reshape(*z.shape[:3], self.config.groups, -1)
 
-    def logits(self, z: torch.Tensor, stage: int) -> torch.Tensor:
-        """log q(k | z) up to a constant: -||z - c_k||^2 * sharpness, [..., m, K]."""
+    def distances(self, z: torch.Tensor, stage: int) -> torch.Tensor:
+        """||z - c_k||^2 to each code of the stage's codebooks, [..., m, K]."""
         c = self.codebooks[stage]  # ||z||^2 - 2 z.c + ||c||^2 without the [..., m, K, D/m] differences
         d2 = z.pow(2).sum(-1, keepdim=True) - 2 * torch.einsum("...gd,gkd->...gk", z, c) + c.pow(2).sum(-1)
-        return -d2.clamp_min(0) * self.log_sharpness.exp()
+        return d2.clamp_min(0)
+
+    def logits(self, z: torch.Tensor, stage: int) -> torch.Tensor:
+        """log q(k | z) up to a constant: -||z - c_k||^2 * sharpness, [..., m, K]."""
+        return -self.distances(z, stage) * self.log_sharpness.exp()
 
     def quantise(self, z: torch.Tensor, tau: float | None = None):
         """(quantised vectors like z, codes [S, ..., m] or one-hot samples [S, ..., m, K], rate in bits per vector
@@ -142,17 +147,19 @@ class VQCodec(nn.Module):
         codes, rest, picks, rate, commit, spread = torch.zeros_like(z), z, [], z.new_zeros(z.shape[:-2]), 0.0, 0.0
         self._pending = []
         for s in range(self.config.stages):
-            logits = self.logits(rest, s)
+            d2 = self.distances(rest, s)
+            logits = -d2 * self.log_sharpness.exp()
             log_p = torch.log_softmax(self.prior_logits[s], -1)
             k = logits.argmax(-1)
             onehot = nn.functional.one_hot(k, self.config.codes).to(z.dtype)
             hard = -(onehot * log_p).sum((-1, -2)) / LN2
             q = torch.softmax(logits, -1)
             soft = -(q * log_p.detach()).sum((-1, -2)) / LN2
-            sharp = self.log_sharpness.exp()
-            q_z = torch.softmax(logits * (sharp.detach() / sharp), -1)  # sharpness fixed: only the vectors may spread
+            t = d2.detach().min(-1).values.reshape(-1, self.config.groups).mean(0)  # each group's mean error [m]
+            q_z = torch.softmax(-d2 / t.clamp_min(1e-12)[:, None], -1)  # soft picks on each codebook's own scale
             mean_q = q_z.reshape(-1, *q_z.shape[-2:]).mean(0)  # the batch's soft usage of each code [m, K]
-            spread = spread + (mean_q * mean_q.clamp_min(1e-12).log2()).sum(-1).mean() + math.log2(self.config.codes)
+            gap = (mean_q * mean_q.clamp_min(1e-12).log2()).sum(-1) + math.log2(self.config.codes)  # per codebook [m]
+            spread = spread + (gap - self.config.usage_margin).clamp_min(0).mean()  # only the gap beyond the margin
             rate = rate + hard + (soft - soft.detach())
             picks.append(onehot)
             c = self.codebooks[s, torch.arange(self.config.groups, device=k.device), k].detach()  # [..., m, D/m]
@@ -163,7 +170,7 @@ class VQCodec(nn.Module):
             with torch.no_grad():
                 self.usage[s].mul_(0.99).add_(0.01 * onehot.reshape(-1, *onehot.shape[-2:]).mean(0))
         self.commitment = commit
-        self.usage_gap = spread / self.config.stages  # log2 K - H(batch usage) in bits: 0 when all codes share alike
+        self.usage_gap = spread / self.config.stages  # max(0, log2 K - H(batch usage) - margin) in bits, mean of m
         return z + (codes - z).detach(), picks, rate  # forward the codes' sum, backward the identity
 
     @torch.no_grad()
