@@ -17,6 +17,8 @@ encoder's gradient straight through, adds a commitment loss ||z - sg(c_k)||^2 (`
 the exponential average of the vectors assigned to it (online k-means, `after_optimizer_step`); codes whose averaged
 count falls below `restart_below` / K restart at the worst-served vectors, and the code frequencies are the averaged
 counts. The rate is still -log2 p(k) of the picked codes, with the gradient of E_q[-log2 p(k)] for the encoder.
+A usage penalty (`usage_gap`) is log2 K - H(the batch's soft usage) of each codebook beyond `usage_margin` bits, the
+soft picks taken on each codebook's own scale (distances over the group's mean nearest-code distance).
 """
 from __future__ import annotations
 
