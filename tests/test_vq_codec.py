@@ -143,7 +143,7 @@ def test_the_code_posterior_is_the_responsibility_of_an_isotropic_gaussian_mixtu
 
 
 def test_the_usage_penalty_is_the_gap_beyond_a_margin_of_log_k_minus_the_entropy_of_scale_free_soft_usage():
-    m = _model(quantiser="ema")
+    m = _model(quantiser="ema", usage_margin=0.0)
     x = torch.rand(8, 1, 16, 16)
     m.init_codebooks(x)
     z = m.vectors(x)

@@ -79,7 +79,7 @@ class CodecOptions:
                                  "pushes codebooks towards even use (--quantiser ema)",
                                  check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     usage_margin: float = option(0.5, "bits of usage gap each codebook keeps before the usage penalty acts on it: "
-                                 "a codebook of perplexity above K / 2^margin is left alone",
+                                 "a codebook whose soft usage has perplexity above K / 2^margin is left alone",
                                  check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
                                check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)

@@ -51,7 +51,7 @@ class VQCodecConfig:
     quantiser: str = "ema"
     ema_decay: float = 0.99
     restart_below: float = 0.3  # ema: a code whose averaged count is under this share of a uniform 1/K restarts
-    usage_margin: float = 0.0  # ema: bits of usage gap log2 K - H a codebook keeps before the usage penalty acts
+    usage_margin: float = 0.5  # ema: bits of usage gap log2 K - H a codebook keeps before the usage penalty acts
 
 
 def _encoder(c: VQCodecConfig) -> nn.Sequential:
