@@ -63,6 +63,20 @@ def test_damaged_and_foreign_files_are_refused_in_one_line(runs, tmp_path, capsy
     assert "another model" in capsys.readouterr().err
 
 
+def test_files_are_written_whole_or_not_at_all(runs, tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "x.vlc"
+    assert cli.main(["compress", str(runs / "a"), "--out", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and len(err.splitlines()) == 1
+    f = tmp_path / "x.vlc"
+    f.write_bytes(b"an older file")
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(tmp_path / "d")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "x.vlc"]  # replaced, no temporary left behind
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["codes.npy", "images.npy"]
+    assert np.load(tmp_path / "d" / "images.npy").shape[1] == 1
+
+
 def test_the_factorized_baseline_writes_and_reads_its_files(tmp_path, capsys):
     out = tmp_path / "fac"
     assert cli.main(["train", "--model", "factorized", "--data", "digits", "--epochs", "1", "--latent", "4",

@@ -3,11 +3,13 @@ with its weights, into a checked `.vlc` file (`varilab.codec.container`); `varil
 images, refusing files of another model."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write
 from . import folder
 from .options import option
 from .protocol import Run
@@ -78,9 +80,11 @@ class DecompressOptions:
 def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
     if not opts.out:
         raise ValueError("--out is required: the .vlc file to write")
+    if not Path(opts.out).parent.is_dir():
+        raise ValueError(f"--out {opts.out}: its folder {Path(opts.out).parent} does not exist")
     x = run_images(run, opts.input)
     data, meta = encode(run, x)
-    Path(opts.out).write_bytes(data)
+    atomic_write(opts.out, data)  # a reader, or a second compress to the same path, never sees half a file
     pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
     result = {"file": opts.out, "bytes": len(data), "bpp_file": 8 * len(data) / pixels,
               "bpp_estimated": meta["estimated_bits"] / pixels, "images": int(x.shape[0])}
@@ -115,7 +119,9 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "images.npy", x.numpy())
-    np.save(out / "codes.npy", codes.numpy())  # the symbol rows: one per codebook or channel; recombiner: one
+    for name, array in (("images.npy", x.numpy()), ("codes.npy", codes.numpy())):  # codes: a row per codebook
+        buffer = io.BytesIO()  # or channel (recombiner: one)
+        np.save(buffer, array)
+        atomic_write(out / name, buffer.getvalue())
     return ({"images": int(x.shape[0]), "out": str(out)},
             [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
