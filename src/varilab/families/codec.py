@@ -10,10 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from . import folder, register
 from ._codec_files import CompressOptions, DecompressOptions, compress, decode, decompress, encode, encoded, images
-from .options import option, positive, positive_int, unit_interval
+from .options import non_negative, option, positive, positive_int, unit_interval
 from .protocol import Family, Run
 
 __all__ = ["CodecOptions", "CompressOptions", "DecompressOptions", "FAMILY", "decode", "encode", "images"]
@@ -55,7 +54,7 @@ class CodecOptions:
     fourier: int = option(8, "frequencies of the INR's Fourier features (1 to the Nyquist rate)", check=positive_int,
                           models=INR)
     grid_channels: int = option(2, "channels of each image's latent grid (side: a quarter of the image's); 0: none",
-                                check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=("recombiner",))
+                                check=non_negative, models=("recombiner",))
     kappa: int = option(12, "bits per coded block: 2^kappa shared-seed candidates each",
                         check=lambda v: None if 1 <= v <= 16 else f"must lie in 1..16, got {v}", models=INR)
     em_rounds: int = option(5, "coordinate-ascent rounds: the prior is moment-matched after each 1/rounds of "
@@ -63,7 +62,7 @@ class CodecOptions:
     fit_steps: int = option(500, "Adam steps fitting the posterior of an image to compress", check=positive_int,
                             models=INR)
     finetune_steps: int = option(5, "Adam steps on the blocks still to send after each sent block",
-                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=INR)
+                                 check=non_negative, models=INR)
     hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
                         models=VQ)
     quantiser: str = option("ema", "how codes are picked in training", models=VQ, choices={
@@ -77,13 +76,13 @@ class CodecOptions:
                                   "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
     usage_weight: float = option(0.003, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
                                  "pushes codebooks towards even use (--quantiser ema)",
-                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
+                                 check=non_negative, models=VQ)
     usage_margin: float = option(0.5, "bits of usage gap each codebook keeps before the usage penalty acts on it: "
                                  "a codebook whose soft usage has perplexity above K / 2^margin is left alone",
-                                 check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
+                                 check=non_negative, models=VQ)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
-                               check=lambda v: None if v >= 0 else f"must be >= 0, got {v}", models=VQ)
-    rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=lambda v: None if v >= 0 else f"must be >= 0, got {v}")
+                               check=non_negative, models=VQ)
+    rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=non_negative)
     tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive,
                               models=VQ)
     tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive, models=VQ)
