@@ -24,11 +24,8 @@ from .core import vae_loss
 from .core.conditioning import bind, split
 from .data import Dataset
 from .perf import tune_malloc
+from .run_files import CHECKPOINT, METRICS, STEPS, WEIGHTS  # noqa: F401  (re-exported: the trainer writes them)
 
-CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
-STEPS = "steps.jsonl"  # training logs every few steps, so that short runs draw a curve too
 CURVE_POINTS = 100  # about this many step lines per run
 
 Objective = Callable[[nn.Module, torch.Tensor], dict]

@@ -11,12 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import atomic_write, read_header
-from ..report import REPORT
-from ..train import CHECKPOINT, METRICS, STEPS, WEIGHTS
+from ..run_files import CHECKPOINT, CONFIG, METRICS, REPORT, STEPS, WEIGHTS
 from . import options
 
-CONFIG = "config.json"
 FORMAT = 2  # 1: written before config.json recorded its format (VAE folders then recorded no family)
 RUN_FILES = (CONFIG, METRICS, STEPS, WEIGHTS, CHECKPOINT, REPORT)
 LOCK = ".lock"  # holds the PID and command of the process writing the folder
@@ -148,6 +145,8 @@ def check_out_dir(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        from ..checkpoint import read_header
+
         read_header(out / CHECKPOINT)  # a damaged or truncated checkpoint is refused before any work
         return
     if out.exists() and not out.is_dir():
@@ -161,6 +160,8 @@ def check_out_dir(out: Path, resume: bool, force: bool) -> None:
 def begin(out: str | Path, family, opts, resume: bool, **extra) -> Path:
     """Start (or continue) writing a run: a fresh run first removes an old one's files; config.json records
     the family, the format and the options (with `extra` facts such as sizes derived from the data)."""
+    from ..checkpoint import atomic_write
+
     out = Path(out)
     if not resume:
         for name in RUN_FILES + tuple(family.files):

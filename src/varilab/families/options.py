@@ -3,7 +3,9 @@ applies to. Everything else is derived from the fields: the command-line flags (
 the config-file keys, validation, and the configuration table of the report.
 
     @dataclass
-    class MyOptions:
+    class MyOptions(TrainOptions):
+        DEFAULTS = {"epochs": 20}                   # this family's values of the shared options
+        PER_MODEL = {"mixed": {"lr": 1e-2}}         # a model's values of any option
         model: str = option("mine", "the model")
         width: int = option(64, "hidden units", check=positive_int)
         mix: float = option(0.5, "mixing weight", check=unit_interval, models=("mixed",))
@@ -15,8 +17,9 @@ import difflib
 import json
 import tomllib
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 
 def option(default, help: str, *, check=None, choices=None, models=None, parse=None):
@@ -60,6 +63,43 @@ def floats(text) -> list[float]:
     return [float(v) for v in str(text).split(",") if v.strip()]
 
 
+def default_for(cls, name: str, model: str):
+    """An option's value for `model` when none is given: the model's (cls.PER_MODEL), else the family's
+    (cls.DEFAULTS), else the field's own default."""
+    for table in (getattr(cls, "PER_MODEL", {}).get(model, {}), getattr(cls, "DEFAULTS", {})):
+        if name in table:
+            return table[name]
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+@dataclass
+class TrainOptions:
+    """What every family trains with. A family's options class extends it and adds only its own fields; its
+    values of these (and any model's values of any option) are data: DEFAULTS = {option: value} for the family,
+    PER_MODEL = {model: {option: value}}, HELP = {option: text} where the family's words are more exact. An
+    option left None takes its value for the model when the options are made, so config.json records it."""
+    DEFAULTS: ClassVar[dict] = {}
+    PER_MODEL: ClassVar[dict] = {}
+    HELP: ClassVar[dict] = {}
+    data: str | None = option(None, "data set name or a .npy/.npz/.csv path")
+    epochs: int | None = option(None, "epochs to train (with --resume, the new total)", check=positive_int)
+    batch_size: int | None = option(None, "examples per batch", check=positive_int)
+    lr: float | None = option(None, "Adam learning rate", check=positive)
+    seed: int = option(0, "random seed of the split, initialisation and sampling")
+    test_fraction: float | None = option(None, "share of the data held out as the test split", check=unit_interval)
+
+    def __post_init__(self):
+        model = getattr(self, axis(type(self)), None)
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) is None:
+                setattr(self, f.name, default_for(type(self), f.name, model))
+
+
+def help_of(cls, f: dataclasses.Field) -> str:
+    return getattr(cls, "HELP", {}).get(f.name, f.metadata["help"])
+
+
 def applies(f: dataclasses.Field, model: str) -> bool:
     return f.metadata.get("models") is None or model in f.metadata["models"]
 
@@ -67,6 +107,11 @@ def applies(f: dataclasses.Field, model: str) -> bool:
 def axis(cls) -> str:
     """The field whose value decides which options apply: `model`, or the class's AXIS (e.g. a solver's method)."""
     return getattr(cls, "AXIS", "model")
+
+
+def chosen(opts) -> str | None:
+    """The value of the options' axis (the model, a method, ...); None for a class without one."""
+    return getattr(opts, axis(type(opts)), None)
 
 
 def fields_for(cls, model: str) -> list[dataclasses.Field]:
@@ -84,18 +129,18 @@ def flag(name: str) -> str:
 
 def settings(opts) -> list[tuple[str, object]]:
     """(option, value) for the options that apply to the run's model: the report's configuration table."""
-    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), getattr(opts, axis(type(opts))))
+    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), chosen(opts))
             if getattr(opts, f.name) is not None]
 
 
 def to_dict(opts) -> dict:
     """The options that apply to the run's model, as written to config.json."""
-    return {f.name: getattr(opts, f.name) for f in fields_for(type(opts), getattr(opts, axis(type(opts))))}
+    return {f.name: getattr(opts, f.name) for f in fields_for(type(opts), chosen(opts))}
 
 
 def validate(opts) -> None:
     """Check every applicable option against its choices and constraint; one error naming the option."""
-    for f in fields_for(type(opts), getattr(opts, axis(type(opts)))):
+    for f in fields_for(type(opts), chosen(opts)):
         value = getattr(opts, f.name)
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         if choices and value not in choices:
@@ -173,8 +218,8 @@ def _build(cls, model: str, extra):
             raise ValueError(message)
 
     hints = typing.get_type_hints(cls)
-    chosen = [f for f in fields_for(cls, model) if f.name != axis(cls)]
-    view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(f)) for f in chosen])
+    shown = [f for f in fields_for(cls, model) if f.name != axis(cls)]
+    view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(cls, f, model)) for f in shown])
     view.__doc__ = f"Options of {model}:"
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
     for name, kwargs in extra:
@@ -183,16 +228,18 @@ def _build(cls, model: str, extra):
     return p
 
 
-def _cli_field(f: dataclasses.Field) -> dataclasses.Field:
-    custom = {"help": f.metadata["help"]}
+def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
+    """The field as simple-parsing sees it: the model's default (shown in --help), the family's help text."""
+    custom = {"help": help_of(cls, f)}
     if f.metadata.get("choices"):
         custom["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
     if f.metadata.get("parse"):
         custom.update(type=_reader(f.metadata["parse"]), nargs=None)
     meta = {"custom_args": custom}
-    if f.default_factory is not dataclasses.MISSING:
-        return field(default_factory=f.default_factory, metadata=meta)
-    return field(default=f.default, metadata=meta)
+    default = default_for(cls, f.name, model)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _reader(parse):
@@ -212,6 +259,7 @@ def _reader(parse):
 def parse(cls, model: str, argv: list[str], prog: str, extra=()) -> tuple[object, object]:
     """(options, namespace of the extra arguments) from command-line words; the options are validated."""
     ns = parser(cls, model, prog, extra).parse_args(argv)
-    opts = cls(**{axis(cls): model}, **dataclasses.asdict(ns.options))
+    has_axis = any(f.name == axis(cls) for f in dataclasses.fields(cls))
+    opts = cls(**({axis(cls): model} if has_axis else {}), **dataclasses.asdict(ns.options))
     validate(opts)
     return opts, ns

@@ -1,18 +1,17 @@
-"""What a model family answers: the same few verbs for every family, as plain functions.
+"""What a model family answers: the same few verbs for every family, as plain functions, and its own commands
+as data.
 
     train(opts, out, resume, quiet) -> list of epoch metrics   (calls folder.begin once its input is checked)
-    load(out, opts, data) -> Run                               (data: another data set, or None)
-    evaluate(run, nll_k) -> dict                               (JSON-ready numbers)
-    diagnose(run, threshold) -> (dict, list of text lines)
+    load(run_dir, opts, data, raw) -> Run                      (data: another data set, or None)
+    evaluate(run, **flags) -> dict                             (JSON-ready numbers)
+    diagnose(run, **flags) -> (dict, list of text lines)
     report(run) -> report.Page                                 (sections as data; the report draws the rest)
-    sample(run, n, steps, sampler, seed, prior) -> {name: array}
-    solve(run, opts, out, quiet) -> summary line              (inverse problems with the run as the prior)
-    attack(run, opts, out, quiet) -> summary line             (the posterior collapse attack on the run's encoder)
-    robustness(run, opts) -> (dict, list of text lines)       (a purifier run against classifier attacks)
-    predict(run, opts) -> (dict, list of text lines)          (follow new sequences online and predict ahead)
-    compress(run, opts), decompress(run, opts) -> (dict, lines) (images to a .vlc bitstream and back)
+    sample(run, n, seed, **flags) -> {name: array}
 
-A verb a family cannot answer is None, and `why_not[verb]` says why in one line (else `WHY_NOT[verb]`).
+`flags` are the fields of the options class the family declares for that verb (`Family.flags`), so a verb's
+own flags (`varilab eval RUN --nll`) belong to the family that uses them. A verb a family cannot answer is
+None. Any other command is an entry of `Family.commands`: a `Command` brings its options, its function and its
+one line of help, and the command line builds `varilab NAME` from it.
 """
 from __future__ import annotations
 
@@ -20,41 +19,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+VERBS = ("evaluate", "diagnose", "report", "sample")  # every family's verbs beyond train and load
 
-WHY_NOT = {"compress": "`varilab compress` takes a codec run (varilab train --model vq-codec)",
-           "decompress": "`varilab decompress` takes the codec run that wrote the file",
-           "robustness": "`varilab robustness` takes a purifier run (varilab train --model purifier) and a "
-                         "classifier run (--classifier)"}
+
+@dataclass(frozen=True)
+class Command:
+    """A command of the families that list it: `varilab NAME RUN [options]`.
+
+    `run(run, opts) -> (dict, lines)` prints the lines, or the dict with --json. With `writes` (the files it
+    writes into a folder), the command also takes --out DIR, --force and --quiet, and is called
+    `run(run, opts, out, quiet)`; an earlier result's files in --out are replaced only with --force.
+    """
+    help: str  # one line, for `varilab --help`
+    options: type  # a dataclass of its options, each declared once (an AXIS class attribute picks which apply)
+    run: Callable
+    choices: dict[str, str] | None = None  # the values of the options' AXIS field, each with one line
+    about_run: str = "the run folder"  # what RUN must be, for --help
+    writes: tuple[str, ...] = ()
 
 
 @dataclass
 class Family:
     name: str
     models: dict[str, str]  # model name -> one line
-    options: type  # the dataclass of every option of the family (see families.options)
+    options: type  # the dataclass of every training option of the family (extends options.TrainOptions)
     train: Callable
     load: Callable
     evaluate: Callable | None = None
     diagnose: Callable | None = None
     report: Callable | None = None
     sample: Callable | None = None
-    solve: Callable | None = None
-    attack: Callable | None = None
-    robustness: Callable | None = None
-    predict: Callable | None = None
-    compress: Callable | None = None
-    decompress: Callable | None = None
-    why_not: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, type] = field(default_factory=dict)  # verb -> the dataclass of the family's own flags of it
+    commands: dict[str, Command] = field(default_factory=dict)  # the family's own commands, by name
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
     upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones
 
-    def verb(self, name: str) -> Callable:
-        """The family's function for a command, or a ValueError saying why the command does not apply."""
-        fn = getattr(self, name)
-        if fn is None:
-            raise ValueError(self.why_not.get(name) or WHY_NOT.get(name, f"`varilab {name}` does not apply to {self.name} runs"))
-        return fn
+    def answers(self, name: str) -> bool:
+        """Whether the family has the verb or command `name`."""
+        return name in self.commands or (name in VERBS and getattr(self, name) is not None)
 
 
 @dataclass

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from ._attack import attack, fraction
-from .options import ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
-from .protocol import Family, Run
+from . import folder, registry
+from .attack import ATTACK, fraction
+from .collapse import ActivityFlags, encoder_diagnosis
+from .options import TrainOptions, ints, non_negative, option, positive, positive_int, positive_ints
+from .protocol import Command, Family, Run
 
 MODELS = {"classifier": "a small CNN image classifier (two convolutions, one hidden layer), trained by cross-entropy",
           "purifier": "a VAE with a spectrally normalised encoder and a quantised latent mean: purify(x) before any "
@@ -18,9 +19,10 @@ PURIFIER, CLASSIFIER = ("purifier",), ("classifier",)
 
 
 @dataclass
-class RobustOptions:
+class RobustOptions(TrainOptions):
+    DEFAULTS = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
+    HELP = {"data": "image data set name or a .npy/.npz path (labels needed by the classifier)"}
     model: str = option("purifier", "the model", choices=MODELS)
-    data: str = option("digits", "image data set name or a .npy/.npz path (labels needed by the classifier)")
     latent_dim: int = option(32, "number of latent dimensions", check=positive_int, models=PURIFIER)
     hidden: list[int] = option([512, 256], "the encoder's hidden sizes (the decoder mirrors them)", parse=ints,
                                check=positive_ints, models=PURIFIER)
@@ -38,11 +40,6 @@ class RobustOptions:
                          check=non_negative, models=PURIFIER)
     width: int = option(32, "channels of the first convolution (the second has twice as many)", check=positive_int,
                         models=CLASSIFIER)
-    epochs: int = option(20, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(128, "batch size", check=positive_int)
-    lr: float = option(1e-3, "Adam learning rate", check=positive)
-    seed: int = option(0, "random seed for split, initialisation and sampling")
-    test_fraction: float = option(0.2, "share of the data held out as the test split", check=unit_interval)
 
 
 @dataclass
@@ -117,7 +114,7 @@ def _test(run: Run, n: int | None = None):
     return x, y
 
 
-def evaluate(run: Run, nll_k=None) -> dict:
+def evaluate(run: Run) -> dict:
     """The classifier's test accuracy; the purifier's test ELBO, its Lipschitz bound, the share of codes a
     perturbation of L2 norm 0.1 could change, and how many code values each latent uses."""
     import torch
@@ -126,8 +123,6 @@ def evaluate(run: Run, nll_k=None) -> dict:
     from ..models.robustness import accuracy
     from ..train import evaluate as mean_over
 
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family")
     x, y = _test(run)
     result = {"data": run.data.name, "n_test": len(x)}
     if run.options.model == "classifier":
@@ -148,11 +143,12 @@ def evaluate(run: Run, nll_k=None) -> dict:
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
-    from .vae import diagnose as vae_diagnose
+    from ..train import test_inputs
 
     if run.options.model == "classifier":
         raise ValueError("a classifier has no latent posterior to diagnose; diagnose a purifier run")
-    return vae_diagnose(run, threshold)
+    x = test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
+    return encoder_diagnosis(run.model, x, None, threshold)
 
 
 def report(run: Run):
@@ -180,12 +176,11 @@ def report(run: Run):
 def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
     """Clean and robust accuracy of a classifier run with and without this purifier."""
     from ..models.robustness import robustness as score
-    from . import load as load_run
 
     if run.options.model != "purifier":
         raise ValueError(f"{run.dir} is a {run.options.model} run; `varilab robustness` takes the purifier run first "
                          "and the classifier as --classifier")
-    clf = load_run(opts.classifier)
+    clf = registry.load(opts.classifier)
     if clf.options.model != "classifier":
         raise ValueError(f"--classifier {opts.classifier} is a {clf.options.model} run, not a classifier")
     if clf.data.x_dim != run.data.x_dim:
@@ -207,7 +202,8 @@ def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
     return r, lines
 
 
-FAMILY = register(Family("robust", MODELS, RobustOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, attack=attack, robustness=robustness,
-                         why_not={"sample": "the robustness models are not generative samplers",
-                                  "solve": "`varilab solve` takes a diffusion run as the prior"}))
+ROBUSTNESS = Command("a purifier run against FGSM, PGD and BPDA on a classifier run", RobustnessOptions, robustness,
+                     about_run="the purifier run (the classifier is --classifier)")
+FAMILY = registry.register(Family("robust", MODELS, RobustOptions, train=train, load=load, evaluate=evaluate,
+                                  diagnose=diagnose, report=report, flags={"diagnose": ActivityFlags},
+                                  commands={"attack": ATTACK, "robustness": ROBUSTNESS}))

@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from .options import non_negative, option, positive, positive_int, unit_interval
+from . import folder
+from .options import TrainOptions, non_negative, option, positive, positive_int
 from .protocol import Family, Run
+from .registry import register
 
 MODELS = {"topk": "sparse autoencoder keeping the k largest codes per token, with AuxK on dead latents",
           "batchtopk": "sparse autoencoder keeping the batch's k * B largest codes",
@@ -21,16 +22,14 @@ K_MODELS = ("topk", "batchtopk", "vsae")
 
 
 @dataclass
-class SAEOptions:
+class SAEOptions(TrainOptions):
+    DEFAULTS = {"epochs": 2, "batch_size": 512, "lr": 4e-4, "test_fraction": 0.05}
+    HELP = {"data": "the activations: a folder from `varilab data collect`, or a .npy file [N, d]",
+            "epochs": "passes over the training tokens (with --resume, the new total)", "batch_size": "tokens per step",
+            "seed": "random seed for initialisation and batches", "test_fraction": "the last share of the tokens, held out"}
     model: str = option("topk", "the model", choices=MODELS)
-    data: str | None = option(None, "the activations: a folder from `varilab data collect`, or a .npy file [N, d]")
     features: int = option(3072, "dictionary size F", check=positive_int)
     k: int = option(32, "active latents per token", check=positive_int, models=K_MODELS)
-    epochs: int = option(2, "passes over the training tokens (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(512, "tokens per step", check=positive_int)
-    lr: float = option(4e-4, "Adam learning rate", check=positive)
-    seed: int = option(0, "random seed for initialisation and batches")
-    test_fraction: float = option(0.05, "the last share of the tokens, held out", check=unit_interval)
     kl_coef: float = option(1.0, "kappa, the KL weight reached after the warm-up", check=non_negative, models=("vsae",))
     kl_warmup_steps: int | None = option(None, "steps of linear warm-up of kappa from 0 (default: a tenth of the run)",
                                          check=non_negative, models=("vsae",))
@@ -177,10 +176,8 @@ def _line(h: dict) -> str:
             + (f", embedding recovered {emb:.4f}" if emb is not None else ""))
 
 
-def evaluate(run: Run, nll_k=None) -> dict:
+def evaluate(run: Run) -> dict:
     """The held-out reconstruction: explained variance, FVU, L0, fraction alive, shrinkage (no embedding)."""
-    if nll_k:
-        raise ValueError("--nll applies to models with a likelihood; an SAE reports its explained variance")
     h = health(run, embedding=False) if not (run.dir / HEALTH).exists() else _saved_health(run)
     keys = ("explained_variance", "fvu", "l0", "alive_in_training", "fraction_alive", "dead",
             "relative_reconstruction_bias", "test_tokens")
@@ -205,7 +202,15 @@ def sae_lens_dead(run: Run, window_batches: int) -> dict:
             "batch_tokens": run.options.batch_size}
 
 
-def diagnose(run: Run, threshold: float | None = None, sae_lens_window: int | None = None) -> tuple[dict, list[str]]:
+@dataclass
+class SAELensFlags:
+    """`varilab diagnose`'s flags of an SAE run."""
+    sae_lens_window: int | None = option(None, "also count dead latents as sae-lens does: more than this many "
+                                         "training batches since the batch in which they last fired (its "
+                                         "dead_feature_window)")
+
+
+def diagnose(run: Run, sae_lens_window: int | None = None) -> tuple[dict, list[str]]:
     h = dict(_saved_health(run))
     lines = [_line(h), dead_line(h),
              f"held-out tokens {h['test_tokens']:,}: FVU {h['fvu']:.4f}, {h['dead']} of {h['features']} latents did "
@@ -272,9 +277,4 @@ def upgrade(raw: dict) -> dict:
 
 
 FAMILY = register(Family("sae", MODELS, SAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, upgrade=upgrade, files=(HEALTH,),
-                         why_not={"sample": "an SAE reconstructs activations; it has no prior to sample from",
-                                  "solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
-                                           "ddpm); an SAE run is not one",
-                                  "attack": "an SAE's codes are not a Gaussian posterior; `varilab attack` takes a VAE, "
-                                            "diffusevae or purifier run"}))
+                         report=report, flags={"diagnose": SAELensFlags}, upgrade=upgrade, files=(HEALTH,)))

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from .options import floats, ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
-from .protocol import Family, Run
+from . import folder
+from .options import TrainOptions, floats, ints, non_negative, option, positive, positive_int, positive_ints
+from .protocol import Command, Family, Run
+from .registry import register
 
 MODELS = {"pvrnn": "PV-RNN: multiple-timescale RNN layers, a posterior of free adaptive vectors per training sequence "
                    "and step, the KL weighted by the meta-prior w"}
@@ -19,16 +20,18 @@ def _at_least_one(v):
 
 
 @dataclass
-class SequenceOptions:
+class SequenceOptions(TrainOptions):
+    DEFAULTS = {"data": "switching", "epochs": 1000, "batch_size": 16, "lr": 1e-2, "test_fraction": 1 / 3}
+    HELP = {"data": "switching (generated circle / figure-eight sequences) or a .npy file [sequences, time, dims]",
+            "test_fraction": "share of the sequences held out as test sequences", "batch_size": "sequences per batch",
+            "lr": "Adam learning rate (the weights and the adaptive vectors; at 1e-3, 600 epochs of 16 switching "
+                  "sequences left the training error 100 times higher)"}
     model: str = option("pvrnn", "the model", choices=MODELS)
-    data: str = option("switching", "switching (generated circle / figure-eight sequences) or a .npy file "
-                       "[sequences, time, dims]")
     n: int = option(24, "switching: number of sequences", check=positive_int)
     length: int = option(100, "switching: steps per sequence", check=lambda v: None if v >= 2 else
                          f"must be at least 2, got {v}")
     p_circle: float = option(0.7, "switching: probability that a 10-step segment is a circle",
                              check=lambda v: None if 0 <= v <= 1 else f"must lie in [0, 1], got {v}")
-    test_fraction: float = option(1 / 3, "share of the sequences held out as test sequences", check=unit_interval)
     d: list[int] = option([20, 8], "deterministic units per layer, the bottom (output) layer first", parse=ints,
                           check=positive_ints)
     z: list[int] = option([2, 1], "latent units per layer", parse=ints, check=positive_ints)
@@ -38,11 +41,6 @@ class SequenceOptions:
                                      "for every layer, or one per layer", parse=floats,
                                      check=lambda v: None if v and min(v) >= 0 else f"must be non-negative, got {v}")
     w1: float = option(1.0, "the weight of the KL at t = 1 (against N(0, I))", check=non_negative)
-    epochs: int = option(1000, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(16, "sequences per batch", check=positive_int)
-    lr: float = option(1e-2, "Adam learning rate (the weights and the adaptive vectors; at 1e-3, 600 epochs of 16 "
-                       "switching sequences left the training error 100 times higher)", check=positive)
-    seed: int = option(0, "random seed for data, split, initialisation and sampling")
 
 
 def check(opts: SequenceOptions) -> tuple[float, ...]:
@@ -119,15 +117,13 @@ def fitted(run: Run) -> dict:
                      batch=len(x), sigma=False)
 
 
-def evaluate(run: Run, nll_k=None) -> dict:
+def evaluate(run: Run) -> dict:
     """Training sequences: squared error and KL per layer under their adaptive vectors; test sequences: the error of
     the network run on its prior's means; generation: the mean prior standard deviation per layer."""
     import torch
 
     from ..models.pvrnn import objective
 
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family")
     m, seqs = run.model, run.data
     fit = objective(seqs.x_train.to(m.out.weight.device), fitted(run), m.config)
     test = seqs.x_test.to(m.out.weight.device)
@@ -141,7 +137,7 @@ def evaluate(run: Run, nll_k=None) -> dict:
             **{f"sigma_p_layer{l + 1}": float(gen["sigma_p"][:, l, 1:].mean()) for l in range(m.layers)}}
 
 
-def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
+def diagnose(run: Run) -> tuple[dict, list[str]]:
     """KL per layer and per time step of the training sequences, and the mean prior standard deviation in
     generation per layer and step."""
     m = run.model
@@ -267,14 +263,18 @@ def report(run: Run):
     return Page(f"pvrnn on {run.data.name}", verdict, sections, ["loss", "recon", "kl"])
 
 
-def sample(run: Run, n: int, seed: int = 0, length: int | None = None, **unused) -> dict:
-    for key, value in unused.items():
-        if value is not None:
-            raise ValueError(f"--{key} does not apply to a sequence run; it takes --n and --length")
+@dataclass
+class SampleFlags:
+    """`varilab sample`'s flags of a sequence run."""
+    length: int | None = option(None, "steps per sequence (default: the training length)", check=positive_int)
+
+
+def sample(run: Run, n: int, seed: int = 0, length: int | None = None) -> dict:
     return {"samples": generation(run, n, length, seed)["x"]}
 
 
+PREDICT = Command("follow new sequences by error regression and predict ahead", PredictOptions, predict,
+                  choices=METHODS, about_run="the sequence run (varilab train --model pvrnn)")
 FAMILY = register(Family("sequence", MODELS, SequenceOptions, train=train, load=load, evaluate=evaluate,
-                         diagnose=diagnose, report=report, sample=sample, predict=predict,
-                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
-                                  "attack": "a PV-RNN has no encoder to attack: its posterior is free adaptive vectors"}))
+                         diagnose=diagnose, report=report, sample=sample, flags={"sample": SampleFlags},
+                         commands={"predict": PREDICT}))

@@ -6,10 +6,12 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from ._attack import attack
-from .options import (floats, ints, non_negative, option, positive, positive_int, positive_ints, unit_interval)
+from . import folder
+from .attack import ATTACK
+from .collapse import ActivityFlags, encoder_diagnosis
+from .options import TrainOptions, floats, ints, non_negative, option, positive, positive_int, positive_ints
 from .protocol import Family, Run
+from .registry import register
 
 MODELS = {
     "vae": "MLP or convolutional VAE, Bernoulli or Gaussian (fixed or learned variance) likelihood",
@@ -37,9 +39,9 @@ def _obs_var(text):
 
 
 @dataclass
-class VAEOptions:
+class VAEOptions(TrainOptions):
+    DEFAULTS = {"data": "digits", "epochs": 50, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
     model: str = option("vae", "the model", choices=MODELS)
-    data: str = option("digits", "data set name or a .npy/.npz/.csv path")
     latent_dim: int = option(16, "number of latent dimensions", check=positive_int)
     hidden: list[int] = option([512], "hidden layer sizes, comma-separated", parse=ints, check=positive_ints,
                                models=NONLINEAR)
@@ -58,9 +60,6 @@ class VAEOptions:
     beta2: float = option(1.0, "weight of the second level's KL", check=non_negative, models=HIERARCHICAL)
     enc_var_1: float | None = option(None, "fix the first level's encoder variance (default: learned)",
                                      check=positive, models=HIERARCHICAL)
-    epochs: int = option(50, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(128, "batch size", check=positive_int)
-    lr: float = option(1e-3, "Adam learning rate", check=positive)
     beta: float = option(1.0, "weight of the KL term", check=non_negative)
     objective: str = option("elbo", "training objective", choices=("elbo", "iwae"))
     samples: int = option(1, "Monte-Carlo samples per data point; the K of iwae", check=positive_int)
@@ -73,10 +72,8 @@ class VAEOptions:
     free_bits: float = option(0.0, "free bits per latent dimension, in nats (0: off)", check=non_negative)
     kl_warmup_epochs: int = option(0, "epochs of linear KL warm-up from 0 to --beta (0: off)", check=non_negative)
     kl_cycle_epochs: int = option(0, "epochs per cycle of cyclical KL annealing (0: off)", check=non_negative)
-    seed: int = option(0, "random seed for split, initialisation and sampling")
     binarize: str = option("none", "binarise the data once (fixed) or per batch (dynamic)",
                            choices=("none", "fixed", "dynamic"))
-    test_fraction: float = option(0.2, "share of the data held out as the test split", check=unit_interval)
     n: int | None = option(None, "generated data: number of samples (default 10000)", check=positive_int)
     spectrum: list[float] | None = option(None, "linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5", parse=floats)
     dim: int | None = option(None, "linear-gaussian: data dimension (the last eigenvalue repeats)", check=positive_int)
@@ -192,13 +189,22 @@ def _test_split(run: Run):
     return x, None if run.data.c_test is None else run.data.c_test.to(device)
 
 
-def evaluate(run: Run, nll_k: list[int] | None = None, seed: int = 0) -> dict:
+@dataclass
+class NLLFlags:
+    """`varilab eval`'s flags of a VAE run."""
+    nll: bool = option(False, "add the importance-sampled negative log-likelihood")
+    k: list[int] = option([1000], "importance samples for --nll; a list (1,10,100,1000) adds the sweep", parse=ints,
+                          check=positive_ints)
+
+
+def evaluate(run: Run, nll: bool = False, k: list[int] = (1000,), seed: int = 0) -> dict:
     """Mean ELBO, reconstruction log-likelihood and KL over the test split (Monte-Carlo with a fixed seed);
     for a linear-vae also the exact negative log-likelihood -log N(x; b, W W^T + sigma^2 I).
 
-    With `nll_k`, the importance-sampled NLL for each K: "nll", "nll_se" and "elbo_gap" for the largest
+    With `nll`, the importance-sampled NLL for each K of `k`: "nll", "nll_se" and "elbo_gap" for the largest
     K, and "nll_sweep" (one entry per K) when several are given.
     """
+    nll_k = list(k) if nll else None
     import torch
 
     from ..core import elbo_terms, hierarchical_elbo_terms, log_likelihood
@@ -236,18 +242,8 @@ def evaluate(run: Run, nll_k: list[int] | None = None, seed: int = 0) -> dict:
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
-    from ..diagnostics import diagnose as collapse
     x, cond = _test_split(run)
-    d = collapse(run.model, x, threshold=threshold, cond=cond)
-    result = d.to_dict()
-    kind = {**{i: "active" for i in d.active}, **{i: "passive" for i in d.passive}, **{i: "mixed" for i in d.mixed}}
-    lines = [d.verdict(), f"{'dim':>4} {'KL (nats)':>10} {'activity':>10} {'E var q':>9}  variable"]
-    lines += [f"{i:>4} {result['kl_per_dim'][i]:>10.4f} {result['activity'][i]:>10.4f} "
-              f"{result['mean_posterior_var'][i]:>9.4f}  {kind[i]}" for i in range(len(result["kl_per_dim"]))]
-    if "mutual_information" in result:
-        lines.append(f"I(x; z) = {result['mutual_information']:.4f} nats, "
-                     f"KL(q(z) || p(z)) = {result['marginal_kl']:.4f} nats")
-    return result, lines
+    return encoder_diagnosis(run.model, x, cond, threshold)
 
 
 def report(run: Run):
@@ -277,15 +273,12 @@ def report(run: Run):
     return Page(f"{run.options.model} on {run.data.name}", verdict, sections, curves)
 
 
-def sample(run: Run, n: int, seed: int = 0, **unused) -> dict:
+def sample(run: Run, n: int, seed: int = 0) -> dict:
     """Decoder means of z ~ p(z) (not for conditional models, whose prior needs a condition)."""
     import torch
 
     from ..core import sample_latent
 
-    for key, value in unused.items():
-        if value is not None:
-            raise ValueError(f"--{key} applies to the diffusion models; a {run.options.model} samples z ~ p(z) and decodes it")
     if run.options.model in CONDITIONAL:
         raise ValueError(f"a {run.options.model} samples given a condition; `varilab report` shows its conditional samples")
     torch.manual_seed(seed)
@@ -306,6 +299,5 @@ def upgrade(raw: dict) -> dict:
 
 
 FAMILY = register(Family("vae", MODELS, VAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, sample=sample, attack=attack, upgrade=upgrade,
-                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior (varilab train --model "
-                                           "ddpm); a VAE run is not one"}))
+                         report=report, sample=sample, flags={"evaluate": NLLFlags, "diagnose": ActivityFlags},
+                         commands={"attack": ATTACK}, upgrade=upgrade))

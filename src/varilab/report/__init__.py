@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import atomic_write
+from ..run_files import REPORT
 from .page import Page, Section, html_page, img, number, render, table
-
-REPORT = "report.html"
 
 
 def write_report(run, page: Page, out: str | Path | None = None, force: bool = False) -> Path:

@@ -7,12 +7,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..checkpoint import atomic_write
-from . import folder
-from .options import option
-from .protocol import Run
+from .. import folder
+from ..options import option
+from ..protocol import Command, Run
 
 
 def images(ds, split: str = "train"):
@@ -22,7 +19,7 @@ def images(ds, split: str = "train"):
 
 
 def identity(run: Run) -> str:
-    from ..codec.container import model_hash
+    from ...codec.container import model_hash
 
     return model_hash((run.dir / folder.WEIGHTS).read_bytes())
 
@@ -35,7 +32,7 @@ def encode(run: Run, x) -> tuple[bytes, dict]:
 
 def encoded(run: Run, x):
     """(a .vlc file's bytes, what it holds, the symbol rows written [R, n]) for images x [N, 1, H, W]."""
-    from ..codec import container, entropy
+    from ...codec import container, entropy
 
     m = run.model
     rows, grid, bits = m.symbols(x.to(m.tables.device))
@@ -46,9 +43,10 @@ def encoded(run: Run, x):
 
 def decode(run: Run, data: bytes):
     """(images [N, 1, H, W], symbol rows [R, N h w]) of a .vlc file's bytes written by this run's model."""
+    import numpy as np
     import torch
 
-    from ..codec import container, entropy
+    from ...codec import container, entropy
 
     m = run.model
     meta, stream = container.unpack(data, identity(run))
@@ -78,6 +76,8 @@ class DecompressOptions:
 
 
 def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
+    from ...checkpoint import atomic_write
+
     if not opts.out:
         raise ValueError("--out is required: the .vlc file to write")
     if not Path(opts.out).parent.is_dir():
@@ -93,6 +93,7 @@ def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
 
 
 def run_images(run: Run, spec: str):
+    import numpy as np
     import torch
 
     if spec == "test":
@@ -112,6 +113,10 @@ def run_images(run: Run, spec: str):
 
 
 def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
+    import numpy as np
+
+    from ...checkpoint import atomic_write
+
     if not opts.input or not opts.out:
         raise ValueError("--input FILE.vlc and --out DIR are required")
     x, codes = decode(run, Path(opts.input).read_bytes())
@@ -125,3 +130,9 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
         atomic_write(out / name, buffer.getvalue())
     return ({"images": int(x.shape[0]), "out": str(out)},
             [f"{out / 'images.npy'}: {x.shape[0]} images decoded from {opts.input}"])
+
+
+COMPRESS = Command("images to a .vlc bitstream with a codec run", CompressOptions, compress, choices=CONTAINERS,
+                   about_run="the codec run (varilab train --model vq-codec)")
+DECOMPRESS = Command("a .vlc bitstream back to images with the run that wrote it", DecompressOptions, decompress,
+                     choices=CONTAINERS, about_run="the codec run that wrote the file")

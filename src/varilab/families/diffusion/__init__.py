@@ -8,10 +8,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from ._attack import attack
-from .options import ints, non_negative, option, positive, positive_int, positive_ints, unit_interval
-from .protocol import Family, Run
+from .. import folder, vae
+from ..attack import ATTACK
+from ..options import TrainOptions, ints, non_negative, option, positive_int, positive_ints
+from ..protocol import Family, Run
+from ..registry import register
+from .solve import SOLVE
 
 MODELS = {"ddpm": "denoising diffusion (U-Net on images, MLP on vectors), eps-prediction or score matching",
           "flow": "rectified flow: flow matching on the straight path x_t = (1 - t) x0 + t eps",
@@ -21,9 +23,9 @@ LOSSES = {"ddpm": ("eps", "dsm"), "flow": ("flow",)}
 
 
 @dataclass
-class DiffusionOptions:
+class DiffusionOptions(TrainOptions):
+    DEFAULTS = {"data": "digits", "epochs": 50, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
     model: str = option("ddpm", "the model", choices=MODELS)
-    data: str = option("digits", "data set name or a .npy/.npz/.csv path")
     loss: str | None = option(None, "eps (default) or dsm (denoising score matching) for ddpm and diffusevae; flow "
                               "for flow", choices=("eps", "dsm", "flow", None))
     timesteps: int = option(1000, "steps T of the noise schedule", check=positive_int, models=("ddpm", "diffusevae"))
@@ -33,11 +35,6 @@ class DiffusionOptions:
     hidden: list[int] = option([128], "vectors: the MLP's width (its first entry)", parse=ints, check=positive_ints)
     depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int)
     downscale: int = option(1, "images: average-pool by this factor", check=positive_int)
-    epochs: int = option(50, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(128, "batch size", check=positive_int)
-    lr: float = option(1e-3, "Adam learning rate", check=positive)
-    seed: int = option(0, "random seed for split, initialisation and sampling")
-    test_fraction: float = option(0.2, "share of the data held out as the test split", check=unit_interval)
     n: int | None = option(None, "generated data: number of samples", check=positive_int)
     size: int | None = option(None, "shapes: image side in pixels", check=positive_int)
     latent_dim: int = option(16, "the VAE's latent size", check=positive_int, models=("diffusevae",))
@@ -89,7 +86,7 @@ def downscale(ds, factor: int):
 
 
 def load_data(opts: DiffusionOptions):
-    from .. import data as vdata
+    from ... import data as vdata
 
     ds = vdata.load(opts.data, test_fraction=opts.test_fraction, seed=opts.seed, n=opts.n, size=opts.size)
     return downscale(ds, opts.downscale)
@@ -98,7 +95,7 @@ def load_data(opts: DiffusionOptions):
 def make_denoiser(opts: DiffusionOptions, ds, cond_channels: int = 0):
     import torch
 
-    from ..models.denoiser import Denoiser, DenoiserConfig
+    from ...models.denoiser import Denoiser, DenoiserConfig
 
     unit = ds.image_shape is not None
     if unit and not (float(ds.x_train.min()) >= 0 and float(ds.x_train.max()) <= 1):
@@ -114,7 +111,7 @@ def make_denoiser(opts: DiffusionOptions, ds, cond_channels: int = 0):
 def make_vae(opts: DiffusionOptions, ds):
     import torch
 
-    from ..models import build_model
+    from ...models import build_model
 
     torch.manual_seed(opts.seed)
     return build_model("vae", ds.x_dim, latent_dim=opts.latent_dim, hidden=opts.vae_hidden, likelihood="bernoulli")
@@ -126,16 +123,14 @@ def _objective(model, x, **_):
 
 def _vae_options(opts: DiffusionOptions):
     """The stage-1 VAE as the VAE family's options (so `vae/` is an ordinary VAE run folder)."""
-    from .vae import VAEOptions
-
-    return VAEOptions(model="vae", data=opts.data, latent_dim=opts.latent_dim, hidden=opts.vae_hidden,
+    return vae.VAEOptions(model="vae", data=opts.data, latent_dim=opts.latent_dim, hidden=opts.vae_hidden,
                       epochs=opts.vae_epochs, batch_size=opts.batch_size, lr=opts.lr, beta=opts.beta, seed=opts.seed,
                       test_fraction=opts.test_fraction, n=opts.n, size=opts.size, precision=opts.precision)
 
 
 def _stage_done(stage: Path, epochs: int) -> bool:
-    from ..checkpoint import read_jsonl
-    from ..train import CHECKPOINT, METRICS
+    from ...checkpoint import read_jsonl
+    from ...train import CHECKPOINT, METRICS
 
     done = read_jsonl(stage / METRICS) if (stage / CHECKPOINT).exists() else []
     return bool(done) and done[-1]["epoch"] >= epochs
@@ -145,11 +140,10 @@ def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool =
     """Train the run's model(s) into `out`; a DiffuseVAE run trains its VAE in out/vae first."""
     import sys
 
-    from ..checkpoint import load_weights
-    from ..core import vae_loss
-    from ..models.diffusevae import DiffuseVAE
-    from ..train import CHECKPOINT, WEIGHTS, fit
-    from .vae import FAMILY as VAE_FAMILY
+    from ...checkpoint import load_weights
+    from ...core import vae_loss
+    from ...models.diffusevae import DiffuseVAE
+    from ...train import CHECKPOINT, WEIGHTS, fit
 
     opts = check(opts)
     ds = load_data(opts)
@@ -161,17 +155,17 @@ def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool =
         folder.begin(out, FAMILY, opts, resume)
         return fit(model, ds, out=out, epochs=opts.epochs, objective=_objective, resume=resume, compile=opts.compile,
                    **common)
-    vae, stage = make_vae(opts, ds), out / VAE_DIR
+    first, stage = make_vae(opts, ds), out / VAE_DIR
     folder.begin(out, FAMILY, opts, resume)
     if not (resume and _stage_done(stage, opts.vae_epochs)):
         again = resume and (stage / CHECKPOINT).exists()
-        folder.begin(stage, VAE_FAMILY, _vae_options(opts), again)
+        folder.begin(stage, vae.FAMILY, _vae_options(opts), again)
         if not quiet:
             print(f"stage 1 of 2: the VAE ({opts.vae_epochs} epochs) in {stage}", flush=True)
-        fit(vae, ds, out=stage, epochs=opts.vae_epochs, objective=lambda m, x, **_: vae_loss(m, x, beta=opts.beta),
+        fit(first, ds, out=stage, epochs=opts.vae_epochs, objective=lambda m, x, **_: vae_loss(m, x, beta=opts.beta),
             resume=again, **common)
-    load_weights(stage / WEIGHTS, vae)
-    model = DiffuseVAE(vae.eval(), make_denoiser(opts, ds, cond_channels=1))
+    load_weights(stage / WEIGHTS, first)
+    model = DiffuseVAE(first.eval(), make_denoiser(opts, ds, cond_channels=1))
     for p in model.vae.parameters():
         p.requires_grad_(False)
     if opts.expost_gmm:
@@ -186,10 +180,10 @@ def load(run_dir: Path, opts: DiffusionOptions, data: str | None = None, raw: di
     """The options, trained model and data of a diffusion run folder."""
     import torch
 
-    from ..checkpoint import load_weights
-    from ..models.diffusevae import DiffuseVAE
-    from ..models.expost import GaussianMixturePrior
-    from ..train import WEIGHTS
+    from ...checkpoint import load_weights
+    from ...models.diffusevae import DiffuseVAE
+    from ...models.expost import GaussianMixturePrior
+    from ...train import WEIGHTS
 
     if data is not None:
         raise ValueError("--data applies to the VAE family; a diffusion run is evaluated on its own test split")
@@ -206,13 +200,23 @@ def load(run_dir: Path, opts: DiffusionOptions, data: str | None = None, raw: di
     return Run(run_dir, FAMILY, opts, model.eval().to("cuda" if torch.cuda.is_available() else "cpu"), ds)
 
 
-def sample(run: Run, n: int, steps: int | None = None, sampler: str | None = None, seed: int = 0, chain: bool = False,
-           prior: str | None = None) -> dict:
+@dataclass
+class SampleFlags:
+    """`varilab sample`'s flags of a diffusion run."""
+    sampler: str | None = option(None, "ddpm (ancestral), ddim, euler-maruyama, pf-euler or pf-heun (probability-flow "
+                                 "ODE); default ddim")
+    steps: int | None = option(None, "sampler steps (default 50)", check=positive_int)
+    prior: str | None = option(None, "diffusevae: draw z from N(0, I) or the fitted mixture (default: the mixture if "
+                               "fitted)", choices=("normal", "expost", None))
+
+
+def sample(run: Run, n: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
+           prior: str | None = None, chain: bool = False) -> dict:
     """{"samples": [n, D]} (and "vae" for DiffuseVAE, "chain" [steps + 1, n, D] with chain=True), on the CPU.
     DiffuseVAE draws z from `prior`: "normal" (p(z)) or "expost" (the fitted mixture, its default if fitted)."""
     import torch
 
-    from ..models.diffusevae import DiffuseVAE
+    from ...models.diffusevae import DiffuseVAE
 
     steps, sampler = steps or 50, sampler or "ddim"
     device = next(run.model.parameters()).device
@@ -233,7 +237,7 @@ def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int
     bits per dimension of the density on the data's own scale (images: [0, 1], so D log 2 less)."""
     import torch
 
-    from ..models.diffusevae import DiffuseVAE
+    from ...models.diffusevae import DiffuseVAE
 
     model = run.model.denoiser if isinstance(run.model, DiffuseVAE) else run.model
     x = run.data.x_test[:points].to(next(model.parameters()).device)
@@ -247,14 +251,12 @@ def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int
             "bits_per_dim_se": float(per_dim.std() / math.sqrt(len(per_dim))), "points": len(x), "steps": n_steps}
 
 
-def evaluate(run: Run, nll_k=None, points: int = 1000, seed: int = 0) -> dict:
+def evaluate(run: Run, points: int = 1000, seed: int = 0) -> dict:
     """Test-split loss of the trained objective and, for the DDPM family, the bound in bits per dimension."""
     import torch
 
-    from ..train import evaluate as mean_over
+    from ...train import evaluate as mean_over
 
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family; a DDPM's eval reports its bound in bits/dim")
     torch.manual_seed(seed)
     x = run.data.x_test[:points].to(next(run.model.parameters()).device)
     result = {"test_loss": mean_over(run.model, x, _objective)["loss"]}
@@ -265,20 +267,12 @@ def evaluate(run: Run, nll_k=None, points: int = 1000, seed: int = 0) -> dict:
 
 
 def report(run: Run):
-    from ._diffusion_page import page
+    from .page import page
 
-    return page(run)
-
-
-def solve(run: Run, opts, out: Path, quiet: bool = False) -> str:
-    from ._solve import solve as solve_with
-
-    return solve_with(run, opts, out, quiet)
+    return page(run, sample, bound_bits_per_dim)
 
 
 FAMILY = register(Family("diffusion", MODELS, DiffusionOptions, train=train, load=load, evaluate=evaluate,
-                         report=report, sample=sample, solve=solve, attack=attack, resumable=("epochs", "vae_epochs"),
-                         files=(VAE_DIR,),
-                         why_not={"diagnose": "a diffusion model's noise has no learned posterior to diagnose; "
-                                              "`varilab eval` gives its bound in bits/dim, and a diffusevae run's VAE "
-                                              "is diagnosed with `varilab diagnose RUN/vae`"}))
+                         report=report, sample=sample, flags={"sample": SampleFlags},
+                         commands={"solve": SOLVE, "attack": ATTACK}, resumable=("epochs", "vae_epochs"),
+                         files=(VAE_DIR,)))

@@ -10,10 +10,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from ._codec_files import CompressOptions, DecompressOptions, compress, decode, decompress, encode, encoded, images
-from .options import non_negative, option, positive, positive_int, unit_interval
-from .protocol import Family, Run
+from .. import folder
+from ..options import TrainOptions, non_negative, option, positive, positive_int, unit_interval
+from ..protocol import Family, Run
+from ..registry import register
+from .files import COMPRESS, DECOMPRESS, CompressOptions, DecompressOptions, decode, encode, images
+from .metrics import evaluated
 
 __all__ = ["CodecOptions", "CompressOptions", "DecompressOptions", "FAMILY", "decode", "encode", "images"]
 
@@ -33,10 +35,15 @@ RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R:
 
 
 @dataclass
-class CodecOptions:
+class CodecOptions(TrainOptions):
+    DEFAULTS = {"data": "digits", "epochs": 30, "batch_size": 64, "lr": 2e-3, "test_fraction": 0.2}
+    # INR codecs: an epoch is one Adam step of every training posterior; a batch, every training image
+    PER_MODEL = {m: {"epochs": 1000, "batch_size": None, "lr": 1e-2} for m in INR}
+    HELP = {"data": "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]",
+            "test_fraction": "share of the images held out as the test split",
+            "batch_size": "images per batch (recombiner, combiner: every training image when not given)",
+            "seed": "random seed for data, split and initialisation"}
     model: str = option("vq-codec", "the model", choices=MODELS)
-    data: str = option("digits", "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]")
-    test_fraction: float = option(0.2, "share of the images held out as the test split", check=unit_interval)
     groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)", check=positive_int,
                          models=VQ)
     codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}",
@@ -87,25 +94,10 @@ class CodecOptions:
                               models=VQ)
     tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive, models=VQ)
     reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ)
-    epochs: int | None = option(None, "epochs to train, default 30 (recombiner, combiner: 1,000, each one Adam step "
-                                "of every training posterior); with --resume, the new total", check=positive_int)
-    batch_size: int | None = option(None, "images per batch, default 64 (recombiner, combiner: every training image)",
-                                    check=positive_int)
-    lr: float | None = option(None, "Adam learning rate, default 2e-3 (recombiner, combiner: 1e-2)", check=positive)
-    seed: int = option(0, "random seed for data, split and initialisation")
-
-
-def resolved(opts: CodecOptions) -> CodecOptions:
-    """The options with each model's defaults filled in."""
-    import dataclasses
-
-    inr = opts.model in INR
-    return dataclasses.replace(opts, epochs=opts.epochs or (1000 if inr else 30),
-                               lr=opts.lr or (1e-2 if inr else 2e-3), batch_size=opts.batch_size or (None if inr else 64))
 
 
 def load_data(opts: CodecOptions):
-    from ..data import load
+    from ...data import load
 
     ds = load(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
     if ds.image_shape is None:
@@ -121,13 +113,12 @@ def load_data(opts: CodecOptions):
 def make_model(opts: CodecOptions, ds):
     import torch
 
-    from ..models.vq_codec import VQCodec, VQCodecConfig
+    from ...models.vq_codec import VQCodec, VQCodecConfig
 
     torch.manual_seed(opts.seed)
     if opts.model in INR:
-        from ..models.recombiner import Recombiner, RecombinerConfig
+        from ...models.recombiner import Recombiner, RecombinerConfig
 
-        opts = resolved(opts)
         return Recombiner(RecombinerConfig(
             image_shape=tuple(ds.image_shape), images=len(ds.x_train), linear=opts.model == "recombiner",
             grid_channels=opts.grid_channels if opts.model == "recombiner" else 0, fourier=opts.fourier,
@@ -135,7 +126,7 @@ def make_model(opts: CodecOptions, ds):
             rate_weight=opts.rate_weight, lr=opts.lr, fit_steps=opts.fit_steps, finetune_steps=opts.finetune_steps,
             code_seed=opts.seed))
     if opts.model == "factorized":
-        from ..models.factorized import Factorized, FactorizedConfig
+        from ...models.factorized import Factorized, FactorizedConfig
 
         return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
                                            downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
@@ -189,7 +180,7 @@ def indexed(ds):
 
 
 def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
-    from ..train import fit
+    from ...train import fit
 
     if opts.model == "vq-codec" and opts.latent % opts.groups:
         raise ValueError(f"--latent {opts.latent} must be a multiple of --groups {opts.groups}")
@@ -198,9 +189,9 @@ def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = Fal
     model.image_shape = ds.image_shape
     print(ds.summary(), file=sys.stderr)
     folder.begin(out, FAMILY, opts, resume)
-    o = resolved(opts)
+    o = opts
     if opts.model in INR:
-        from ..models.recombiner import trainer_loss
+        from ...models.recombiner import trainer_loss
 
         return fit(model, indexed(ds), out=out, epochs=o.epochs, batch_size=o.batch_size or len(ds.x_train), lr=o.lr,
                    seed=o.seed, resume=resume, quiet=quiet, objective=trainer_loss)
@@ -220,63 +211,17 @@ def load(run_dir: Path, opts: CodecOptions, data: str | None = None, raw: dict |
     return Run(run_dir, FAMILY, opts, model, ds)
 
 
-def evaluate(run: Run, nll_k=None) -> dict:
+def evaluate(run: Run) -> dict:
     """On the test split: distortion (MSE, PSNR, SSIM) of the decoded file, bits per pixel of the bytes actually written
     beside the model's estimate, the decoded codes checked against the encoder's, and each codebook's perplexity."""
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family")
     return evaluated(run)[0]
 
 
-def evaluated(run: Run):
-    """(`evaluate`'s metrics, the test images decoded from the file [N, 1, H, W]): one file written and read."""
-    import torch
-
-    from ..codec.classic import ms_ssim, ssim
-
-    m, x = run.model, images(run.data, "test")
-    data, meta, written = encoded(run, x)
-    xhat, codes = decode(run, data)
-    mse = float((xhat - x).pow(2).mean())
-    pixels = x.shape[0] * x.shape[-1] * x.shape[-2]
-    seen, truth = xhat[:, 0].clamp(0, 1).numpy(), x[:, 0].numpy()
-    out = {"data": run.data.name, "test_images": int(x.shape[0]), "mse": mse,
-           "psnr": -10 * math.log10(max(mse, 1e-12)), "ssim": ssim(seen, truth),
-           "ms_ssim": ms_ssim(seen, truth) if min(x.shape[-2:]) > 16 else None,
-           "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
-           "codes_round_trip": bool(torch.equal(codes, written))}
-    if hasattr(m, "perplexity"):
-        out |= {"perplexity": m.perplexity().tolist(), "perplexity_codes": codes_perplexity(written, m.config.codes),
-                "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}
-    elif hasattr(m, "blocks"):  # relative entropy coding: blocks x kappa bits against the posteriors' KL
-        coded = x.shape[0] * meta["grid"][1] * m.config.kappa
-        out |= {"kl_bits": meta["estimated_bits"], "blocks": meta["grid"][1], "kappa": m.config.kappa,
-                "coded_bits": coded, "coded_over_kl": coded / max(meta["estimated_bits"], 1e-12)}
-    else:
-        out |= {"support": m.config.support}
-    return out, xhat
-
-
-def codes_perplexity(rows, codes: int) -> list[float]:
-    """exp(entropy) of each row's code frequencies: the perplexity of the codes actually coded, per codebook
-    (`perplexity()` of the model is of its training usage average, which relaxed samples and re-seeding inflate)."""
-    import torch
-
-    p = torch.stack([torch.bincount(r, minlength=codes) for r in rows]).double()
-    p = p / p.sum(-1, keepdim=True)
-    return torch.exp(-(p * p.clamp_min(1e-300).log()).sum(-1)).tolist()
-
-
 def report(run: Run):
-    from ._codec_page import page
+    from .page import page
 
     return page(run)
 
 
 FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         compress=compress, decompress=decompress,
-                         why_not={"sample": "a codec has no prior to sample from",
-                                  "diagnose": "`varilab eval` reports the codebooks' perplexity",
-                                  "solve": "`varilab solve` takes a diffusion run as the prior",
-                                  "attack": "a codec's quantised latent is not a posterior to attack",
-                                  "predict": "`varilab predict` follows sequences with a pvrnn run"}))
+                         commands={"compress": COMPRESS, "decompress": DECOMPRESS}))

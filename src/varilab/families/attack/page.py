@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from ..checkpoint import atomic_write
-from ..report import Page, Section, html_page, img, table
-from ..report import plots
+from ...checkpoint import atomic_write
+from ...report import Page, Section, html_page, img, table
+from ...report import plots
+from ..options import settings
 
 SHOWN = 10
 VARIANTS = ("clean", "adversarial", "control")
@@ -15,8 +16,6 @@ LABELS = {"clean": "original", "adversarial": "attacked", "control": "random"}
 
 
 def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Path:
-    from .options import settings
-
     shape, k = run.data.image_shape, min(SHOWN, len(x))
     amplified = lambda d: (0.5 + d / (2 * opts.eps)).clamp(0, 1)  # noqa: E731  (-eps .. eps -> 0 .. 1)
     rows = [("original", x[:k]), ("attacked", adv[:k]), ("random +-eps", ctl[:k]),

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .options import non_negative, option, positive, positive_int, unit_interval
+from ..inputs import as_images, image_shape, read, rows
+from ..options import non_negative, option, positive, positive_int, unit_interval
+from ..protocol import Command
 
 METHODS = {"red-diff": "RED-Diff: a Gaussian q(x|y) fitted by Adam, the denoisers as an SNR-weighted regulariser",
            "dps": "diffusion posterior sampling: ancestral sampling guided by the likelihood's gradient",
@@ -61,53 +63,11 @@ class SolveOptions:
     seed: int = option(0, "random seed of the solver (and of the simulated observation and mask)")
 
 
-def read(path: str, what: str):
-    """A numeric, real, finite array from .npy/.npz/.csv, as float32; one clear error otherwise."""
-    import numpy as np
-
-    from ..data.files import read_array
-
-    x = np.asarray(read_array(path)[0])
-    if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise ValueError(f"{what} {path}: expected real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        where = [int(i) for i in np.argwhere(bad)[0]]
-        raise ValueError(f"{what} {path}: {int(bad.sum())} NaN or Inf value(s), the first at index {where}")
-    return x
-
-
-def rows(path: str, what: str):
-    """A file of one row per data point, as a tensor [N, D] (a single point [D] becomes one row)."""
-    import torch
-
-    x = torch.from_numpy(read(path, what))
-    return x.reshape(len(x), -1) if x.ndim > 1 else x[None]
-
-
-def as_images(a, shape, factor: int = 1):
-    """Rows [N, C H W] as images [N, H/f, W/f] (one channel) or [N, C, H/f, W/f]; rows as they are without a shape."""
-    if shape is None:
-        return a
-    c, h, w = shape
-    side = (h // factor, w // factor)
-    return a.reshape(len(a), *(side if c == 1 else (c, *side)))
-
-
-def image_shape(run) -> tuple[int, int, int] | None:
-    shape = run.data.image_shape
-    if shape is None:
-        return None
-    h, w = shape
-    return run.data.x_dim // (h * w), h, w
-
-
 def operator(opts: SolveOptions, run, generator):
     """The task's operator on flat data [B, D], and the mask it drew (or None)."""
     import torch
 
-    from ..models import operators
+    from ...models import operators
 
     d, shape = run.data.x_dim, image_shape(run)
     for flag, value, task in (("--mask", opts.mask, "inpaint"), ("--matrix", opts.matrix, "matrix")):
@@ -154,12 +114,12 @@ def observation(opts: SolveOptions, run, op, truth, generator):
     raise ValueError(f"--observed {opts.observed} has {y.shape[1]} values per row; {op.name} gives {op.out_dim}{whole}")
 
 
-def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
-    """Solve every observation, write the folder, and return the summary line."""
+def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict, list[str]]:
+    """Solve every observation, write the folder; (the metrics, the summary line)."""
     import numpy as np
     import torch
 
-    from ..models.denoiser import Denoiser
+    from ...models.denoiser import Denoiser
 
     model = run.model
     if not isinstance(model, Denoiser):
@@ -206,7 +166,7 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
         metrics.update(scores(truth.numpy(), estimate.numpy(), view.numpy(), shape))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out / "trace.json").write_text(json.dumps(result["trace"]) + "\n")
-    from ._solve_page import page
+    from .solve_page import page
 
     page(run, opts, metrics, result["trace"], view.numpy(), estimate.numpy(), None if truth is None else truth.numpy(),
          out)
@@ -214,7 +174,7 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> str:
     if truth is not None:
         line += (f": PSNR {metrics['psnr_mean']:.2f} dB (pseudo-inverse {metrics['pinv_psnr_mean']:.2f})"
                  + (f", SSIM {metrics['ssim_mean']:.4f}" if "ssim_mean" in metrics else ""))
-    return line + f"; written to {out}"
+    return metrics, [line + f"; written to {out}"]
 
 
 def _observed_file(opts, op, y, shape):
@@ -231,7 +191,7 @@ def run_solver(model, op, y_m, noise_m: float, opts: SolveOptions, quiet: bool) 
     import torch
     from tqdm import tqdm
 
-    from ..models import inverse, smc
+    from ...models import inverse, smc
 
     device = next(model.parameters()).device
     steps = opts.steps or STEPS.get(opts.method, 0)
@@ -285,7 +245,7 @@ def merge_traces(traces: list[tuple[int, dict]]) -> dict:
 def scores(truth, estimate, view, shape) -> dict:
     """Per-image PSNR (and SSIM for images of 7 pixels a side or more) of the estimate and of the pseudo-inverse,
     with their means and standard deviations over the images."""
-    from ..diagnostics.restoration import psnr, ssim
+    from ...diagnostics.restoration import psnr, ssim
 
     out = {}
     for name, x in (("", estimate), ("pinv_", view)):
@@ -297,3 +257,7 @@ def scores(truth, estimate, view, shape) -> dict:
         out[f"{key}_mean"] = sum(values) / len(values) if values else float("inf")
         out[f"{key}_std"] = (sum((v - out[f"{key}_mean"]) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
     return out
+
+
+SOLVE = Command("recover images from degraded observations, the diffusion run the prior", SolveOptions, solve,
+                choices=METHODS, about_run="the diffusion run folder whose model is the prior", writes=FILES)

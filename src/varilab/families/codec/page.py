@@ -10,12 +10,13 @@ QUALITIES = (5, 10, 20, 35, 50, 75, 95)  # JPEG's and WebP's curves
 def page(run):
     import numpy as np
 
-    from ..codec import classic
-    from ..report import Page, Section, img, plots, table
-    from . import codec as family
+    from ...codec import classic
+    from ...report import Page, Section, img, plots, table
+    from .files import images
+    from .metrics import evaluated
 
-    e, decoded = family.evaluated(run)  # the whole test split's file, written and read once
-    grey = family.images(run.data, "test")[:, 0].numpy()
+    e, decoded = evaluated(run)  # the whole test split's file, written and read once
+    grey = images(run.data, "test")[:, 0].numpy()
     rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:SHOWN, 0].numpy())]
     small = e["ms_ssim"] is None  # MS-SSIM's three scales need sides above 16 pixels
     rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"], e["ms_ssim"])]

@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .options import option, positive, positive_int
+from .. import registry
+from ..inputs import as_images, image_shape, rows
+from ..options import option, positive, positive_int
+from ..protocol import Command
 
 FILES = ("adversarial.npy", "control.npy", "metrics.json", "report.html")
 DIRECTIONS = {"collapse": "PCA-: descend KL(q(z|x) || N(0, 1e-8 I)), shrinking the posterior to a point at 0",
@@ -80,8 +83,6 @@ def images(run, opts: AttackOptions):
     """The images to attack, rows [N, D] in [0, 1]."""
     import torch
 
-    from ._solve import rows
-
     x = run.data.x_test if opts.input is None else rows(opts.input, "--input")
     if x.shape[1] != run.data.x_dim:
         raise ValueError(f"--input {opts.input} has {x.shape[1]} values per image; this run's data have {run.data.x_dim}")
@@ -97,7 +98,7 @@ def perturb(encode, x, opts: AttackOptions, quiet: bool = True):
     import torch
     from tqdm import tqdm
 
-    from ..models.attacks import posterior_attack, random_sign
+    from ...models.attacks import posterior_attack, random_sign
 
     g = torch.Generator().manual_seed(opts.seed)
     adv, ctl = [], []
@@ -114,8 +115,8 @@ def measure(run, opts: AttackOptions, x, adv, ctl, prefix: str = "") -> tuple[di
     {output name: {variant: images}}."""
     import torch
 
-    from ..diagnostics.adapters import as_posterior
-    from ..models.attacks import DIRECTIONS as LOSSES, collapse_loss
+    from ...diagnostics.adapters import as_posterior
+    from ...models.attacks import DIRECTIONS as LOSSES, collapse_loss
 
     encode, outputs = surface(run, opts)
     device = next(run.model.parameters()).device
@@ -141,12 +142,9 @@ def measure(run, opts: AttackOptions, x, adv, ctl, prefix: str = "") -> tuple[di
     return m, shown
 
 
-def attack(run, opts: AttackOptions, out: Path, quiet: bool = False) -> str:
-    """Attack the run's encoder, write the folder, return the summary line."""
+def attack(run, opts: AttackOptions, out: Path, quiet: bool = False) -> tuple[dict, list[str]]:
+    """Attack the run's encoder, write the folder; (the metrics, the summary line)."""
     import numpy as np
-
-    from . import load
-    from ._solve import as_images, image_shape
 
     encode, outputs = surface(run, opts)
     x = images(run, opts)
@@ -163,7 +161,7 @@ def attack(run, opts: AttackOptions, out: Path, quiet: bool = False) -> str:
     own, shown = measure(run, opts, x, adv, ctl)
     metrics.update(own)
     if opts.target is not None:
-        target = load(opts.target)
+        target = registry.load(opts.target)
         if target.data.x_dim != run.data.x_dim:
             raise ValueError(f"--target {opts.target} models {target.data.x_dim} values per image; {run.dir} models "
                              f"{run.data.x_dim}")
@@ -174,12 +172,18 @@ def attack(run, opts: AttackOptions, out: Path, quiet: bool = False) -> str:
     np.save(out / "adversarial.npy", as_images(adv.numpy(), shape))
     np.save(out / "control.npy", as_images(ctl.numpy(), shape))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    from ._attack_page import page
+    from .page import page
 
     page(run, opts, metrics, x, adv, ctl, shown, out)
     name = next(iter(outputs))
-    return (f"{opts.direction} attack at eps {opts.eps:.4g} ({opts.steps} steps) on {len(x)} images: {name} error "
+    return metrics, [
+        f"{opts.direction} attack at eps {opts.eps:.4g} ({opts.steps} steps) on {len(x)} images: {name} error "
             f"against the clean {name} {metrics[f'{name}_mse_vs_clean_adversarial']:.4g}, random noise "
             f"{metrics[f'{name}_mse_vs_clean_control']:.4g} ({metrics[f'{name}_effect_over_control']:.1f}x)"
             + (f"; on --target {metrics[f'target_{name}_effect_over_control']:.1f}x" if opts.target and
-               f"target_{name}_effect_over_control" in metrics else "") + f"; written to {out}")
+               f"target_{name}_effect_over_control" in metrics else "") + f"; written to {out}"]
+
+
+ATTACK = Command("the posterior collapse attack on a run's encoder, beside random noise", AttackOptions, attack,
+                 choices=DIRECTIONS, about_run="the run whose encoder is attacked (a VAE, diffusevae or purifier run)",
+                 writes=FILES)

@@ -10,7 +10,7 @@ def _bands(run, times, values, until=None):
     """(grid [U], mean [S, U], std [S, U]) of DRAWS decoded posterior paths per series (first dimension)."""
     import torch
 
-    from ..models.latent_sde import forecast
+    from ...models.latent_sde import forecast
 
     torch.manual_seed(0)
     f = forecast(run.model, times, values, split=float("inf") if until is None else until, draws=DRAWS)
@@ -29,21 +29,21 @@ def _series_panels(run, title, times, values, until=None):
     return panels
 
 
-def page(run):
+def page(run, evaluate, split_time, sample, solver_text):
+    """The page of a latent SDE run; the functions are the family's."""
     import torch
 
-    from ..report import Page, Section, img, plots, table
-    from ..sde import fbm
-    from . import sde as family
+    from ...report import Page, Section, img, plots, table
+    from ...sde import fbm
 
-    e = family.evaluate(run)
+    e = evaluate(run)
     m, s, o = run.model, run.data, run.options
     dev = m.log_sigma.device
     train_panels = _series_panels(run, "training series", s.t_train[:SHOWN].to(dev), s.y_train[:SHOWN].to(dev))
-    split = family.split_time(run)
+    split = split_time(run)
     test_panels = _series_panels(run, "test series, forecast", s.t_test[:SHOWN].to(dev), s.y_test[:SHOWN].to(dev),
                                  until=split)
-    prior = family.sample(run, 8, seed=0)
+    prior = sample(run, 8, seed=0)
     t = prior["times"].numpy()
     prior_panel = {"title": "8 paths from the prior", "lines": {f"{i}": (t, p[:, 0]) for i, p in
                                                                  enumerate(prior["samples"].numpy())}, "legend": False}
@@ -57,7 +57,7 @@ def page(run):
     ]
     rows = [("noise", o.noise), ("Hurst index", f"{e['hurst']:.4f}" + (" (learned)" if m.config.hurst is None else
                                                                         " (fixed)")),
-            ("solver", f"{family.solver_text(o)}; fixed step dt = {o.dt:g}"), ("drift", o.drift)]
+            ("solver", f"{solver_text(o)}; fixed step dt = {o.dt:g}"), ("drift", o.drift)]
     if m.config.ou:
         h = e["hurst"]
         errors = [float(fbm.relative_error(h, fbm.rates(k, m.config.ratio), m.config.horizon)) for k in range(1, 11)]

@@ -8,9 +8,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, register
-from .options import non_negative, option, positive, positive_int, unit_interval
-from .protocol import Family, Run
+from .. import folder
+from ..options import TrainOptions, non_negative, option, positive, positive_int, unit_interval
+from ..protocol import Family, Run
+from ..registry import register
 
 MODELS = {"latent-sde": "latent SDE on torchsde: a controlled posterior SDE, the Girsanov KL, Brownian or "
                         "Markov-approximate fractional noise"}
@@ -52,10 +53,13 @@ def _all_or_count(v):
 
 
 @dataclass
-class SDEOptions:
+class SDEOptions(TrainOptions):
+    DEFAULTS = {"data": "fou", "epochs": 400, "batch_size": 32, "lr": 1e-2, "test_fraction": 0.2}
+    HELP = {"data": "fou or fbm (generated fractional Ornstein-Uhlenbeck or Brownian paths on (0, 1]) or a .npy file "
+                    "[series, time] or [series, time, dims]", "batch_size": "series per batch",
+            "test_fraction": "share of the series held out as test series",
+            "seed": "random seed for data, split, initialisation and the Brownian paths"}
     model: str = option("latent-sde", "the model", choices=MODELS)
-    data: str = option("fou", "fou or fbm (generated fractional Ornstein-Uhlenbeck or Brownian paths on (0, 1]) or a "
-                       ".npy file [series, time] or [series, time, dims]")
     times: str | None = option(None, ".npy of observation times for a data file: [time] shared or [series, time] "
                                "each series its own (default 0, 1, 2, ...)")
     n: int = option(40, "fou/fbm: number of series", check=positive_int)
@@ -66,7 +70,6 @@ class SDEOptions:
                                check=non_negative)
     observed: float = option(1.0, "fou/fbm: share of the grid each series keeps, at its own random times (1: all)",
                              check=lambda v: None if 0 < v <= 1 else f"must lie in (0, 1], got {v}")
-    test_fraction: float = option(0.2, "share of the series held out as test series", check=unit_interval)
     noise: str = option("fbm", "the driving noise", choices=NOISES)
     hurst: str = option("learned", "the model's Hurst index: learned (from 1/2) or a fixed value in (0, 1)",
                         check=_hurst)
@@ -90,14 +93,10 @@ class SDEOptions:
                                     "conditional, 'all' or a count (torchsde solves the others)", check=_all_or_count)
     adjoint: bool = option(False, "gradients by torchsde's stochastic adjoint (memory constant in the number of "
                            "steps, slower) instead of backpropagation through the solver")
-    epochs: int = option(400, "epochs to train (with --resume, the new total)", check=positive_int)
-    batch_size: int = option(32, "series per batch", check=positive_int)
-    lr: float = option(1e-2, "Adam learning rate", check=positive)
-    seed: int = option(0, "random seed for data, split, initialisation and the Brownian paths")
 
 
 def load_data(opts: SDEOptions):
-    from ..data.series import load
+    from ...data.series import load
 
     return load(opts.data, opts.times, n=opts.n, steps=opts.steps, hurst=opts.true_hurst,
                 noise=opts.data_noise, observed=opts.observed, test_fraction=opts.test_fraction, seed=opts.seed)
@@ -106,7 +105,7 @@ def load_data(opts: SDEOptions):
 def make_model(opts: SDEOptions, data):
     import torch
 
-    from ..models.latent_sde import LatentSDE, LatentSDEConfig
+    from ...models.latent_sde import LatentSDE, LatentSDEConfig
 
     solver_steps = (data.end - data.start) / opts.dt
     if solver_steps > MAX_SOLVER_STEPS:
@@ -140,8 +139,8 @@ def solver_line(opts: SDEOptions, data) -> str:
 
 
 def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
-    from ..models.latent_sde import trainer_loss
-    from ..train import fit
+    from ...models.latent_sde import trainer_loss
+    from ...train import fit
 
     data = load_data(opts)
     model = make_model(opts, data)
@@ -183,16 +182,14 @@ def split_time(run: Run) -> float:
     return run.data.start + 0.5 * (run.data.end - run.data.start)
 
 
-def evaluate(run: Run, nll_k=None) -> dict:
+def evaluate(run: Run) -> dict:
     """The test ELBO, the held-out prediction error (forecast of the second half of each test series from its first),
     the Hurst index and, for fractional noise, the Markov approximation's relative error at it."""
     import torch
 
-    from ..models.latent_sde import forecast
-    from ..sde import fbm
+    from ...models.latent_sde import forecast
+    from ...sde import fbm
 
-    if nll_k:
-        raise ValueError("--nll applies to the VAE family")
     m, s, o = run.model, run.data, run.options
     torch.manual_seed(1)
     f = forecast(m, s.t_test.to(_device(run)), s.y_test.to(_device(run)), split_time(run))
@@ -207,27 +204,20 @@ def evaluate(run: Run, nll_k=None) -> dict:
     return out
 
 
-def sample(run: Run, n: int, seed: int = 0, **unused) -> dict:
+def sample(run: Run, n: int, seed: int = 0) -> dict:
     """n prior paths at the data's grid (the union of the training series' times), decoded."""
     import torch
 
-    for key, value in unused.items():
-        if value is not None:
-            raise ValueError(f"--{key} does not apply to a latent SDE run; it takes --n and --seed")
     grid = torch.unique(run.data.t_train).to(_device(run))
     g = torch.Generator().manual_seed(seed)
     return {"samples": run.model.sample_prior(n, grid, generator=g)["mean"].cpu(), "times": grid.cpu()}
 
 
 def report(run: Run):
-    from ._sde_page import page
+    from .page import page
 
-    return page(run)
+    return page(run, evaluate, split_time, sample, solver_text)
 
 
 FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         sample=sample,
-                         why_not={"solve": "`varilab solve` takes a diffusion run as the prior",
-                                  "attack": "a latent SDE's posterior is a controlled SDE, not an encoder to attack",
-                                  "predict": "`varilab eval` reports a latent SDE's held-out prediction error",
-                                  "diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and Hurst index"}))
+                         sample=sample))

@@ -5,15 +5,16 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from ..checkpoint import atomic_write
-from ..report import Page, Section, html_page, img, table
-from ..report import plots
+from ...checkpoint import atomic_write
+from ...report import Page, Section, html_page, img, table
+from ...report import plots
+from ..options import settings
 
 SHOWN = 10
 
 
 def page(run, opts, metrics: dict, trace: dict, view, estimate, truth, out: Path) -> Path:
-    from .options import settings
+
 
     shape = run.data.image_shape
     rows = [("observation (H^+ y)", view[:SHOWN]), ("estimate", estimate[:SHOWN])]

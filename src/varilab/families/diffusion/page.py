@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report import Page, Section, img, plots, table
-from ..checkpoint import read_jsonl
-from ..train import METRICS
-from .diffusion import bound_bits_per_dim, process, sample
+from ...report import Page, Section, img, plots, table
+from ...checkpoint import read_jsonl
+from ...train import METRICS
 
 N_SHOW = 10
 LOSS = {"eps": "eps-prediction ||eps - eps_hat||^2", "dsm": "denoising score matching",
@@ -22,11 +21,12 @@ def _rows_figure(rows, shape):
     return plots.image_rows(rows, shape) if shape else plots.vector_rows(rows[:2])
 
 
-def page(run) -> Page:
+def page(run, sample, bound_bits_per_dim) -> Page:
+    """The page of a diffusion run; `sample` and `bound_bits_per_dim` are the family's."""
     opts, shape = run.options, run.data.image_shape
     metrics = read_jsonl(run.dir / METRICS)
-    ddim = sample(run, N_SHOW, 50, "ddim", seed=0, chain=True)
-    ancestral = sample(run, N_SHOW, 100, "ddpm", seed=1)
+    ddim = sample(run, N_SHOW, seed=0, sampler="ddim", steps=50, chain=True)
+    ancestral = sample(run, N_SHOW, seed=1, sampler="ddpm", steps=100)
     sections = []
     if "vae" in ddim:
         rows = [("VAE output", ddim["vae"].numpy()), ("refined (DDIM 50)", ddim["samples"].numpy())]
@@ -45,7 +45,7 @@ def page(run) -> Page:
                                 "The DDIM state x_t at eight evenly spaced steps, from noise (left) to the sample "
                                 "(right), mapped to the data's range."))
     elif run.data.x_dim >= 2:
-        many = sample(run, 1000, 50, "ddim", seed=2)["samples"].numpy()
+        many = sample(run, 1000, seed=2, sampler="ddim", steps=50)["samples"].numpy()
         sections.append(Section("Samples against test data", img(plots.scatter_pairs(run.data.x_test[:1000].numpy(),
                                                                                       many), "scatter"),
                                 "The first two coordinates."))
@@ -57,11 +57,11 @@ def page(run) -> Page:
         rows += [("epochs", metrics[-1]["epoch"]), ("final train loss", metrics[-1]["loss"]),
                  ("final test loss", metrics[-1].get("test_loss", float("nan")))]
     verdict = f"{opts.model} on {run.data.name}"
-    if process(opts) == "ddpm":
+    if opts.model != "flow":
         b = bound_bits_per_dim(run)
         what = "conditional DDPM bound on -log p(x | x_hat)" if "vae" in ddim else "DDPM bound"
         rows.append((f"{what}, bits/dim ({b['points']} test points, {b['steps']} steps each)",
                      f"{b['bits_per_dim']:.3f} +- {b['bits_per_dim_se']:.3f}"))
         verdict += f": {what} {b['bits_per_dim']:.3f} bits per dimension"
-    sections.insert(0, Section("Summary", table(rows), BOUND_NOTE if process(opts) == "ddpm" else ""))
+    sections.insert(0, Section("Summary", table(rows), BOUND_NOTE if opts.model != "flow" else ""))
     return Page(f"{opts.model} diffusion model", verdict + ".", sections)
