@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from varilab import families
+from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.diagnostics.frechet import frechet_distance
 
@@ -103,7 +103,7 @@ def run(quick: bool = False) -> dict:
 
     D.train(cfg_dvae, Path(root) / "diffusevae", quiet=True)
     D.train(cfg_ddpm, Path(root) / "ddpm", quiet=True)
-    dvae, ddpm = families.load(Path(root) / "diffusevae"), families.load(Path(root) / "ddpm")
+    dvae, ddpm = registry.load(Path(root) / "diffusevae"), registry.load(Path(root) / "ddpm")
     shutil.rmtree(root)
     g = torch.Generator().manual_seed(0)
     latents = {"normal": dvae.model.sample_latents(n_samples, "normal", g),

@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from varilab import cli, families
+from varilab import cli
+from varilab.families import registry
 from varilab.families import sde as S
 from varilab.sde import fbm
 
@@ -64,7 +65,7 @@ def run(quick: bool = False) -> dict:
                     ok = proc.returncode == 0
                 if not ok:
                     raise RuntimeError(f"training H = {h} with {noise} noise failed: {err.strip()[-2000:]}")
-                e = S.evaluate(families.load(root / f"{noise}{h}"))
+                e = S.evaluate(registry.load(root / f"{noise}{h}"))
                 rows[h][noise] = {k: e[k] for k in ("hurst", "test_elbo", "test_elbo_per_value", "prediction_mse")}
         for h in HURSTS:
             row = rows[h]

@@ -22,10 +22,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from varilab import families
+from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.families import vae as V
-from varilab.families._attack import AttackOptions, attack
+from varilab.families.attack import AttackOptions, attack
 
 EPS = (4, 8, 16)  # / 255
 DIRECTIONS = ("collapse", "push")
@@ -54,7 +54,7 @@ def run(quick: bool = False) -> dict:
         for seed in (0, 1):
             V.train(V.VAEOptions(model="vae", latent_dim=16, seed=seed, **vae), root / f"vae{seed}", quiet=True)
         D.train(D.check(D.DiffusionOptions(model="diffusevae", **dvae)), root / "diffusevae", quiet=True)
-        a, b, dv = (families.load(root / name) for name in ("vae0", "vae1", "diffusevae"))
+        a, b, dv = (registry.load(root / name) for name in ("vae0", "vae1", "diffusevae"))
         rows = {}
         for e in eps:
             common = dict(eps=e / 255, steps=steps, n=n)

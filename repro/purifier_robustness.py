@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from varilab import families
+from varilab.families import registry
 from varilab.families import robust as R
 
 EPS = (0.1, 0.2, 0.3)
@@ -35,7 +35,7 @@ def run(quick: bool = False) -> dict:
                 quiet=True)
         popts = R.RobustOptions(model="purifier", data=data, epochs=pur_epochs, hidden=hidden)
         R.train(popts, root / "purifier", quiet=True)
-        purifier = families.load(root / "purifier")
+        purifier = registry.load(root / "purifier")
         facts = R.evaluate(purifier)
         rows = {}
         for e in eps:

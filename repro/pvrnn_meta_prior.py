@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from varilab import families
+from varilab.families import registry
 from varilab.data.sequences import p_circle_estimate
 from varilab.families import sequence as S
 
@@ -50,7 +50,7 @@ def run(quick: bool = False) -> dict:
         for w in ws:
             opts = S.SequenceOptions(meta_prior=[w], epochs=epochs, lr=lr, batch_size=16, **data)
             S.train(opts, root / f"w{w:g}", quiet=True)
-            r = families.load(root / f"w{w:g}")
+            r = registry.load(root / f"w{w:g}")
             gen = S.generation(r, gen_n, gen_len, seed=1)
             with torch.no_grad():
                 mean_only = r.model.run(None, steps=gen_len, batch=gen_n, sample=False, sigma=False)["x_hat"].cpu()

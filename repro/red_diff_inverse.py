@@ -5,7 +5,7 @@ average of its weights) is trained on the 60,000 training images; the first 100 
 three ways, all with sigma_y = 0.05 on [0, 1] pixels: 50% random-pixel inpainting, 2x super-resolution (2x2
 average pooling) and denoising. Every method solves every task with three seeds; a seed draws the mask, the
 observation noise and the solver's own randomness. Each run goes through `varilab solve`'s code path
-(`varilab.families._solve.solve`), which writes its estimates, metrics and page.
+(`varilab.families.diffusion.solve.solve`), which writes its estimates, metrics and page.
 
 Scores: PSNR and SSIM (scikit-image's structural_similarity) of each estimate against its clean image. The
 table gives the mean over all 300 image-seed pairs, the standard deviation over images (pooled within seeds)
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from varilab import families
+from varilab.families import registry
 from varilab.families import diffusion as D
-from varilab.families._solve import SolveOptions, solve
+from varilab.families.diffusion.solve import SolveOptions, solve
 
 TASKS = ("inpaint", "sr2", "denoise")
 LAMBDAS = (0.1, 0.25, 1.0)
@@ -69,7 +69,7 @@ def run(quick: bool = False) -> dict:
     try:
         opts = D.check(D.DiffusionOptions(model="ddpm", **base))
         D.train(opts, root / "prior", quiet=True)
-        prior = families.load(root / "prior")
+        prior = registry.load(root / "prior")
         h, w = prior.data.image_shape
         truth = prior.data.x_test[:images].numpy().reshape(images, h, w)
         np.save(root / "truth.npy", truth)

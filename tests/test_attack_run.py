@@ -97,7 +97,7 @@ def test_robustness_prints_gray_box_and_bpda_rows(runs, capsys):
 
 
 def test_robustness_and_attack_refuse_runs_they_do_not_take(runs, capsys):
-    cases = [(["robustness", str(runs / "vae0"), "--classifier", str(runs / "classifier")], "takes a purifier run"),
+    cases = [(["robustness", str(runs / "vae0"), "--classifier", str(runs / "classifier")], "`varilab robustness` does not apply to vae runs"),
              (["robustness", str(runs / "purifier"), "--classifier", str(runs / "vae0")], "is a vae run, not a classifier"),
              (["robustness", str(runs / "purifier")], "--classifier RUN2"),
              (["robustness", str(runs / "purifier"), "--classifier", str(runs / "classifier"), "--attack", "fgsm",

@@ -136,7 +136,7 @@ def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_anoth
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU beside the CPU")
 def test_a_file_written_on_the_gpu_decodes_identically_on_the_cpu(runs):
     from varilab.families import codec as family
-    from varilab.families import load
+    from varilab.families.registry import load
 
     run = load(runs / "a")  # on the GPU where there is one
     x = family.images(run.data, "test")[:64]

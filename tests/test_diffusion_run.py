@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from varilab import families
+from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.cli import main
 from varilab.models.denoiser import Denoiser, DenoiserConfig
@@ -103,7 +103,7 @@ def test_diffusion_runs_train_sample_resume_and_report(tmp_path, capsys):
 
     saved = load_file(out / "model.safetensors")
     assert saved["latent_prior.loc"].shape == (3, 16)  # the ex-post mixture travels with the weights
-    mixture = families.load(out).model.latent_prior
+    mixture = registry.load(out).model.latent_prior
     assert torch.equal(mixture.loc, saved["latent_prior.loc"]) and float(mixture.loc.abs().sum()) > 0
     assert json.loads((out / "config.json").read_text())["family"] == "diffusion"
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
@@ -129,9 +129,9 @@ def test_ddpm_and_flow_runs_learn_and_sample(tmp_path, model, extra):
                  "--out", str(out), *extra]) == 0
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]
-    run = families.load(out)
+    run = registry.load(out)
     for sampler in ("ddpm", "ddim", "euler-maruyama", "pf-euler", "pf-heun"):
-        x = D.sample(run, 4, 4, sampler)["samples"]
+        x = D.sample(run, 4, steps=4, sampler=sampler)["samples"]
         assert x.shape == (4, 64) and torch.isfinite(x).all()
 
 
@@ -143,9 +143,9 @@ def test_diffusion_on_vectors_uses_the_mlp(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--model", "flow", "--data", str(tmp_path / "mix.npy"), "--epochs", "60", "--hidden", "64",
                  "--batch-size", "128", "--lr", "3e-3", "--quiet", "--out", str(out)]) == 0
-    run = families.load(out)
+    run = registry.load(out)
     assert type(run.model.net).__name__ == "DiffusionMLP"
-    s = D.sample(run, 2000, 30, "pf-heun")["samples"].numpy()
+    s = D.sample(run, 2000, steps=30, sampler="pf-heun")["samples"].numpy()
     right = (s[:, 0] > 0).mean()
     assert abs(right - 0.5) < 0.08 and abs(np.abs(s[:, 0]).mean() - 2.0) < 0.15 and abs(s[:, 1].std() - 0.3) < 0.06
 
@@ -189,7 +189,7 @@ def test_weight_average_follows_its_formula_samples_from_it_and_resumes_exactly(
     assert main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
     assert main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
     assert main(["train", "--resume", "--out", str(tmp_path / "resumed"), "--epochs", "2", "--quiet"]) == 0
-    a, b = families.load(tmp_path / "straight").model, families.load(tmp_path / "resumed").model
+    a, b = registry.load(tmp_path / "straight").model, registry.load(tmp_path / "resumed").model
     assert int(a.ema_steps) == int(b.ema_steps) > 0
     for p, q in zip(a.ema_net.parameters(), b.ema_net.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
@@ -204,9 +204,9 @@ def test_default_ddpm_samples_a_three_mode_mixture_with_the_right_weights(tmp_pa
     np.save(tmp_path / "mix.npy", (centres[k] + 0.5 * rng.standard_normal((6000, 2))).astype(np.float32))
     out = tmp_path / "ddpm"
     assert main(["train", "--model", "ddpm", "--data", str(tmp_path / "mix.npy"), "--quiet", "--out", str(out)]) == 0
-    run = families.load(out)
+    run = registry.load(out)
     assert run.options.ema == 0.999 and run.options.epochs == 50  # the defaults
     for sampler, steps in (("ddim", 50), ("ddpm", 100)):
-        s = D.sample(run, 8000, steps, sampler, seed=1)["samples"].numpy()
+        s = D.sample(run, 8000, seed=1, steps=steps, sampler=sampler)["samples"].numpy()
         share = np.bincount(((s[:, None] - centres[None]) ** 2).sum(-1).argmin(1), minlength=3) / len(s)
         assert np.abs(share - w).max() < 0.03, (sampler, share)

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from varilab import families
+from varilab import commands
 from varilab.cli import main
-from varilab.families import folder, options
-from varilab.families.options import option, positive, positive_int
-from varilab.families.protocol import Family, Run
+from varilab.families import folder, options, registry
+from varilab.families.options import TrainOptions, option, positive_int
+from varilab.families.protocol import VERBS, Command, Family, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -44,13 +44,11 @@ class GaussianFit(nn.Module):
 
 
 @dataclass
-class ToyOptions:
+class ToyOptions(TrainOptions):
+    DEFAULTS = {"epochs": 5, "lr": 0.1, "batch_size": 50}
     model: str = option("gauss", "the model", choices=("gauss",))
     dim: int = option(3, "data dimension", check=positive_int)
     n: int = option(400, "data points", check=positive_int)
-    epochs: int = option(5, "epochs", check=positive_int)
-    lr: float = option(0.1, "learning rate", check=positive)
-    seed: int = option(0, "seed")
 
 
 def _toy_data(opts):
@@ -71,7 +69,7 @@ def toy_train(opts, out, resume=False, quiet=False):
     ds = _toy_data(opts)
     model = GaussianFit(opts.dim)
     folder.begin(out, TOY, opts, resume)
-    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=50, lr=opts.lr, objective=_nll, seed=opts.seed,
+    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, objective=_nll, seed=opts.seed,
                resume=resume, quiet=quiet)
 
 
@@ -83,12 +81,12 @@ def toy_load(run_dir, opts, data=None, raw=None):
     return Run(run_dir, TOY, opts, model, _toy_data(opts))
 
 
-def toy_evaluate(run, nll_k=None):
+def toy_evaluate(run):
     with torch.no_grad():
         return {"nll": float(_nll(run.model, run.data.x_test)["loss"]), "mu": run.model.mu.tolist()}
 
 
-def toy_diagnose(run, threshold=0.01):
+def toy_diagnose(run):
     sigma = run.model.log_sigma.exp().tolist()
     return {"sigma": sigma}, [f"sigma {', '.join(f'{s:.3f}' for s in sigma)}"]
 
@@ -99,16 +97,30 @@ def toy_report(run):
     return Page("toy Gaussian", "a fitted Gaussian", [Section("Fit", table([("mu[0]", float(run.model.mu[0].detach()))]))])
 
 
+@dataclass
+class EchoOptions:
+    times: int = option(1, "how many lines", check=positive_int)
+    word: str = option("gauss", "what each line says before the fitted mean")
+
+
+def echo(run, opts):
+    """`varilab echo RUN --times N`: the toy family's own command."""
+    mu = float(run.model.mu[0].detach())
+    return {"times": opts.times, "mu0": mu}, [f"{opts.word} {mu:.3f}"] * opts.times
+
+
 TOY = Family("toy", {"gauss": "a diagonal Gaussian"}, ToyOptions, train=toy_train, load=toy_load,
-             evaluate=toy_evaluate, diagnose=toy_diagnose, report=toy_report)
+             evaluate=toy_evaluate, diagnose=toy_diagnose, report=toy_report,
+             commands={"echo": Command("print the fitted mean N times", EchoOptions, echo,
+                                       about_run="a toy run (varilab train --model gauss)")})
 
 
 @pytest.fixture
 def toy():
-    families.register(TOY)
+    registry.register(TOY)
     yield TOY
-    families.FAMILIES.pop("toy")
-    families.MODELS.pop("gauss")
+    registry.FAMILIES.pop("toy")
+    registry.MODELS.pop("gauss")
 
 
 def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_path, capsys):
@@ -116,8 +128,9 @@ def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_pat
     rc, stdout, err = cli(capsys, "train", "--model", "gauss", "--dim", "2", "--epochs", "30", "--out", out, "--quiet")
     assert rc == 0, err
     assert "trained gauss for 30 epochs" in stdout
-    assert json.loads((out / "config.json").read_text()) == {"family": "toy", "format": folder.FORMAT, "model": "gauss",
-                                                             "dim": 2, "n": 400, "epochs": 30, "lr": 0.1, "seed": 0}
+    assert json.loads((out / "config.json").read_text()) == {
+        "family": "toy", "format": folder.FORMAT, "model": "gauss", "dim": 2, "n": 400, "epochs": 30, "lr": 0.1,
+        "seed": 0, "batch_size": 50, "data": None, "test_fraction": None}  # the shared options, at the family's values
     rc, stdout, err = cli(capsys, "eval", out, "--json")
     assert rc == 0, err
     result = json.loads(stdout)
@@ -129,7 +142,8 @@ def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_pat
     page = (out / "report.html").read_text()
     assert "toy Gaussian" in page and "Training curves" in page and "<th>dim</th>" in page
     rc, _, err = cli(capsys, "sample", out)
-    assert rc == 2 and err.strip() == "varilab sample: error: `varilab sample` does not apply to toy runs"
+    assert rc == 2 and err.strip().startswith(f"varilab sample: error: `varilab sample` does not apply to toy runs ({out})")
+    assert "it applies to vae runs" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli(capsys, "train", "--model", "gauss", "--dim", "0", "--out", tmp_path / "bad")
     assert rc == 2 and "dim must be a positive integer, got 0" in err
     rc, _, err = cli(capsys, "train", "--out", out, "--resume", "--epochs", "31", "--quiet")
@@ -146,7 +160,7 @@ def _parser_dests(cls, model):
 def test_each_option_has_one_spelling_derived_from_its_dataclass(tmp_path):
     """For every model: the flags the parser accepts, the keys a config file accepts and the keys config.json
     records are exactly the dataclass fields that apply to the model."""
-    for model, family in families.builtin().items():
+    for model, family in registry.builtin().items():
         keys = {f.name for f in dataclasses.fields(family.options) if options.applies(f, model)} - {"model"}
         dests, flags = _parser_dests(family.options, model)
         assert dests == keys, model
@@ -155,10 +169,10 @@ def test_each_option_has_one_spelling_derived_from_its_dataclass(tmp_path):
                     | {"--no" + k.replace("_", "-") for k in bools})  # dashes; a short -k; a negated switch
         assert flags == expected, model
         options.check_keys(keys | {"model"}, family.options, model, "config", {})  # every key is accepted
-        others = {f.name for fam in families.FAMILIES.values() for f in dataclasses.fields(fam.options)} - keys - {"model"}
+        others = {f.name for fam in registry.FAMILIES.values() for f in dataclasses.fields(fam.options)} - keys - {"model"}
         for key in others:
             with pytest.raises(ValueError, match="applies to|unknown config key"):
-                options.check_keys([key], family.options, model, "config", families._elsewhere(model))
+                options.check_keys([key], family.options, model, "config", registry.elsewhere(model))
 
 
 def test_config_file_keys_are_the_options(tmp_path, capsys):
@@ -260,11 +274,11 @@ def test_every_command_answers_on_every_family(tmp_path, capsys):
 def test_a_run_that_stops_while_improving_says_so(toy, tmp_path, capsys):
     falling = [{"epoch": e, "test_loss": 100.0 * 0.95 ** e} for e in range(1, 21)]
     flat = [{"epoch": e, "test_loss": 50.0 + 0.01 * (e % 2)} for e in range(1, 21)]
-    assert "the test loss over the last 2 of its 20 epochs fell 9.8%" in families.still_improving(falling)
+    assert "the test loss over the last 2 of its 20 epochs fell 9.8%" in commands.still_improving(falling)
     steps = [{"step": i, "loss": 10.0 - 0.01 * i} for i in range(1, 101)]  # a short run: its training loss decides
-    assert "the training loss over the last 10% of its 100 steps fell" in families.still_improving(falling[:2], steps)
-    assert families.still_improving(falling[:2], [{"step": i, "loss": 1.0} for i in range(1, 101)]) == ""
-    assert families.still_improving(flat) == ""
+    assert "the training loss over the last 10% of its 100 steps fell" in commands.still_improving(falling[:2], steps)
+    assert commands.still_improving(falling[:2], [{"step": i, "loss": 1.0} for i in range(1, 101)]) == ""
+    assert commands.still_improving(flat) == ""
     # the toy family, for every family: 9 epochs of a slow fit are still improving, 150 have converged
     rc, stdout, _ = cli(capsys, "train", "--model", "gauss", "--epochs", "9", "--lr", "0.01", "--out", tmp_path / "a")
     assert rc == 0 and "more epochs would likely help" in stdout.strip().splitlines()[-1]
@@ -281,3 +295,87 @@ def test_the_command_line_module_stays_thin():
     assert len(text.splitlines()) < 200
     for family in ("vae", "sae", "diffusion", "ddpm", "topk"):
         assert not re.search(rf"[\"']{family}[\"']", text), family  # no family-specific branch
+
+
+def test_a_family_in_a_test_file_brings_its_own_command(toy, tmp_path, capsys):
+    """`echo` is the toy family's own command: on the CLI with its options in --help, JSON output, and refused on
+    the runs of families without it, with no change under src/."""
+    out = tmp_path / "toy"
+    assert cli(capsys, "train", "--model", "gauss", "--dim", "2", "--epochs", "30", "--out", out, "--quiet")[0] == 0
+    rc, stdout, err = cli(capsys, "echo", out, "--times", "3", "--word", "mu")
+    assert rc == 0, err
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 3 and all(re.fullmatch(r"mu [12]\.\d{3}", line) for line in lines), lines
+    rc, stdout, err = cli(capsys, "echo", out, "--times", "2", "--json")
+    assert rc == 0 and json.loads(stdout)["times"] == 2 and json.loads(stdout)["mu0"] == pytest.approx(2.0, abs=0.1)
+    with pytest.raises(SystemExit) as done:
+        main(["echo", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--times" in text and "how many lines" in text and "print the fitted mean N times" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert re.search(r"echo\s+print the fitted mean N times \(toy runs\)", capsys.readouterr().out)
+    rc, _, err = cli(capsys, "echo", out, "--times", "0")
+    assert rc == 2 and "times must be a positive integer, got 0" in err
+    rc, _, err = cli(capsys, "echo", out, "--tims", "2")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    vae = tmp_path / "vae"
+    assert cli(capsys, "train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--out", vae, "--quiet")[0] == 0
+    rc, _, err = cli(capsys, "echo", vae, "--times", "2")
+    assert rc == 2 and err.strip() == (f"varilab echo: error: `varilab echo` does not apply to vae runs ({vae}); it "
+                                       "applies to toy runs (gauss)")
+    rc, _, err = cli(capsys, "predict", out)  # a command of another family on a toy run
+    assert rc == 2 and "does not apply to toy runs" in err and "it applies to sequence runs (pvrnn)" in err
+
+
+def test_without_the_family_its_command_is_unknown(capsys):
+    rc, _, err = cli(capsys, "echo", "somewhere")
+    assert rc == 2 and err.startswith("varilab: error: unknown command 'echo'; choose one of train, eval")
+
+
+def test_a_verbs_own_flags_belong_to_the_families_that_declare_them():
+    """No family takes a flag of a verb that it only refuses: each verb's keyword parameters are exactly the fields
+    of the flags the family declares for it (sample also takes n and seed, every family's)."""
+    import inspect
+
+    common = {"evaluate": set(), "diagnose": set(), "report": set(), "sample": {"n", "seed"}}
+    for family in registry.ordered():
+        for verb in VERBS:
+            fn = getattr(family, verb)
+            if fn is None:
+                assert verb not in family.flags, (family.name, verb)
+                continue
+            params = set(list(inspect.signature(fn).parameters)[1:])
+            flags = {f.name for f in dataclasses.fields(family.flags[verb])} if verb in family.flags else set()
+            optional = {p for p, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
+            assert flags | common[verb] <= params, (family.name, verb)
+            extra = params - flags - common[verb]
+            assert extra <= optional - {"nll_k", "threshold", "sae_lens_window", "steps", "sampler", "prior", "length"}, \
+                (family.name, verb, extra)  # only internal keywords with defaults (seed, points, chain) remain
+
+
+def test_every_family_extends_the_shared_options_and_declares_none_of_them_again():
+    shared = {f.name for f in dataclasses.fields(TrainOptions)}
+    assert shared == {"data", "epochs", "batch_size", "lr", "seed", "test_fraction"}
+    for family in registry.ordered():
+        assert issubclass(family.options, TrainOptions), family.name
+        own = family.options.__dict__.get("__annotations__", {})
+        assert not shared & set(own), (family.name, shared & set(own))
+        for model in family.models:
+            opts = family.options(model=model)
+            assert opts.epochs is not None and opts.lr is not None and opts.test_fraction is not None, model
+
+
+def test_per_model_defaults_are_data_and_shown_in_help(capsys):
+    from varilab.families.codec import CodecOptions
+
+    assert CodecOptions(model="recombiner").epochs == 1000 and CodecOptions(model="vq-codec").epochs == 30
+    assert CodecOptions(model="recombiner").batch_size is None and CodecOptions(model="vq-codec").batch_size == 64
+    assert CodecOptions(model="recombiner", epochs=7).epochs == 7
+    for model, epochs, lr in (("recombiner", 1000, 0.01), ("vq-codec", 30, 0.002)):
+        with pytest.raises(SystemExit):
+            main(["train", "--model", model, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert re.search(rf"--epochs int .*?\(default: {epochs}\)", text), model
+        assert re.search(rf"--lr float .*?\(default: {lr}\)", text), model

@@ -40,7 +40,7 @@ def test_readme_train_commands_parse():
     """Every `varilab train` line of the README names options its model has (parsed, not run)."""
     import shlex
 
-    from varilab.families import parse_train
+    from varilab.commands import parse_train
 
     lines = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
              for line in block.splitlines() if line.startswith("varilab train")]
@@ -58,8 +58,8 @@ def test_readme_command_lines_parse(command):
     import shlex
 
     from varilab.families import folder_args, parse_command
-    from varilab.families._attack import DIRECTIONS, AttackOptions
-    from varilab.families._solve import METHODS, SolveOptions
+    from varilab.families.attack import DIRECTIONS, AttackOptions
+    from varilab.families.diffusion.solve import METHODS, SolveOptions
     from varilab.families.robust import RobustnessOptions
     from varilab.models.robustness import ATTACKS
 

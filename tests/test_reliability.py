@@ -185,7 +185,7 @@ def test_a_nan_gradient_saves_nothing_non_finite(tmp_path):
 def test_non_finite_weights_are_refused_and_json_output_never_holds_a_bare_nan(run, capsys):
     from safetensors.torch import load_file, save_file
 
-    from varilab.families import json_ready
+    from varilab.commands import json_ready
 
     weights = load_file(run / "model.safetensors")
     save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, run / "model.safetensors")

@@ -85,7 +85,7 @@ def test_sae_train_and_diagnose_through_the_cli(acts, tmp_path, capsys):
 
 
 def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path):
-    from varilab import families
+    from varilab.families import registry
     from varilab.families import sae
 
     g = torch.Generator().manual_seed(0)
@@ -96,7 +96,7 @@ def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path)
     opts = sae.SAEOptions(data=str(tmp_path / "x.npy"), model="vsae", features=48, k=4, epochs=2,
                           batch_size=100, lr=1e-3, test_fraction=0.1)
     hist = sae.train(opts, tmp_path / "run", quiet=True)
-    run, raw = families.load(tmp_path / "run"), families.load_config(tmp_path / "run")
+    run, raw = registry.load(tmp_path / "run"), registry.load_config(tmp_path / "run")
     model = run.model
     steps = 2 * 27  # 2,700 training rows in batches of 100
     assert raw["total_steps"] == steps and int(model.steps_done) == steps
@@ -107,7 +107,7 @@ def test_sae_on_the_shared_trainer_keeps_unit_columns_and_counts_steps(tmp_path)
 
 
 def test_paper_code_options_reach_the_model_through_the_cli(tmp_path, capsys):
-    from varilab import families
+    from varilab.families import registry
 
     x = 3.0 * np.random.default_rng(0).standard_normal((1200, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -116,7 +116,7 @@ def test_paper_code_options_reach_the_model_through_the_cli(tmp_path, capsys):
                  "--k", "4", "--epochs", "1", "--batch-size", "100", "--decoder-norm", "free", "--input-norm", "unit",
                  "--init-norm", "0.1", "--grad-clip", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    run = families.load(out)
+    run = registry.load(out)
     cfg, model = run.options, run.model
     assert (cfg.input_norm, cfg.init_norm, cfg.grad_clip) == ("unit", 0.1, 1.0)
     assert model.config.grad_clip == 1.0 and model.config.init_norm == 0.1

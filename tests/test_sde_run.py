@@ -54,7 +54,7 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
              (["train", "--model", "latent-sde", "--dt", "0.05", "--out", str(tmp_path / "x")], "fastest OU process"),
              (["train", "--model", "latent-sde", "--data", str(tmp_path / "v.npy"), "--dt", "1e-6",
                "--out", str(tmp_path / "x")], "choose a larger --dt"),
-             (["sample", str(run), "--steps", "5"], "--steps does not apply to a latent SDE run")]
+             (["sample", str(run), "--steps", "5"], "--steps applies to diffusion runs, not to sde runs")]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

@@ -50,7 +50,7 @@ def test_predict_by_error_regression_and_without(run, tmp_path, capsys):
     cases = [(["predict", str(run / "run"), "--input", str(tmp_path / "bad.npy")], "sequence 1 at step 4"),
              (["predict", str(run / "run"), "--method", "free", "--window", "3"], "--window applies to --method "
                                                                                    "error-regression, not to free"),
-             (["sample", str(run / "run"), "--steps", "5"], "--steps does not apply to a sequence run"),
+             (["sample", str(run / "run"), "--steps", "5"], "--steps applies to diffusion runs, not to sequence runs"),
              (["eval", str(run / "run"), "--data", "digits"], "--data does not apply to a sequence run"),
              (["train", "--model", "pvrnn", "--d", "20,8", "--z", "2", "--out", str(tmp_path / "x")],
               "--d, --z and --tau need one entry per layer")]
@@ -63,7 +63,7 @@ def test_predict_by_error_regression_and_without(run, tmp_path, capsys):
 def test_other_families_refuse_the_sequence_flags(run, tmp_path, capsys):
     assert main(["train", "--model", "vae", "--epochs", "1", "--out", str(tmp_path / "vae"), "--quiet"]) == 0
     capsys.readouterr()
-    for argv, message in [(["sample", str(tmp_path / "vae"), "--length", "5"], "--length does not apply to a vae run"),
+    for argv, message in [(["sample", str(tmp_path / "vae"), "--length", "5"], "--length applies to sequence runs, not to vae runs"),
                           (["predict", str(tmp_path / "vae")], "does not apply to vae runs")]:
         assert main(argv) == 2
         assert message in capsys.readouterr().err

@@ -104,7 +104,7 @@ def test_bad_input_is_one_line_and_exit_2(prior, tmp_path, capsys):
     assert main(["train", "--model", "vae", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "vae"), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["solve", str(tmp_path / "vae"), "--task", "denoise", "--out", out, "--observed", str(tmp_path / "nan.npy")]) == 2
-    assert "takes a diffusion run as the prior" in error_line(capsys)
+    assert "it applies to diffusion runs (ddpm, flow, diffusevae)" in error_line(capsys)
     assert solve(prior, tmp_path / "twice", "--method", "pinv", "--task", "denoise") == 0
     capsys.readouterr()
     assert solve(prior, tmp_path / "twice", "--method", "pinv", "--task", "denoise") == 2

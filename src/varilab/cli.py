@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args, rest = _parser(commands.listing()).parse_known_args(argv[:1] or argv)
+    listing = commands.listing()
+    if argv and not argv[0].startswith("-") and argv[0] not in listing:
+        print(f"varilab: error: unknown command {argv[0]!r}; choose one of {', '.join(listing)}", file=sys.stderr)
+        return 2
+    args, rest = _parser(listing).parse_known_args(argv[:1] or argv)
     rest += argv[1:]
     try:
         print(commands.run_command(args.command, rest))

@@ -226,7 +226,8 @@ def sample(argv: list[str]) -> str:
             ("--out", {"help": ".npy file (default RUN/samples-....npy; a second output gets its own suffix)"}), FORCE]
     run, ns, flags = _verb("sample", "sample", "draw samples from a trained generative run", args, argv)
     check_sample_size(run, ns.n)
-    name = "-".join(["samples"] + [str(v) for v in flags.values() if v not in (None, False, True)])
+    named = getattr(run.family.flags.get("sample"), "FILE_NAME", ())  # the flags that name the file
+    name = "-".join(["samples"] + [str(flags[k]) for k in named if flags.get(k) is not None])
     out = Path(ns.out) if ns.out else run.dir / f"{name}.npy"
     if out.suffix != ".npy":
         raise ValueError(f"--out must be a .npy file, got {out}")

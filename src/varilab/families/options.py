@@ -13,9 +13,7 @@ the config-file keys, validation, and the configuration table of the report.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +150,8 @@ def validate(opts) -> None:
 
 def read_config_file(path: str | Path) -> dict:
     """A JSON or TOML file of options (dashes allowed: latent-dim = latent_dim)."""
+    import tomllib
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such config file")
@@ -172,6 +172,8 @@ def read_config_file(path: str | Path) -> dict:
 def check_keys(keys, cls, model: str, where: str, elsewhere: dict[str, str]) -> None:
     """Refuse a key that is not an option of `model`: name the models it applies to (`elsewhere`: option ->
     where it belongs), or the closest valid key."""
+    import difflib
+
     valid = keys_for(cls, model)
     for key in keys:
         if key in valid:

@@ -51,6 +51,7 @@ class Family:
     sample: Callable | None = None
     flags: dict[str, type] = field(default_factory=dict)  # verb -> the dataclass of the family's own flags of it
     commands: dict[str, Command] = field(default_factory=dict)  # the family's own commands, by name
+    why_not: dict[str, str] = field(default_factory=dict)  # verb -> where to look instead, when the family lacks it
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
     upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones

@@ -66,7 +66,8 @@ def refusal(name: str, family: Family, run_dir) -> str:
     """One line: why `varilab NAME` does not apply to a run of `family`, and which families it applies to."""
     which = having(name)
     where = "; it applies to " + ", ".join(f"{f.name} runs ({', '.join(f.models)})" for f in which) if which else ""
-    return f"`varilab {name}` does not apply to {family.name} runs" + (f" ({run_dir})" if run_dir else "") + where
+    hint = f"; {family.why_not[name]}" if name in family.why_not else ""
+    return f"`varilab {name}` does not apply to {family.name} runs" + (f" ({run_dir})" if run_dir else "") + hint + where
 
 
 def elsewhere(model: str) -> dict[str, str]:

@@ -224,4 +224,5 @@ def report(run: Run):
 
 
 FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         commands={"compress": COMPRESS, "decompress": DECOMPRESS}))
+                         commands={"compress": COMPRESS, "decompress": DECOMPRESS},
+                         why_not={"diagnose": "`varilab eval` reports the codebooks' perplexity"}))

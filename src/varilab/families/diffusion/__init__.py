@@ -203,6 +203,7 @@ def load(run_dir: Path, opts: DiffusionOptions, data: str | None = None, raw: di
 @dataclass
 class SampleFlags:
     """`varilab sample`'s flags of a diffusion run."""
+    FILE_NAME = ("sampler", "steps")  # the flags that name the samples' file: samples-ddim-50.npy
     sampler: str | None = option(None, "ddpm (ancestral), ddim, euler-maruyama, pf-euler or pf-heun (probability-flow "
                                  "ODE); default ddim")
     steps: int | None = option(None, "sampler steps (default 50)", check=positive_int)
@@ -275,4 +276,7 @@ def report(run: Run):
 FAMILY = register(Family("diffusion", MODELS, DiffusionOptions, train=train, load=load, evaluate=evaluate,
                          report=report, sample=sample, flags={"sample": SampleFlags},
                          commands={"solve": SOLVE, "attack": ATTACK}, resumable=("epochs", "vae_epochs"),
-                         files=(VAE_DIR,)))
+                         files=(VAE_DIR,),
+                         why_not={"diagnose": "a diffusion model's noise has no learned posterior to diagnose; "
+                                              "`varilab eval` gives its bound in bits/dim, and a diffusevae run's VAE "
+                                              "is diagnosed with `varilab diagnose RUN/vae`"}))

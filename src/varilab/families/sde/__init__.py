@@ -220,4 +220,5 @@ def report(run: Run):
 
 
 FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         sample=sample))
+                         sample=sample, why_not={"diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and "
+                                                             "Hurst index"}))
