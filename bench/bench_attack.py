@@ -2,7 +2,7 @@
 (28 x 28, 16 latents) and L-infinity PGD on the small CNN classifier (28 x 28, 10 classes), each against the
 same loop written by hand, and the classifier's PGD against the Adversarial Robustness Toolbox's.
 
-- varilab: `varilab.models.attacks.posterior_attack(vae.encode, x, eps, steps)` (PCA-, v = 1e-8) and
+- varilab: `varilab.models.robust.attacks.posterior_attack(vae.encode, x, eps, steps)` (PCA-, v = 1e-8) and
   `attacks.pgd(cross-entropy of the classifier, x, eps, steps, 2.5 eps / steps)`.
 - plain PyTorch: the same sign-gradient loop written out around the same network: the loss from the encoder's
   mean and log-variance (or the logits), autograd, a sign step and the projection by min, max and clamp.
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from varilab.models import VAE, VAEConfig
-from varilab.models.attacks import pgd, posterior_attack
-from varilab.models.classifier import Classifier
+from varilab.models.robust.attacks import pgd, posterior_attack
+from varilab.models.robust.classifier import Classifier
 
 import timing  # bench/timing.py
 
@@ -71,7 +71,7 @@ def hand_pgd(clf, x, y, steps):
 
 
 def art_pgd(clf, x, y, steps):
-    from varilab.models.robustness import art_attack
+    from varilab.models.robust.robustness import art_attack
 
     return art_attack(clf, x, y, "pgd", EPS, steps, classes=10, batch_size=len(x))
 

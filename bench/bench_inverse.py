@@ -2,7 +2,7 @@
 each at the same number of network evaluations per image, against a hand-written loop of the same algorithm
 around the same U-Net.
 
-- varilab: `varilab.models.inverse.red_diff`, `inverse.dps` and `smc.smc` (16 particles; all of them through
+- varilab: `varilab.models.inverse.inverse.red_diff`, `inverse.dps` and `smc.smc` (16 particles; all of them through
   the U-Net in one call per step), given the prediction function of a `Denoiser` (14 x 14, width 16,
   multipliers 1, 2; random weights: speed does not depend on training) and an `operators.Mask`.
 - plain PyTorch: each algorithm written out as one loop, with alpha_t and sigma_t read from `VPSchedule`
@@ -25,8 +25,8 @@ import time
 import torch
 
 from varilab.models import inverse, smc
-from varilab.models.denoiser import Denoiser, DenoiserConfig
-from varilab.models.operators import Mask
+from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
+from varilab.models.inverse.inverse.operators import Mask
 
 import timing  # bench/timing.py
 

@@ -2,7 +2,7 @@
 noise to a batch of 28 x 28 single-channel images (64 per batch), through a randomly initialised U-Net.
 
 - varilab: `Denoiser(DenoiserConfig(x_dim=784, image_shape=(28, 28), channels=32, mults=(1, 2, 2)))`
-  and `.sample(n, steps=50, sampler="ddim")`: `varilab.models.samplers.ddim` on the time grid t = 1, 0.98, ..., 0,
+  and `.sample(n, steps=50, sampler="ddim")`: `varilab.models.diffusion.samplers.ddim` on the time grid t = 1, 0.98, ..., 0,
   the result mapped to [0, 1].
 - plain PyTorch: the same U-Net module (`Denoiser.net`, the same weights) called in a 50-step DDIM loop
   written out by hand: x0 = (x - sigma_t eps) / alpha_t, x = alpha_s x0 + sigma_s eps, with alpha and sigma
@@ -37,8 +37,8 @@ import time
 import torch
 
 from varilab.models import samplers
-from varilab.models.denoiser import Denoiser, DenoiserConfig
-from varilab.models.diffusion import VPSchedule
+from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
+from varilab.models.diffusion.diffusion import VPSchedule
 
 import timing  # bench/timing.py (bench/ is on the path under bench/run.py and when run alone)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from varilab.models.attacks import collapse_loss, pgd, posterior_attack, project, random_sign
-from varilab.models.classifier import Classifier
-from varilab.models.purifier import Purifier, PurifierConfig, codes, edge_distance, quantise
+from varilab.models.robust.attacks import collapse_loss, pgd, posterior_attack, project, random_sign
+from varilab.models.robust.classifier import Classifier
+from varilab.models.robust.purifier import Purifier, PurifierConfig, codes, edge_distance, quantise
 
 
 def posterior(mu, log_var):
@@ -183,7 +183,7 @@ def test_the_quantiser_passes_gradients_straight_through():
 
 def test_our_pgd_on_a_classifier_takes_arts_steps():
     pytest.importorskip("art", reason="the Adversarial Robustness Toolbox (varilab[robust]) is not installed")
-    from varilab.models.robustness import art_attack
+    from varilab.models.robust.robustness import art_attack
 
     torch.manual_seed(0)
     model = Classifier((8, 8), 10).eval()
@@ -197,7 +197,7 @@ def test_our_pgd_on_a_classifier_takes_arts_steps():
 
 
 def test_a_stochastic_purifier_is_attacked_through_the_mean_of_its_draws():
-    from varilab.models.robustness import Purified
+    from varilab.models.robust.robustness import Purified
 
     torch.manual_seed(0)
     purifier = Purifier(PurifierConfig(x_dim=64, latent_dim=4, hidden=(16,))).eval()

@@ -44,8 +44,8 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
 
-from varilab.models import samplers  # noqa: E402
-from varilab.models.diffusion import VPSchedule, add_noise, convert  # noqa: E402
+from varilab.models.diffusion import samplers  # noqa: E402
+from varilab.models.diffusion.diffusion import VPSchedule, add_noise, convert  # noqa: E402
 
 T = 1000
 TOL = 1e-5  # trajectories, and anything computed from diffusers' float32 tables

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from varilab.models import samplers
-from varilab.models.diffusion import (DiffusionMLP, DiffusionMLPConfig, LinearInterpolant, VPSchedule, add_noise,
+from varilab.models.diffusion import samplers
+from varilab.models.diffusion.diffusion import (DiffusionMLP, DiffusionMLPConfig, LinearInterpolant, VPSchedule, add_noise,
                                       bits_per_dim, convert, ddpm_nll_bound, eps_loss, flow_matching_loss,
                                       score_matching_loss)
 

@@ -8,9 +8,9 @@ import torch
 from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.cli import main
-from varilab.models.denoiser import Denoiser, DenoiserConfig
-from varilab.models.diffusevae import DiffuseVAE
-from varilab.models.unet import UNet, UNetConfig
+from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
+from varilab.models.diffusion.diffusion.diffusevae import DiffuseVAE
+from varilab.models.diffusion.unet import UNet, UNetConfig
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (7, 9)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from varilab.models.expost import GaussianMixturePrior
+from varilab.models.diffusion.expost import GaussianMixturePrior
 
 WEIGHTS = torch.tensor([0.3, 0.7])
 MEANS = torch.tensor([[-3.0, 1.0], [2.0, -1.0]])
@@ -65,8 +65,8 @@ def test_fit_refuses_bad_codes():
 
 def test_diffusevae_samples_its_latents_from_the_fitted_mixture():
     from varilab.models import build_model
-    from varilab.models.denoiser import Denoiser, DenoiserConfig
-    from varilab.models.diffusevae import DiffuseVAE
+    from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
+    from varilab.models.diffusion.diffusion.diffusevae import DiffuseVAE
 
     torch.manual_seed(0)
     vae = build_model("vae", 64, latent_dim=2, hidden=[16])

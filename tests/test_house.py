@@ -84,3 +84,12 @@ def test_an_import_from_the_registry_up_to_the_command_layer_breaks_a_contract(t
     assert "varilab.families.registry -> varilab.commands" in broken.stdout
     kept = subprocess.run([str(lint), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True)
     assert kept.returncode == 0, kept.stdout
+
+
+def test_one_model_registry_per_family():
+    """The vae family's model names (with their descriptions) are the names `build_model` builds."""
+    from varilab import models
+    from varilab.families import vae
+
+    assert set(models.MODELS) == set(vae.MODELS)
+    assert all(isinstance(v, tuple) and len(v) == 2 for v in models.MODELS.values())  # (config, class): no prose

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from varilab.models.diffusion import VPSchedule
-from varilab.models.inverse import dps, pseudo_inverse, red_diff
-from varilab.models.mixture import GaussianMixture, sliced_w2
-from varilab.models.operators import AvgPool, Identity, Mask, Matrix
-from varilab.models.smc import smc
+from varilab.models.diffusion.diffusion import VPSchedule
+from varilab.models.inverse.inverse import dps, pseudo_inverse, red_diff
+from varilab.models.diffusion.mixture import GaussianMixture, sliced_w2
+from varilab.models.inverse.inverse.operators import AvgPool, Identity, Mask, Matrix
+from varilab.models.inverse.smc import smc
 
 SCHEDULE = VPSchedule()
 
@@ -160,7 +160,7 @@ def test_docstring_examples_run():
     import doctest
 
     from varilab.diagnostics import restoration
-    from varilab.models import operators
+    from varilab.models.inverse import operators
 
     for module in (operators, restoration):
         failures, tried = doctest.testmod(module, verbose=False)[:2]

@@ -61,7 +61,7 @@ def test_readme_command_lines_parse(command):
     from varilab.families.attack import DIRECTIONS, AttackOptions
     from varilab.families.diffusion.solve import METHODS, SolveOptions
     from varilab.families.robust import RobustnessOptions
-    from varilab.models.robustness import ATTACKS
+    from varilab.models.robust.robustness import ATTACKS
 
     cls, choices = {"solve": (SolveOptions, METHODS), "attack": (AttackOptions, DIRECTIONS),
                     "robustness": (RobustnessOptions, ATTACKS)}[command]

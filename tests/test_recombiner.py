@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Normal
 
 from varilab.codec import rec
-from varilab.models.recombiner import Recombiner, RecombinerConfig
+from varilab.models.codec.recombiner import Recombiner, RecombinerConfig
 
 
 def _model(**kw):

@@ -7,7 +7,7 @@ from scipy.stats import chisquare
 from torch.distributions import OneHotCategorical
 
 from varilab.core.estimators import draw
-from varilab.models.vq_codec import VQCodec, VQCodecConfig, kmeans
+from varilab.models.codec.vq_codec import VQCodec, VQCodecConfig, kmeans
 
 
 def test_gumbel_max_draws_codes_with_the_softmax_frequencies():
@@ -85,7 +85,7 @@ def test_kmeans_finds_separated_clusters():
 
 
 def test_the_factorized_baseline_tables_are_its_quantised_density():
-    from varilab.models.factorized import Factorized, FactorizedConfig
+    from varilab.models.codec.factorized import Factorized, FactorizedConfig
 
     torch.manual_seed(0)
     m = Factorized(FactorizedConfig(latent=3, hidden=8, support=6, mixtures=2))

@@ -45,7 +45,7 @@ class RobustOptions(TrainOptions):
 @dataclass
 class RobustnessOptions:
     AXIS = "attack"
-    attack: str = option("pgd", "the attack (see varilab.models.robustness.ATTACKS)",
+    attack: str = option("pgd", "the attack (see varilab.models.robust.robustness.ATTACKS)",
                          choices=("fgsm", "pgd", "bpda"))
     classifier: str | None = option(None, "the classifier run folder (varilab train --model classifier)",
                                     check=lambda v: None if v else "must be given as --classifier RUN2")
@@ -76,8 +76,8 @@ def load_data(opts: RobustOptions, spec: str | None = None):
 def make_model(opts: RobustOptions, ds):
     import torch
 
-    from ..models.classifier import Classifier
-    from ..models.purifier import Purifier, PurifierConfig
+    from ..models.robust.classifier import Classifier
+    from ..models.robust.purifier import Purifier, PurifierConfig
 
     torch.manual_seed(opts.seed)
     if opts.model == "classifier":
@@ -89,7 +89,7 @@ def make_model(opts: RobustOptions, ds):
 def train(opts: RobustOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
     import sys
 
-    from ..models.classifier import classifier_loss
+    from ..models.robust.classifier import classifier_loss
     from ..train import fit
 
     ds = load_data(opts)
@@ -120,7 +120,7 @@ def evaluate(run: Run) -> dict:
     import torch
 
     from ..core import elbo_terms
-    from ..models.robustness import accuracy
+    from ..models.robust.robustness import accuracy
     from ..train import evaluate as mean_over
 
     x, y = _test(run)
@@ -175,7 +175,7 @@ def report(run: Run):
 
 def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
     """Clean and robust accuracy of a classifier run with and without this purifier."""
-    from ..models.robustness import robustness as score
+    from ..models.robust.robustness import robustness as score
 
     if run.options.model != "purifier":
         raise ValueError(f"{run.dir} is a {run.options.model} run; `varilab robustness` takes the purifier run first "

@@ -98,7 +98,7 @@ def perturb(encode, x, opts: AttackOptions, quiet: bool = True):
     import torch
     from tqdm import tqdm
 
-    from ...models.attacks import posterior_attack, random_sign
+    from ...models.robust.attacks import posterior_attack, random_sign
 
     g = torch.Generator().manual_seed(opts.seed)
     adv, ctl = [], []
@@ -116,7 +116,7 @@ def measure(run, opts: AttackOptions, x, adv, ctl, prefix: str = "") -> tuple[di
     import torch
 
     from ...diagnostics.adapters import as_posterior
-    from ...models.attacks import DIRECTIONS as LOSSES, collapse_loss
+    from ...models.robust.attacks import DIRECTIONS as LOSSES, collapse_loss
 
     encode, outputs = surface(run, opts)
     device = next(run.model.parameters()).device

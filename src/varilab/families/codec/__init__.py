@@ -1,7 +1,7 @@
 """The codec family: learned image compression into real bitstreams. `vq-codec` quantises latent vectors with m
-codebooks of K codes (`varilab.models.vq_codec`), `factorized` rounds each latent (`varilab.models.factorized`), and
+codebooks of K codes (`varilab.models.codec.vq_codec`), `factorized` rounds each latent (`varilab.models.codec.factorized`), and
 `recombiner` / `combiner` send a sample of a posterior over an implicit neural representation's weights by relative
-entropy coding (`varilab.models.recombiner`). `varilab compress` range-codes the symbols under integer tables saved
+entropy coding (`varilab.models.codec.recombiner`). `varilab compress` range-codes the symbols under integer tables saved
 with the weights into a checked `.vlc` file, and `varilab decompress` turns one back into images."""
 from __future__ import annotations
 
@@ -113,11 +113,11 @@ def load_data(opts: CodecOptions):
 def make_model(opts: CodecOptions, ds):
     import torch
 
-    from ...models.vq_codec import VQCodec, VQCodecConfig
+    from ...models.codec.vq_codec import VQCodec, VQCodecConfig
 
     torch.manual_seed(opts.seed)
     if opts.model in INR:
-        from ...models.recombiner import Recombiner, RecombinerConfig
+        from ...models.codec.recombiner import Recombiner, RecombinerConfig
 
         return Recombiner(RecombinerConfig(
             image_shape=tuple(ds.image_shape), images=len(ds.x_train), linear=opts.model == "recombiner",
@@ -126,7 +126,7 @@ def make_model(opts: CodecOptions, ds):
             rate_weight=opts.rate_weight, lr=opts.lr, fit_steps=opts.fit_steps, finetune_steps=opts.finetune_steps,
             code_seed=opts.seed))
     if opts.model == "factorized":
-        from ...models.factorized import Factorized, FactorizedConfig
+        from ...models.codec.factorized import Factorized, FactorizedConfig
 
         return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
                                            downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
@@ -191,7 +191,7 @@ def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = Fal
     folder.begin(out, FAMILY, opts, resume)
     o = opts
     if opts.model in INR:
-        from ...models.recombiner import trainer_loss
+        from ...models.codec.recombiner import trainer_loss
 
         return fit(model, indexed(ds), out=out, epochs=o.epochs, batch_size=o.batch_size or len(ds.x_train), lr=o.lr,
                    seed=o.seed, resume=resume, quiet=quiet, objective=trainer_loss)

@@ -95,7 +95,7 @@ def load_data(opts: DiffusionOptions):
 def make_denoiser(opts: DiffusionOptions, ds, cond_channels: int = 0):
     import torch
 
-    from ...models.denoiser import Denoiser, DenoiserConfig
+    from ...models.diffusion.denoiser import Denoiser, DenoiserConfig
 
     unit = ds.image_shape is not None
     if unit and not (float(ds.x_train.min()) >= 0 and float(ds.x_train.max()) <= 1):
@@ -142,7 +142,7 @@ def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool =
 
     from ...checkpoint import load_weights
     from ...core import vae_loss
-    from ...models.diffusevae import DiffuseVAE
+    from ...models.diffusion.diffusevae import DiffuseVAE
     from ...train import CHECKPOINT, WEIGHTS, fit
 
     opts = check(opts)
@@ -181,8 +181,8 @@ def load(run_dir: Path, opts: DiffusionOptions, data: str | None = None, raw: di
     import torch
 
     from ...checkpoint import load_weights
-    from ...models.diffusevae import DiffuseVAE
-    from ...models.expost import GaussianMixturePrior
+    from ...models.diffusion.diffusevae import DiffuseVAE
+    from ...models.diffusion.expost import GaussianMixturePrior
     from ...train import WEIGHTS
 
     if data is not None:
@@ -217,7 +217,7 @@ def sample(run: Run, n: int, seed: int = 0, sampler: str | None = None, steps: i
     DiffuseVAE draws z from `prior`: "normal" (p(z)) or "expost" (the fitted mixture, its default if fitted)."""
     import torch
 
-    from ...models.diffusevae import DiffuseVAE
+    from ...models.diffusion.diffusevae import DiffuseVAE
 
     steps, sampler = steps or 50, sampler or "ddim"
     device = next(run.model.parameters()).device
@@ -238,7 +238,7 @@ def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int
     bits per dimension of the density on the data's own scale (images: [0, 1], so D log 2 less)."""
     import torch
 
-    from ...models.diffusevae import DiffuseVAE
+    from ...models.diffusion.diffusevae import DiffuseVAE
 
     model = run.model.denoiser if isinstance(run.model, DiffuseVAE) else run.model
     x = run.data.x_test[:points].to(next(model.parameters()).device)

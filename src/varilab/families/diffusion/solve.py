@@ -67,7 +67,7 @@ def operator(opts: SolveOptions, run, generator):
     """The task's operator on flat data [B, D], and the mask it drew (or None)."""
     import torch
 
-    from ...models import operators
+    from ...models.inverse import operators
 
     d, shape = run.data.x_dim, image_shape(run)
     for flag, value, task in (("--mask", opts.mask, "inpaint"), ("--matrix", opts.matrix, "matrix")):
@@ -119,7 +119,7 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
     import numpy as np
     import torch
 
-    from ...models.denoiser import Denoiser
+    from ...models.diffusion.denoiser import Denoiser
 
     model = run.model
     if not isinstance(model, Denoiser):
@@ -191,7 +191,7 @@ def run_solver(model, op, y_m, noise_m: float, opts: SolveOptions, quiet: bool) 
     import torch
     from tqdm import tqdm
 
-    from ...models import inverse, smc
+    from ...models.inverse import inverse, smc
 
     device = next(model.parameters()).device
     steps = opts.steps or STEPS.get(opts.method, 0)

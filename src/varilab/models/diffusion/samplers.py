@@ -1,5 +1,5 @@
 """Samplers for Gaussian-path diffusion models: each takes a prediction function `pred(x_t, t) ->
-prediction` of kind "eps", "score", "x0" or "v" (see `varilab.models.diffusion.convert`), a schedule
+prediction` of kind "eps", "score", "x0" or "v" (see `varilab.models.diffusion.diffusion.convert`), a schedule
 (`VPSchedule` or `LinearInterpolant`), the starting state x and a number of steps.
 
   ddpm                 ancestral sampling (Ho et al., 2020) on any time grid

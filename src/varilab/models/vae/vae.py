@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
-from ..core.distributions import FixedPrior, diag_normal
-from . import likelihoods
+from ...core.distributions import FixedPrior, diag_normal
+from .. import likelihoods
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Solving y = H x + noise with a diffusion prior: the pseudo-inverse, RED-Diff and DPS.
 
 Each solver is a plain function of a prediction function `pred(x_t, t) -> prediction` of kind "eps",
-"score", "x0" or "v" (as the samplers take it), its schedule, an operator (`varilab.models.operators`) and
+"score", "x0" or "v" (as the samplers take it), its schedule, an operator (`varilab.models.inverse.inverse.operators`) and
 the observation y [B, M], all on the model's own scale. It returns the estimates [B, D] and a trace: per
 step, the time, the data residual ||y - H x0_hat|| / sqrt(M) (mean over the batch) and the count of
 denoiser evaluations so far ("nfe", per observation).
@@ -29,8 +29,8 @@ import math
 
 import torch
 
-from .diffusion import KINDS, convert
-from .samplers import _grid as _times  # the uniform time grid from t_max down to t_min
+from ..diffusion.diffusion import KINDS, convert
+from ..diffusion.samplers import _grid as _times  # the uniform time grid from t_max down to t_min
 
 
 def _predict(pred, kind: str, schedule, x: torch.Tensor, t: float, to: str) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..diagnostics.adapters import MEAN_KEYS, as_posterior
+from ...diagnostics.adapters import MEAN_KEYS, as_posterior
 
 DIRECTIONS = {"collapse": (1e-8, False), "push": (1.0, True)}  # direction -> (v, ascend)
 

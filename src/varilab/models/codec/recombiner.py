@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from ..codec import rec
-from ..codec.tables import quantise
+from ...codec import rec
+from ...codec.tables import quantise
 
 LN2 = math.log(2.0)
 BUDGET_RATE = 0.05  # step of the blocks' log lambda multipliers while fitting a posterior to code

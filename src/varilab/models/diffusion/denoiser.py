@@ -5,7 +5,7 @@
   model "flow", loss "flow" the linear interpolant, flow matching (the network is the velocity eps - x0)
 
 Whatever it was trained as, `prediction(x_t, t, to=...)` gives eps, the score, x0 or the velocity through
-`diffusion.convert`, so every sampler in `varilab.models.samplers` runs on every model. Images in [0, 1] are
+`diffusion.convert`, so every sampler in `varilab.models.diffusion.samplers` runs on every model. Images in [0, 1] are
 modelled on [-1, 1] (`to_model` / `from_model`). The network is a `UNet` for images and a
 `DiffusionMLP` for vectors; `cond` (a conditioning image, DiffuseVAE) is passed through to the U-Net.
 With `ema` > 0 the model keeps an exponential moving average of the network's weights (updated by the

@@ -24,9 +24,9 @@ from torch import nn
 from torch.distributions import Independent
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..core.distributions import FixedPrior, diag_normal
-from . import likelihoods
-from .vae import mlp
+from ...core.distributions import FixedPrior, diag_normal
+from .. import likelihoods
+from ..vae.vae import mlp
 
 
 @dataclass

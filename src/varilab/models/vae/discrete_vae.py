@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, OneHotCategorical
 
-from . import likelihoods
+from .. import likelihoods
 from .vae import mlp
 
 

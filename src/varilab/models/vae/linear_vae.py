@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from . import likelihoods
+from .. import likelihoods
 
 
 @dataclass

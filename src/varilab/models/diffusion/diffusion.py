@@ -6,7 +6,7 @@ Every path here is Gaussian, x_t = alpha_t x0 + sigma_t eps with eps ~ N(0, I) a
   rectified flow (Liu et al., 2023; Lipman et al., 2023):  alpha_t = 1 - t, sigma_t = t
 A network `net(x_t, t) -> prediction` predicts one of four equivalent quantities ("eps", "score",
 "x0", "v"); `convert` moves between them exactly. The losses are plain functions returning a value
-per example ([B]); the samplers live in `varilab.models.samplers`.
+per example ([B]); the samplers live in `varilab.models.diffusion.samplers`.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from . import likelihoods
+from .. import likelihoods
 from .vae import mlp
 
 

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.distributions import OneHotCategorical
 
-from ..codec.tables import quantise
-from ..core.estimators import draw
+from ...codec.tables import quantise
+from ...core.estimators import draw
 
 LN2 = 0.6931471805599453
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from ..core.distributions import diag_normal
-from . import likelihoods
+from ...core.distributions import diag_normal
+from .. import likelihoods
 from .vae import mlp
 
 

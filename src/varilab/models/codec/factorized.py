@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..codec.tables import quantise
+from ...codec.tables import quantise
 from .vq_codec import LN2, VQCodecConfig, _decoder, _encoder
 
 

@@ -1,0 +1,1 @@
+"""Learned codecs: vq-codec (multi-codebook vector quantisation), the factorized scalar baseline, RECOMBINER/COMBINER."""
