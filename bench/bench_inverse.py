@@ -26,7 +26,7 @@ import torch
 
 from varilab.models import inverse, smc
 from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
-from varilab.models.inverse.inverse.operators import Mask
+from varilab.models.inverse.operators import Mask
 
 import timing  # bench/timing.py
 

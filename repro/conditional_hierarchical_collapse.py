@@ -124,7 +124,7 @@ def mhvae_theory(theta2: np.ndarray, s1: float, beta1: float, beta2: float) -> n
 
 def train_hvae_exact(model, cov: torch.Tensor, mean: torch.Tensor, betas, steps: int) -> None:
     """Adam to the basin, then L-BFGS to the optimum, on the closed-form expected loss."""
-    from varilab.models.vae.vae.hvae import linear_expected_loss
+    from varilab.models.vae.hvae import linear_expected_loss
 
     enc1, dec1 = model.enc1[0], model.dec1[0]
     params = [enc1.weight, dec1.weight, model.enc2[0].weight, model.dec2[0].weight, model.enc_log_var_2]

@@ -9,7 +9,7 @@ from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.cli import main
 from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
-from varilab.models.diffusion.diffusion.diffusevae import DiffuseVAE
+from varilab.models.diffusion.diffusevae import DiffuseVAE
 from varilab.models.diffusion.unet import UNet, UNetConfig
 
 

@@ -66,7 +66,7 @@ def test_fit_refuses_bad_codes():
 def test_diffusevae_samples_its_latents_from_the_fitted_mixture():
     from varilab.models import build_model
     from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
-    from varilab.models.diffusion.diffusion.diffusevae import DiffuseVAE
+    from varilab.models.diffusion.diffusevae import DiffuseVAE
 
     torch.manual_seed(0)
     vae = build_model("vae", 64, latent_dim=2, hidden=[16])

@@ -9,7 +9,7 @@ import torch
 from varilab.models.diffusion.diffusion import VPSchedule
 from varilab.models.inverse.inverse import dps, pseudo_inverse, red_diff
 from varilab.models.diffusion.mixture import GaussianMixture, sliced_w2
-from varilab.models.inverse.inverse.operators import AvgPool, Identity, Mask, Matrix
+from varilab.models.inverse.operators import AvgPool, Identity, Mask, Matrix
 from varilab.models.inverse.smc import smc
 
 SCHEDULE = VPSchedule()

@@ -122,7 +122,7 @@ def test_hierarchical_elbo_is_unbiased_for_the_exact_linear_hvae_loss():
     A closed-form KL(q(z_1|x) || p(z_1|z_2)) at a z_2 drawn from the same z_1 is not the ELBO: it averages
     z_1 afresh, drops the coupling between z_1 and the z_2 drawn from it, and is off by about 3 nats here."""
     from varilab.core import hierarchical_loss
-    from varilab.models.vae.vae.hvae import linear_expected_loss
+    from varilab.models.vae.hvae import linear_expected_loss
 
     torch.manual_seed(0)
     model = build_model("linear-hvae", 5, latent_dim=3, latent_dim_2=3, enc_var_1=0.7).double()

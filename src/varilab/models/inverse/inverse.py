@@ -1,7 +1,7 @@
 """Solving y = H x + noise with a diffusion prior: the pseudo-inverse, RED-Diff and DPS.
 
 Each solver is a plain function of a prediction function `pred(x_t, t) -> prediction` of kind "eps",
-"score", "x0" or "v" (as the samplers take it), its schedule, an operator (`varilab.models.inverse.inverse.operators`) and
+"score", "x0" or "v" (as the samplers take it), its schedule, an operator (`varilab.models.inverse.operators`) and
 the observation y [B, M], all on the model's own scale. It returns the estimates [B, D] and a trace: per
 step, the time, the data residual ||y - H x0_hat|| / sqrt(M) (mean over the batch) and the count of
 denoiser evaluations so far ("nfe", per observation).
