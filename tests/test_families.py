@@ -130,7 +130,7 @@ def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_pat
     assert "trained gauss for 30 epochs" in stdout
     assert json.loads((out / "config.json").read_text()) == {
         "family": "toy", "format": folder.FORMAT, "model": "gauss", "dim": 2, "n": 400, "epochs": 30, "lr": 0.1,
-        "seed": 0, "batch_size": 50, "data": None, "test_fraction": None}  # the shared options, at the family's values
+        "seed": 0, "batch_size": 50, "data": None, "test_fraction": 0.2}  # the shared options, at the family's values
     rc, stdout, err = cli(capsys, "eval", out, "--json")
     assert rc == 0, err
     result = json.loads(stdout)

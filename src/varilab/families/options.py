@@ -62,9 +62,10 @@ def floats(text) -> list[float]:
 
 
 def default_for(cls, name: str, model: str):
-    """An option's value for `model` when none is given: the model's (cls.PER_MODEL), else the family's
-    (cls.DEFAULTS), else the field's own default."""
-    for table in (getattr(cls, "PER_MODEL", {}).get(model, {}), getattr(cls, "DEFAULTS", {})):
+    """An option's value for `model` when none is given: the model's (cls.PER_MODEL), else the family's (DEFAULTS of
+    the class or of the class it extends, nearest first), else the field's own default."""
+    tables = [getattr(cls, "PER_MODEL", {}).get(model, {})] + [k.__dict__.get("DEFAULTS", {}) for k in cls.__mro__]
+    for table in tables:
         if name in table:
             return table[name]
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
@@ -76,8 +77,9 @@ class TrainOptions:
     """What every family trains with. A family's options class extends it and adds only its own fields; its
     values of these (and any model's values of any option) are data: DEFAULTS = {option: value} for the family,
     PER_MODEL = {model: {option: value}}, HELP = {option: text} where the family's words are more exact. An
-    option left None takes its value for the model when the options are made, so config.json records it."""
-    DEFAULTS: ClassVar[dict] = {}
+    option left None takes its value for the model when the options are made, so config.json records it; a family
+    that sets none of them trains with the values below."""
+    DEFAULTS: ClassVar[dict] = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
     PER_MODEL: ClassVar[dict] = {}
     HELP: ClassVar[dict] = {}
     data: str | None = option(None, "data set name or a .npy/.npz/.csv path")

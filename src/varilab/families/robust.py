@@ -20,7 +20,7 @@ PURIFIER, CLASSIFIER = ("purifier",), ("classifier",)
 
 @dataclass
 class RobustOptions(TrainOptions):
-    DEFAULTS = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
+    DEFAULTS = {"data": "digits", "epochs": 20}
     HELP = {"data": "image data set name or a .npy/.npz path (labels needed by the classifier)"}
     model: str = option("purifier", "the model", choices=MODELS)
     latent_dim: int = option(32, "number of latent dimensions", check=positive_int, models=PURIFIER)

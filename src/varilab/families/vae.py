@@ -40,7 +40,7 @@ def _obs_var(text):
 
 @dataclass
 class VAEOptions(TrainOptions):
-    DEFAULTS = {"data": "digits", "epochs": 50, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
+    DEFAULTS = {"data": "digits", "epochs": 50}
     model: str = option("vae", "the model", choices=MODELS)
     latent_dim: int = option(16, "number of latent dimensions", check=positive_int)
     hidden: list[int] = option([512], "hidden layer sizes, comma-separated", parse=ints, check=positive_ints,

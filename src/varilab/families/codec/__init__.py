@@ -36,7 +36,7 @@ RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R:
 
 @dataclass
 class CodecOptions(TrainOptions):
-    DEFAULTS = {"data": "digits", "epochs": 30, "batch_size": 64, "lr": 2e-3, "test_fraction": 0.2}
+    DEFAULTS = {"data": "digits", "epochs": 30, "batch_size": 64, "lr": 2e-3}
     # INR codecs: an epoch is one Adam step of every training posterior; a batch, every training image
     PER_MODEL = {m: {"epochs": 1000, "batch_size": None, "lr": 1e-2} for m in INR}
     HELP = {"data": "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]",

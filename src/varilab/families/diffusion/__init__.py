@@ -24,7 +24,7 @@ LOSSES = {"ddpm": ("eps", "dsm"), "flow": ("flow",)}
 
 @dataclass
 class DiffusionOptions(TrainOptions):
-    DEFAULTS = {"data": "digits", "epochs": 50, "batch_size": 128, "lr": 1e-3, "test_fraction": 0.2}
+    DEFAULTS = {"data": "digits", "epochs": 50}
     model: str = option("ddpm", "the model", choices=MODELS)
     loss: str | None = option(None, "eps (default) or dsm (denoising score matching) for ddpm and diffusevae; flow "
                               "for flow", choices=("eps", "dsm", "flow", None))

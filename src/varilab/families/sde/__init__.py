@@ -54,7 +54,7 @@ def _all_or_count(v):
 
 @dataclass
 class SDEOptions(TrainOptions):
-    DEFAULTS = {"data": "fou", "epochs": 400, "batch_size": 32, "lr": 1e-2, "test_fraction": 0.2}
+    DEFAULTS = {"data": "fou", "epochs": 400, "batch_size": 32, "lr": 1e-2}
     HELP = {"data": "fou or fbm (generated fractional Ornstein-Uhlenbeck or Brownian paths on (0, 1]) or a .npy file "
                     "[series, time] or [series, time, dims]", "batch_size": "series per batch",
             "test_fraction": "share of the series held out as test series",
