@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from varilab.models import inverse, smc
+from varilab.models.inverse import inverse, smc
 from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
 from varilab.models.inverse.operators import Mask
 

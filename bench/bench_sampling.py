@@ -36,7 +36,7 @@ import time
 
 import torch
 
-from varilab.models import samplers
+from varilab.models.diffusion import samplers
 from varilab.models.diffusion.denoiser import Denoiser, DenoiserConfig
 from varilab.models.diffusion.diffusion import VPSchedule
 

@@ -223,13 +223,22 @@ def _build(cls, model: str, extra):
 
     hints = typing.get_type_hints(cls)
     shown = [f for f in fields_for(cls, model) if f.name != axis(cls)]
-    view = dataclasses.make_dataclass("Options", [(f.name, hints[f.name], _cli_field(cls, f, model)) for f in shown])
+    view = dataclasses.make_dataclass("Options", [(f.name, _cli_type(hints[f.name], default_for(cls, f.name, model)),
+                                                   _cli_field(cls, f, model)) for f in shown])
     view.__doc__ = f"Options of {model}:"
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
     for name, kwargs in extra:
         p.add_argument(name, **kwargs)
     p.add_arguments(view, dest="options")
     return p
+
+
+def _cli_type(hint, default):
+    """`int | None` as `int` where the model's default is a number (None there only meant "the model's value")."""
+    args = typing.get_args(hint)
+    if default is not None and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return hint
 
 
 def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:

@@ -1,0 +1,92 @@
+"""A family's own commands (`Family.commands`): `varilab NAME RUN [options]` parsed from the `Command`'s options, the
+run's family checked to list it, and, for a command that writes a folder, --out, --force and --quiet."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..families import folder, options, registry
+from ..families.protocol import Command, Family
+from .args import JSON, wants_help
+from .printing import json_ready
+
+def _command_args(cmd: Command) -> list[tuple[str, dict]]:
+    args = [("run", {"metavar": "RUN", "help": cmd.about_run}), JSON]
+    if cmd.writes:
+        args += [("--out", {"required": True, "metavar": "DIR", "help": f"folder for {', '.join(cmd.writes)}"}),
+                 ("--force", {"action": "store_true", "help": "overwrite an earlier result's files in --out"}),
+                 ("--quiet", {"action": "store_true", "help": "no progress bars"})]
+    return args
+
+
+def parse_command(argv: list[str], cmd: Command, name: str):
+    """(options, namespace) of a family command's words. Where its options have an AXIS (e.g. --method), an option
+    of another choice is refused, naming the choices it belongs to."""
+    cls, extra, prog = cmd.options, _command_args(cmd), f"varilab {name}"
+    axis = options.axis(cls)
+    field = next((f for f in dataclasses.fields(cls) if f.name == axis), None)
+    if field is None:
+        return options.parse(cls, None, argv, prog=prog, extra=extra)
+    choices = cmd.choices or {c: "" for c in field.metadata.get("choices") or ()}
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument(options.flag(axis), default=field.default)
+    args, rest = pre.parse_known_args(argv)
+    chosen = getattr(args, axis)
+    if choices and chosen not in choices:
+        raise ValueError(f"{options.flag(axis)} must be one of {', '.join(choices)}, got {chosen!r}")
+    for word in rest:  # an option of another choice: say which choices it belongs to
+        key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        f = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+        if f is not None and not options.applies(f, chosen):
+            raise ValueError(f"--{word[2:].split('=')[0]} applies to {options.flag(axis)} "
+                             f"{' or '.join(f.metadata['models'])}, not to {chosen}")
+    axis_arg = (options.flag(axis), {"metavar": axis.upper(), "default": chosen,
+                                     "help": "; ".join(f"{k}: {v}" if v else k for k, v in choices.items())})
+    return options.parse(cls, chosen, rest, prog=prog, extra=[axis_arg] + extra)
+
+
+def family_command(name: str, argv: list[str], commands: list[Command], which: list[Family]) -> str:
+    """Run a family's command on its words: the run's family must list it. With several families' versions of one
+    name, RUN comes first and picks the version."""
+    if len(commands) == 1:
+        cmd = commands[0]
+        if wants_help(argv):
+            owners = ", ".join(f"{f.name} ({', '.join(f.models)})" for f in which)
+            print(f"{cmd.help}. RUN: a run of {owners}.\n")
+        opts, ns = parse_command(argv, cmd, name)
+        family = registry.family_of_run(ns.run)
+    else:
+        if not argv or argv[0].startswith("-"):
+            raise ValueError(f"`varilab {name}` takes the run folder first: varilab {name} RUN [options]")
+        family = registry.family_of_run(argv[0])
+        cmd = family.commands.get(name)
+        if cmd is not None:
+            opts, ns = parse_command(argv, cmd, name)
+    if family.commands.get(name) is not cmd:
+        raise ValueError(registry.refusal(name, family, ns.run if len(commands) == 1 else argv[0]))
+    if cmd.writes:
+        result, lines = _into_folder(name, cmd, opts, ns)
+    else:
+        run = registry.load(ns.run)
+        result, lines = cmd.run(run, opts)
+    return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
+
+
+def _into_folder(name: str, cmd: Command, opts, ns):
+    """Run a command that writes `cmd.writes` into ns.out: the folder must not hold a training run, and an earlier
+    result there is replaced only with --force (all of its files)."""
+    out = Path(ns.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    if folder.holds_run(out):
+        raise ValueError(f"--out {out} holds a training run; write the {name}'s files to a folder of their own")
+    present = [f for f in cmd.writes if (out / f).exists()]
+    if present and not ns.force:
+        raise FileExistsError(f"{out} already holds a {name} ({', '.join(present)}); pass --force to overwrite it")
+    run = registry.load(ns.run)
+    with folder.lock(out, name):
+        for f in present:  # --force: an earlier result's files, all of them, so none is left from it
+            (out / f).unlink()
+        return cmd.run(run, opts, out, quiet=bool(ns.quiet))
