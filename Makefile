@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test bench repro clean fashion-mnist compressai
+.PHONY: demo test test-all test-slow bench repro clean fashion-mnist compressai
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,24 @@ demo: $(STAMP)
 
 # The layer contracts (pyproject.toml, [tool.importlinter]) first; pytest exits 5 when it collects nothing:
 # that counts as a failure. The tests run on every core, each file's tests in one worker (its fixtures built once).
+# `make test` leaves out the tests marked slow: the full forms (more steps, more data, whole harness runs) of tests
+# whose fast form it runs. `make test-all` runs everything; `make test-slow` only the slow ones, as do bench and repro.
+PYTEST = $(BIN)/python -m pytest -q -n auto --dist loadfile
+define run_pytest
+	$(PYTEST) $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+endef
+
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest -q -n auto --dist loadfile tests; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(call run_pytest,-m "not slow" tests)
+
+test-all: $(STAMP)
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(call run_pytest,tests)
+
+test-slow: $(STAMP)
+	$(call run_pytest,-m slow tests)
 
 # The benchmarks run in their own environment, so that the peers they compare against (pythae, Pyro;
 # bench/requirements.txt) never enter varilab's dependencies. pythae pulls the old `dataclasses`
@@ -56,11 +70,11 @@ compressai:
 	test -x .venv-compressai/bin/python || bench/compressai/setup.sh .venv-compressai || \
 		(rm -rf .venv-compressai; echo "CompressAI could not be installed: the codec comparisons report it missing")
 
-bench: fashion-mnist $(BENCH_STAMP) compressai
+bench: fashion-mnist $(BENCH_STAMP) compressai test-slow
 	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py tests/test_library_encoders.py tests/test_sae_lens_interop.py
 	$(BENCH_VENV)/bin/python bench/run.py
 
-repro: fashion-mnist $(STAMP) compressai
+repro: fashion-mnist $(STAMP) compressai test-slow
 	$(BIN)/python repro/run.py
 
 clean:

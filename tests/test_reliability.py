@@ -234,30 +234,37 @@ def _weights(path):
     return load_file(path)
 
 
-def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path):
-    args = ["--epochs", "30", "--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--quiet"]
-    straight = varilab("train", "--out", tmp_path / "straight", *args)
+@pytest.mark.parametrize("epochs, kills", [pytest.param(8, 2, id="fast"),
+                                           pytest.param(30, 10, id="full", marks=pytest.mark.slow)])
+def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path, epochs, kills):
+    args = ["--epochs", str(epochs), "--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--quiet"]
+    straight, lines_at = varilab("train", "--out", tmp_path / "straight", *args), []
+    while straight.poll() is None:  # the time from one epoch's line to the next (its checkpoint included)
+        if len(_lines(tmp_path / "straight/metrics.jsonl")) > len(lines_at):
+            lines_at.append(time.perf_counter())
+        time.sleep(0.002)
     assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    epoch_s = float(np.median(np.diff(lines_at))) if len(lines_at) > 2 else 0.05
     out, rng = tmp_path / "killed", random.Random(0)
-    kills, done = 0, lambda: len(_lines(out / "metrics.jsonl"))
-    while kills < 10:
+    killed, done = 0, lambda: len(_lines(out / "metrics.jsonl"))
+    while killed < kills:
         resume = ["--resume"] if (out / "checkpoint.safetensors").exists() else []
         start = done()
         proc = varilab("train", "--out", out, *args, *resume)
         while proc.poll() is None and done() <= start:  # kill while it trains: after its next epoch line,
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.15))  # at a random moment within the epochs that follow
+        time.sleep(rng.uniform(0.0, 1.5 * epoch_s))  # at a random moment within the epoch and a half that follow
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-    if not (_lines(out / "metrics.jsonl") and json.loads(_lines(out / "metrics.jsonl")[-1])["epoch"] == 30):
+        killed += 1
+    if not (_lines(out / "metrics.jsonl") and json.loads(_lines(out / "metrics.jsonl")[-1])["epoch"] == epochs):
         proc = varilab("train", "--out", out, *args, "--resume")
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
-    assert kills == 10
+    assert killed == kills
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == list(range(1, 31))  # no missing or repeated line
+    assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))  # no missing or repeated line
     a, b = _weights(tmp_path / "straight/model.safetensors"), _weights(out / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(out.glob(".*.tmp"))
