@@ -9,7 +9,7 @@ as data.
     sample(run, n, seed, **flags) -> {name: array}
 
 `flags` are the fields of the options class the family declares for that verb (`Family.flags`), so a verb's
-own flags (`varilab eval RUN --nll`) belong to the family that uses them. A verb a family cannot answer is
+own flags (e.g. `varilab eval RUN --FLAG`) belong to the family that uses them. A verb a family cannot answer is
 None. Any other command is an entry of `Family.commands`: a `Command` brings its options, its function and its
 one line of help, and the command line builds `varilab NAME` from it.
 """
