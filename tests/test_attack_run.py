@@ -75,6 +75,25 @@ def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_pat
     assert "`varilab robustness` attacks a classifier" in capsys.readouterr().err
 
 
+def test_force_with_bad_input_keeps_the_earlier_result_byte_identical(runs, tmp_path, capsys):
+    """attack --force whose input is refused (NaN, a target of another family) leaves the earlier result as it was."""
+    out = tmp_path / "att"
+    assert main(["attack", str(runs / "vae0"), "--out", str(out), "--n", "8", "--steps", "2", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert set(before) == {"adversarial.npy", "control.npy", "metrics.json", "report.html"}
+    bad = np.full((4, 64), np.nan, dtype=np.float32)
+    np.save(tmp_path / "nan.npy", bad)
+    capsys.readouterr()
+    for extra in (["--input", str(tmp_path / "nan.npy")], ["--target", str(runs / "classifier")]):
+        assert main(["attack", str(runs / "vae0"), "--out", str(out), "--n", "8", "--steps", "2", "--force", "--quiet",
+                     *extra]) == 2, extra
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+        assert after == before and not (out / ".previous-attack").exists(), extra
+    assert main(["attack", str(runs / "vae0"), "--out", str(out), "--n", "8", "--steps", "3", "--force", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3 and not (out / ".previous-attack").exists()
+
+
 def test_robustness_prints_gray_box_and_bpda_rows(runs, capsys):
     pytest.importorskip("art", reason="the Adversarial Robustness Toolbox (varilab[robust]) is not installed")
     results = {}

@@ -83,6 +83,19 @@ def test_a_failed_train_leaves_no_stub(tmp_path, capsys):
     assert rc == 2 and not (tmp_path / "new").exists()
 
 
+def test_a_train_that_fails_in_training_leaves_no_lock_and_no_config(tmp_path, capsys):
+    """The default estimator cannot draw a discrete-vae's categorical latents: the run fails after config.json was
+    written, and the folder it created goes with it."""
+    rc, _, err = cli(capsys, "train", "--model", "discrete-vae", "--latent-dim", "3", "--hidden", "24", "--epochs", "1",
+                     "--out", tmp_path / "dv", "--quiet")
+    assert rc == 2 and "choose estimator 'score'" in err and not (tmp_path / "dv").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    rc, _, _ = cli(capsys, "train", "--model", "discrete-vae", "--latent-dim", "3", "--hidden", "24", "--epochs", "1",
+                   "--out", tmp_path / "mine", "--quiet")
+    assert rc == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".lock", "notes.txt"]
+
+
 def test_a_folder_killed_before_its_first_checkpoint_takes_a_new_run(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 
 from ..families import folder, options, registry
@@ -76,17 +78,39 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
 
 def _into_folder(name: str, cmd: Command, opts, ns):
     """Run a command that writes `cmd.writes` into ns.out: the folder must not hold a training run, and an earlier
-    result there is replaced only with --force (all of its files)."""
+    result there is replaced only with --force, and only once the new one is complete: its files wait in a folder
+    of their own (.previous-NAME) until the command succeeds, and come back if it fails or was killed."""
     out = Path(ns.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     if folder.holds_run(out):
         raise ValueError(f"--out {out} holds a training run; write the {name}'s files to a folder of their own")
-    present = [f for f in cmd.writes if (out / f).exists()]
+    keep = out / f".previous-{name}"
+    present = [f for f in cmd.writes if (out / f).exists() or (keep / f).exists()]
     if present and not ns.force:
         raise FileExistsError(f"{out} already holds a {name} ({', '.join(present)}); pass --force to overwrite it")
     run = registry.load(ns.run)
     with folder.lock(out, name):
-        for f in present:  # --force: an earlier result's files, all of them, so none is left from it
-            (out / f).unlink()
-        return cmd.run(run, opts, out, quiet=bool(ns.quiet))
+        _restore(out, keep, cmd.writes)  # a command killed while replacing: its earlier result comes back
+        if present:  # --force: an earlier result's files, all of them, set aside so none is left mixed in
+            keep.mkdir()
+            for f in present:
+                os.replace(out / f, keep / f)
+        try:
+            result = cmd.run(run, opts, out, quiet=bool(ns.quiet))
+        except BaseException:
+            _restore(out, keep, cmd.writes)
+            raise
+        shutil.rmtree(keep, ignore_errors=True)
+        return result
+
+
+def _restore(out: Path, keep: Path, writes: tuple[str, ...]) -> None:
+    """Put the result set aside in `keep` back into `out`, dropping whatever a failed command wrote instead."""
+    if not keep.is_dir():
+        return
+    for f in writes:
+        (out / f).unlink(missing_ok=True)
+    for p in keep.iterdir():
+        os.replace(p, out / p.name)
+    keep.rmdir()

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..families import folder, options, registry
-from ..run_files import STEPS
+from ..run_files import CHECKPOINT, STEPS
 from .args import command_parser
 
 RUN_ARGS = [("--model", {"metavar": "MODEL", "help": "the model; vae when not given. `varilab train --model M --help` "
@@ -71,6 +71,10 @@ def train(argv: list[str]) -> str:
             folder.set_aside(out, family)
         try:
             history = family.train(opts, out, resume=resume, quiet=quiet)
+        except BaseException:
+            if not resume and not (out / CHECKPOINT).exists():  # nothing to resume: no stub of the failed run is left
+                folder.discard(out, family)
+            raise
         finally:
             if folder.settle(out) == "restored" and not quiet:
                 print(f"the earlier run in {out} is kept: the new one stopped before its first checkpoint",

@@ -103,6 +103,14 @@ def set_aside(out: Path, family) -> Path | None:
     return keep
 
 
+def discard(out: Path, family) -> None:
+    """Remove the files a run wrote into `out` (config.json, logs, weights and the family's own): a run that failed
+    before its first checkpoint leaves nothing behind (an earlier run set aside comes back through settle)."""
+    for name in RUN_FILES + tuple(family.files):
+        p = out / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def settle(out: Path) -> str | None:
     """After a run that replaced another (or a kill during one): drop the old run once the new one has a
     checkpoint, else put the old one back. Returns what was done, for a message."""
