@@ -70,10 +70,11 @@ def test_files_are_written_whole_or_not_at_all(runs, tmp_path, capsys):
     assert "does not exist" in err and len(err.splitlines()) == 1
     f = tmp_path / "x.vlc"
     f.write_bytes(b"an older file")
-    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f), "--force"]) == 0
     assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(tmp_path / "d")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "x.vlc"]  # replaced, no temporary left behind
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["codes.npy", "images.npy"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".lock", "codes.npy", "images.npy"]  # and the
+    # folder's lock, as attack and solve leave: a second command writing it at the same time is refused
     assert np.load(tmp_path / "d" / "images.npy").shape[1] == 1
 
 
@@ -146,3 +147,28 @@ def test_a_file_written_on_the_gpu_decodes_identically_on_the_cpu(runs):
     on_cpu, codes_cpu = family.decode(run, data)
     assert torch.equal(codes_gpu.cpu(), codes_cpu)
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
+def test_compress_and_decompress_replace_nothing_without_force(runs, tmp_path, capsys):
+    """An existing .vlc or decompression is replaced only with --force, and a run's own files never."""
+    f = tmp_path / "x.vlc"
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    first = f.read_bytes()
+    f.write_bytes(b"mine")
+    capsys.readouterr()
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and f.read_bytes() == b"mine"
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f), "--force"]) == 0 and f.read_bytes() == first
+    weights = runs / "a" / "model.safetensors"
+    before = weights.read_bytes()
+    assert cli.main(["compress", str(runs / "a"), "--out", str(weights), "--force"]) == 2
+    assert "a file of the run" in capsys.readouterr().err and weights.read_bytes() == before
+    d = tmp_path / "d"
+    assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(d)]) == 0
+    images = (d / "images.npy").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["decompress", str(runs / "a"), "--input", str(f), "--out", str(d)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    (tmp_path / "bad.vlc").write_bytes(first[:-3])  # a truncated file: refused, the earlier decompression kept
+    assert cli.main(["decompress", str(runs / "a"), "--input", str(tmp_path / "bad.vlc"), "--out", str(d), "--force"]) == 2
+    assert (d / "images.npy").read_bytes() == images and not (d / ".previous-decompress").exists()

@@ -60,6 +60,15 @@ def test_predict_by_error_regression_and_without(run, tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_predict_replaces_an_out_file_only_with_force(run, tmp_path, capsys):
+    out = tmp_path / "p.npy"
+    out.write_bytes(b"mine")
+    args = ["predict", str(run / "run"), "--method", "free", "--ahead", "2", "--n", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_bytes() == b"mine"
+    assert main(args + ["--force"]) == 0 and np.load(out).shape[:1] == (1,)
+
+
 def test_other_families_refuse_the_sequence_flags(run, tmp_path, capsys):
     assert main(["train", "--model", "vae", "--epochs", "1", "--out", str(tmp_path / "vae"), "--quiet"]) == 0
     capsys.readouterr()

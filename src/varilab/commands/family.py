@@ -16,6 +16,8 @@ from .printing import json_ready
 
 def _command_args(cmd: Command) -> list[tuple[str, dict]]:
     args = [("run", {"metavar": "RUN", "help": cmd.about_run}), JSON]
+    if cmd.writes_file:
+        args += [("--force", {"action": "store_true", "help": "replace an existing --out file"})]
     if cmd.writes:
         args += [("--out", {"required": True, "metavar": "DIR", "help": f"folder for {', '.join(cmd.writes)}"}),
                  ("--force", {"action": "store_true", "help": "overwrite an earlier result's files in --out"}),
@@ -71,9 +73,21 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
     if cmd.writes:
         result, lines = _into_folder(name, cmd, opts, ns)
     else:
+        if cmd.writes_file and getattr(opts, "out", None):
+            _check_out_file(Path(opts.out), bool(ns.force))
         run = registry.load(ns.run)
         result, lines = cmd.run(run, opts)
     return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
+
+
+def _check_out_file(out: Path, force: bool) -> None:
+    """An --out file: an existing one is replaced only with --force, and never a run folder's own file."""
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; name the file to write")
+    if out.name in folder.RUN_FILES and (out.parent / folder.CONFIG).exists():
+        raise ValueError(f"--out {out}: a file of the run in {out.parent}; write to another name")
+    if out.exists() and not force:
+        raise FileExistsError(f"--out {out} exists; pass --force to replace it")
 
 
 def _into_folder(name: str, cmd: Command, opts, ns):

@@ -274,7 +274,7 @@ def sample(run: Run, n: int, seed: int = 0, length: int | None = None) -> dict:
 
 
 PREDICT = Command("follow new sequences by error regression and predict ahead", PredictOptions, predict,
-                  choices=METHODS, about_run="the sequence run (varilab train --model pvrnn)")
+                  choices=METHODS, about_run="the sequence run (varilab train --model pvrnn)", writes_file=True)
 FAMILY = register(Family("sequence", MODELS, SequenceOptions, train=train, load=load, evaluate=evaluate,
                          diagnose=diagnose, report=report, sample=sample, flags={"sample": SampleFlags},
                          commands={"predict": PREDICT}))

@@ -72,7 +72,6 @@ class DecompressOptions:
     AXIS = "container"
     container: str = option("vlc", "the file format", choices=CONTAINERS)
     input: str = option("", "the .vlc file, written by this run's model")
-    out: str = option("", "folder for images.npy [N, 1, H, W] and codes.npy (one row per codebook or channel)")
 
 
 def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
@@ -112,18 +111,15 @@ def run_images(run: Run, spec: str):
     return torch.as_tensor(x, dtype=torch.float32)
 
 
-def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
+def decompress(run: Run, opts: DecompressOptions, out: Path, quiet: bool = False) -> tuple[dict, list[str]]:
+    """images.npy [N, 1, H, W] and codes.npy (one row per codebook or channel) into the folder `out`."""
     import numpy as np
 
     from ...checkpoint import atomic_write
 
-    if not opts.input or not opts.out:
-        raise ValueError("--input FILE.vlc and --out DIR are required")
+    if not opts.input:
+        raise ValueError("--input FILE.vlc is required")
     x, codes = decode(run, Path(opts.input).read_bytes())
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     for name, array in (("images.npy", x.numpy()), ("codes.npy", codes.numpy())):  # codes: a row per codebook
         buffer = io.BytesIO()  # or channel (recombiner: one)
         np.save(buffer, array)
@@ -133,6 +129,7 @@ def decompress(run: Run, opts: DecompressOptions) -> tuple[dict, list[str]]:
 
 
 COMPRESS = Command("images to a .vlc bitstream with a codec run", CompressOptions, compress, choices=CONTAINERS,
-                   about_run="the codec run (varilab train --model vq-codec)")
+                   about_run="the codec run (varilab train --model vq-codec)", writes_file=True)
 DECOMPRESS = Command("a .vlc bitstream back to images with the run that wrote it", DecompressOptions, decompress,
-                     choices=CONTAINERS, about_run="the codec run that wrote the file")
+                     choices=CONTAINERS, about_run="the codec run that wrote the file",
+                     writes=("images.npy", "codes.npy"))
