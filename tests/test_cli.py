@@ -282,3 +282,20 @@ def test_the_same_seed_gives_the_same_run(tmp_path, capsys):
         assert cli(capsys, "train", "--seed", seed, "--out", out, *FAST)[0] == 0
     a, b, c = ((r / "model.safetensors").read_bytes() for r in runs)
     assert a == b and a != c  # initial weights, batches and noise all follow --seed
+
+
+@pytest.mark.parametrize("argv", [["attack", "RUN", "--out", "o", "--eps", "1/0"],
+                                  ["robustness", "RUN", "--classifier", "C", "--eps", "1/0"],
+                                  ["train", "--hidden", "x"]])
+def test_a_value_its_reader_cannot_read_is_one_line(argv, capsys):
+    """Issue 33, item 6: `--eps 1/0` was a ZeroDivisionError traceback."""
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"argument --(eps|hidden): '(1/0|x)': ", err), err
+
+
+def test_out_under_a_regular_file_is_one_line(tmp_path, capsys):
+    """Issue 33, item 6: `--out` under a regular file was a NotADirectoryError traceback."""
+    (tmp_path / "afile").write_text("")
+    rc, _, err = cli(capsys, "train", "--out", tmp_path / "afile" / "run", *FAST)
+    assert rc == 2 and "Not a directory" in err and len(err.strip().splitlines()) == 1

@@ -262,8 +262,8 @@ def _reader(parse):
     def read(text):
         try:
             return parse(text)
-        except (TypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+        except (TypeError, ValueError, ArithmeticError) as e:  # e.g. --eps 1/0
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
     read.__name__ = parse.__name__
     return read
