@@ -225,11 +225,18 @@ def _build(cls, model: str, extra):
     shown = [f for f in fields_for(cls, model) if f.name != axis(cls)]
     view = dataclasses.make_dataclass("Options", [(f.name, _cli_type(hints[f.name], default_for(cls, f.name, model)),
                                                    _cli_field(cls, f, model)) for f in shown])
-    view.__doc__ = f"Options of {model}:"
+    view.__doc__ = " "
+    title = "options" if not model else f"options of {model}" if axis(cls) == "model" else f"options of {flag(axis(cls))} {model}"
+
+    class Group(simple_parsing.wrappers.DataclassWrapper):  # the group's title in --help, not the parser's names
+        @property
+        def title(self) -> str:
+            return title
+
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
     for name, kwargs in extra:
         p.add_argument(name, **kwargs)
-    p.add_arguments(view, dest="options")
+    p.add_arguments(view, dest="options", dataclass_wrapper_class=Group)
     return p
 
 
