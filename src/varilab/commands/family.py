@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from ..families import folder, options, registry
 from ..families.protocol import Command, Family
 from .args import JSON, wants_help
-from .printing import json_ready
+from .printing import shown
 
 def _command_args(cmd: Command) -> list[tuple[str, dict]]:
     args = [("run", {"metavar": "RUN", "help": cmd.about_run}), JSON]
@@ -41,8 +40,7 @@ def parse_command(argv: list[str], cmd: Command, name: str):
     if choices and chosen not in choices:
         raise ValueError(f"{options.flag(axis)} must be one of {', '.join(choices)}, got {chosen!r}")
     for word in rest:  # an option of another choice: say which choices it belongs to
-        key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
-        f = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+        f = next((f for f in dataclasses.fields(cls) if f.name == options.key_of(word)), None)
         if f is not None and not options.applies(f, chosen):
             raise ValueError(f"--{word[2:].split('=')[0]} applies to {options.flag(axis)} "
                              f"{' or '.join(f.metadata['models'])}, not to {chosen}")
@@ -77,7 +75,7 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
             _check_out_file(Path(opts.out), bool(ns.force))
         run = registry.load(ns.run)
         result, lines = cmd.run(run, opts)
-    return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
+    return shown(result, lines, ns.json)
 
 
 def _check_out_file(out: Path, force: bool) -> None:

@@ -1,7 +1,13 @@
 """What a command prints: a result as `key  value` lines and tables, or as JSON (NaN and Inf made null and named)."""
 from __future__ import annotations
 
+import json
 import math
+
+def shown(result: dict, lines: list[str], as_json: bool) -> str:
+    """What a command prints: its lines, or its result as one JSON object."""
+    return json.dumps(json_ready(result), allow_nan=False) if as_json else "\n".join(lines)
+
 
 def table_lines(result: dict) -> list[str]:
     """A result as lines: `key  value` for each number or word, then each list of rows as a table."""

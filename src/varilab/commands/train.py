@@ -39,7 +39,7 @@ def parse_train(argv: list[str]):
     where = registry.elsewhere(model)
     options.check_keys(given, family.options, model, args.config or "config", where)
     for word in argv:  # a flag of another model or family: say where it belongs
-        name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        name = options.key_of(word)
         if name in where:
             raise ValueError(f"--{name.replace('_', '-')} applies to {where[name]}, not to {model}")
     keys = [k for k in options.keys_for(family.options, model) if k != "model"]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from ..families import folder, options, registry
 from ..families.protocol import Run
 from ..run_files import METRICS, STEPS
 from .args import DATA, FORCE, JSON, RUN, Parser, command_parser, wants_help
-from .printing import json_ready, table_lines
+from .printing import shown, table_lines
 from .train import still_improving
+
 
 def _family_flags_help(verb: str) -> str:
     """The flags each family brings to `verb`, for --help."""
@@ -30,7 +30,7 @@ def _family_flags_help(verb: str) -> str:
 
 def _owners(verb: str, word: str) -> list[str]:
     """The families whose own flags of `verb` include the flag `word`."""
-    key = word.split("=")[0].removeprefix("--").replace("-", "_")
+    key = options.key_of(word)
     return [f.name for f in registry.ordered() if verb in f.flags
             and key in {g.name for g in dataclasses.fields(f.flags[verb])}]
 
@@ -47,17 +47,17 @@ def _verb(verb: str, name: str, text: str, args: list[tuple[str, dict]], argv: l
         p.print_help()
         raise SystemExit(0)
     ns, rest = p.parse_known_args(argv)
-    family = registry.family_of_run(ns.run)
+    raw = registry.load_config(ns.run)
+    family = registry.FAMILIES[raw["family"]]
     if getattr(family, verb) is None:
         raise ValueError(registry.refusal(name, family, ns.run))
     for word in rest:  # a flag of another family's runs: say whose it is
-        owners = _owners(verb, word) if word.startswith("--") else []
+        owners = _owners(verb, word)
         if owners and family.name not in owners:
             raise ValueError(f"{word.split('=')[0]} applies to {' and '.join(owners)} runs, not to {family.name} runs")
     flags = {}
     if verb in family.flags:
-        model = registry.load_config(ns.run).get("model")
-        given, _ = options.parse(family.flags[verb], model, rest, prog=f"varilab {name} ({family.name} runs)")
+        given, _ = options.parse(family.flags[verb], raw.get("model"), rest, prog=f"varilab {name} ({family.name} runs)")
         flags = dataclasses.asdict(given)
     elif rest:
         raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
@@ -68,13 +68,12 @@ def _verb(verb: str, name: str, text: str, args: list[tuple[str, dict]], argv: l
 def evaluate(argv: list[str]) -> str:
     run, ns, flags = _verb("evaluate", "eval", "test-split metrics of a run", [DATA, JSON], argv)
     result = run.family.evaluate(run, **flags)
-    return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(table_lines(result))
+    return shown(result, table_lines(result), ns.json)
 
 
 def diagnose(argv: list[str]) -> str:
     run, ns, flags = _verb("diagnose", "diagnose", "posterior-collapse diagnostics of a run", [DATA, JSON], argv)
-    result, lines = run.family.diagnose(run, **flags)
-    return json.dumps(json_ready(result), allow_nan=False) if ns.json else "\n".join(lines)
+    return shown(*run.family.diagnose(run, **flags), ns.json)
 
 
 def report(argv: list[str]) -> str:

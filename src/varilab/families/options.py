@@ -127,6 +127,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def key_of(word: str) -> str | None:
+    """The option a command-line word names ("--latent-dim=8" -> "latent_dim"); None for a word that is no flag."""
+    return word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+
+
 def settings(opts) -> list[tuple[str, object]]:
     """(option, value) for the options that apply to the run's model: the report's configuration table."""
     return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), chosen(opts))
