@@ -91,13 +91,23 @@ def report(argv: list[str]) -> str:
         return str(write_report(run, page, ns.out, ns.force))
 
 
+SAMPLE_ARGS = [("--n", {"type": options.number(int, options.positive_int.upto(100_000_000)), "default": 64,
+                         "help": "number of samples (default 64)"}),
+               ("--seed", {"type": options.number(int, options.any_seed), "default": 0, "help": "random seed (default 0)"}),
+               ("--out", {"help": ".npy file (default RUN/samples-....npy; a second output gets its own suffix)"}), FORCE]
+COLLECT_ARGS = [("--layer", {"type": options.number(int, options.between(1, 6, integer=True)), "default": 3,
+                             "help": "transformer block whose output is stored (1-6; default 3)"}),
+                ("--tokens", {"type": options.number(int, options.positive_int.upto(10_000_000_000)), "default": 500_000,
+                              "help": "word-piece tokens to store, at least (default 500000)"}),
+                ("--text", {"help": "your own UTF-8 text file (default: offline Wikipedia extracts)"}),
+                ("--out", {"required": True, "help": "activation folder (an interrupted collection resumes there)"}),
+                ("--quiet", {"action": "store_true", "help": "no progress bar"})]
+
+
 def sample(argv: list[str]) -> str:
     import numpy as np
 
-    args = [("--n", {"type": int, "default": 64, "help": "number of samples (default 64)"}),
-            ("--seed", {"type": int, "default": 0, "help": "random seed (default 0)"}),
-            ("--out", {"help": ".npy file (default RUN/samples-....npy; a second output gets its own suffix)"}), FORCE]
-    run, ns, flags = _verb("sample", "sample", "draw samples from a trained generative run", args, argv)
+    run, ns, flags = _verb("sample", "sample", "draw samples from a trained generative run", SAMPLE_ARGS, argv)
     check_sample_size(run, ns.n)
     named = getattr(run.family.flags.get("sample"), "FILE_NAME", ())  # the flags that name the file
     name = "-".join(["samples"] + [str(flags[k]) for k in named if flags.get(k) is not None])
@@ -138,11 +148,8 @@ def data(argv: list[str]) -> str:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("list", help="the data sets and whether each is available here")
     c = sub.add_parser("collect", help="store MiniLM activations of one layer as memory-mapped shards")
-    c.add_argument("--layer", type=int, default=3, help="transformer block whose output is stored (1-6; default 3)")
-    c.add_argument("--tokens", type=int, default=500_000, help="word-piece tokens to store, at least (default 500000)")
-    c.add_argument("--text", help="your own UTF-8 text file (default: offline Wikipedia extracts)")
-    c.add_argument("--out", required=True, help="activation folder (an interrupted collection resumes there)")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    for flag, kwargs in COLLECT_ARGS:
+        c.add_argument(flag, **kwargs)
     args = p.parse_args(argv)
     if args.action == "collect":
         from ..data.activations import collect

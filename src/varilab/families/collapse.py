@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .options import option
+from .options import non_negative, option
 
 
 @dataclass
 class ActivityFlags:
     """`varilab diagnose`'s flags of a run with an encoder."""
-    threshold: float = option(0.01, "activity threshold of an active unit: Var_x E[z|x] above it")
+    threshold: float = option(0.01, "activity threshold of an active unit: Var_x E[z|x] above it",
+                              check=non_negative)
 
 
 def encoder_diagnosis(model, x, cond=None, threshold: float = 0.01) -> tuple[dict, list[str]]:

@@ -68,6 +68,14 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse, before allocating, work whose arrays cannot fit: `what` would need about `need` bytes."""
+    have = available_memory()
+    if need > have:
+        raise ValueError(f"{what} would need about {need / 2**30:,.1f} GiB but {have / 2**30:,.1f} GiB is available; "
+                         f"{fix}")
+
+
 def check_fits(build, what: str, extra_bytes: int = 0) -> None:
     """Refuse, before allocating anything, a model that cannot train here: `build()` runs on PyTorch's meta
     device (shapes only), and training needs about 16 bytes a parameter (float32 weights, gradients and

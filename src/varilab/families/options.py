@@ -7,8 +7,10 @@ the config-file keys, validation, and the configuration table of the report.
         DEFAULTS = {"epochs": 20}                   # this family's values of the shared options
         PER_MODEL = {"mixed": {"lr": 1e-2}}         # a model's values of any option
         model: str = option("mine", "the model")
-        width: int = option(64, "hidden units", check=positive_int)
+        width: int = option(64, "hidden units", check=positive_int.upto(4096))
         mix: float = option(0.5, "mixing weight", check=unit_interval, models=("mixed",))
+
+Every int or float option declares its range as its check (a `Range`): a value outside is refused in one line.
 """
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+# constraints: value -> error text or None; a numeric option's is its declared range
+from .ranges import (MILLION, Range, between, non_negative, non_negative_int, positive, positive_int,  # noqa: F401
+                     positive_ints, any_seed, unit_interval)
+
 
 def option(default, help: str, *, check=None, choices=None, models=None, parse=None):
     """One option: `check(value)` returns an error text (or None), `choices` the valid values, `models` the
@@ -28,27 +34,6 @@ def option(default, help: str, *, check=None, choices=None, models=None, parse=N
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-# constraints: value -> error text or None
-def positive_int(v):
-    return None if v is None or (isinstance(v, int) and v >= 1) else f"must be a positive integer, got {v}"
-
-
-def non_negative(v):
-    return None if v is None or v >= 0 else f"must be non-negative, got {v}"
-
-
-def positive(v):
-    return None if v is None or v > 0 else f"must be positive, got {v}"
-
-
-def unit_interval(v):
-    return None if v is None or 0 < v < 1 else f"must lie in (0, 1), got {v}"
-
-
-def positive_ints(v):
-    return None if v is None or (v and all(h >= 1 for h in v)) else f"must be positive integers, got {v}"
 
 
 def ints(text) -> list[int]:
@@ -83,10 +68,10 @@ class TrainOptions:
     PER_MODEL: ClassVar[dict] = {}
     HELP: ClassVar[dict] = {}
     data: str | None = option(None, "data set name or a .npy/.npz/.csv path")
-    epochs: int | None = option(None, "epochs to train (with --resume, the new total)", check=positive_int)
+    epochs: int | None = option(None, "epochs to train (with --resume, the new total)", check=positive_int.upto(100_000))
     batch_size: int | None = option(None, "examples per batch", check=positive_int)
-    lr: float | None = option(None, "Adam learning rate", check=positive)
-    seed: int = option(0, "random seed of the split, initialisation and sampling")
+    lr: float | None = option(None, "Adam learning rate", check=positive.upto(10))
+    seed: int = option(0, "random seed of the split, initialisation and sampling", check=any_seed)
     test_fraction: float | None = option(None, "share of the data held out as the test split", check=unit_interval)
 
     def __post_init__(self):
@@ -255,7 +240,8 @@ def _cli_type(hint, default):
 
 def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
     """The field as simple-parsing sees it: the model's default (shown in --help), the family's help text."""
-    custom = {"help": help_of(cls, f)}
+    check = f.metadata.get("check")
+    custom = {"help": help_of(cls, f) + (f"; in {check}" if isinstance(check, Range) else "")}
     if f.metadata.get("choices"):
         custom["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
     if f.metadata.get("parse"):
@@ -265,6 +251,22 @@ def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def number(kind, declared: Range):
+    """An argparse `type` for a command's own numeric argument: `kind` (int or float) read, then `declared` checked;
+    argparse names the flag ("argument --n: must be a positive integer, got 0")."""
+    def read(text):
+        value = _reader(kind)(text)
+        problem = declared(value)
+        if problem:
+            import argparse
+
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    read.__name__, read.range = kind.__name__, declared
+    return read
 
 
 def _reader(parse):

@@ -9,7 +9,8 @@ from pathlib import Path
 from . import folder, registry
 from .attack import ATTACK, fraction
 from .collapse import ActivityFlags, encoder_diagnosis
-from .options import TrainOptions, ints, non_negative, option, positive, positive_int, positive_ints
+from .options import (Range, TrainOptions, any_seed, between, ints, non_negative, option, positive, positive_int,
+                      positive_ints)
 from .protocol import Command, Family, Run
 
 MODELS = {"classifier": "a small CNN image classifier (two convolutions, one hidden layer), trained by cross-entropy",
@@ -23,22 +24,26 @@ class RobustOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 20}
     HELP = {"data": "image data set name or a .npy/.npz path (labels needed by the classifier)"}
     model: str = option("purifier", "the model", choices=MODELS)
-    latent_dim: int = option(32, "number of latent dimensions", check=positive_int, models=PURIFIER)
+    latent_dim: int = option(32, "number of latent dimensions", check=positive_int.upto(65_536),
+                            models=PURIFIER)
     hidden: list[int] = option([512, 256], "the encoder's hidden sizes (the decoder mirrors them)", parse=ints,
-                               check=positive_ints, models=PURIFIER)
-    levels: int = option(5, "code values per latent dimension", check=lambda v: None if v >= 2 else
-                         f"must be at least 2, got {v}", models=PURIFIER)
-    radius: float = option(2.0, "the code values are evenly spaced on [-radius, radius]", check=positive,
+                               check=positive_ints.upto(65_536), models=PURIFIER)
+    levels: int = option(5, "code values per latent dimension", check=Range(2, 1024, integer=True, below="at least 2"),
+                         models=PURIFIER)
+    radius: float = option(2.0, "the code values are evenly spaced on [-radius, radius]", check=positive.upto(1e3),
                            models=PURIFIER)
     lipschitz: float = option(16.0, "the target Lipschitz bound (L2 to L2) of the encoder mean: spectral normalisation "
                               "scales each of its k layers to norm lipschitz^(1/k) as power iteration estimates it; "
-                              "`varilab eval` reports the exact bound", check=positive, models=PURIFIER)
+                              "`varilab eval` reports the exact bound", check=positive.upto(1e6),
+                              models=PURIFIER)
     input_noise: float = option(0.2, "std of the Gaussian noise added to the encoder's input in training (the "
-                                "reconstruction target stays clean)", check=non_negative, models=PURIFIER)
+                                "reconstruction target stays clean)", check=non_negative.upto(100),
+                                models=PURIFIER)
     beta: float = option(0.5, "weight of the KL term (below 1 the code keeps more of the image: on MNIST, 16 latents "
                          "at beta 1 cost 7 points of clean accuracy through the purifier, 32 at 0.5 about 4)",
-                         check=non_negative, models=PURIFIER)
-    width: int = option(32, "channels of the first convolution (the second has twice as many)", check=positive_int,
+                         check=non_negative.upto(1e4), models=PURIFIER)
+    width: int = option(32, "channels of the first convolution (the second has twice as many)",
+                        check=positive_int.upto(512),
                         models=CLASSIFIER)
 
 
@@ -50,13 +55,13 @@ class RobustnessOptions:
     classifier: str | None = option(None, "the classifier run folder (varilab train --model classifier)",
                                     check=lambda v: None if v else "must be given as --classifier RUN2")
     eps: float = option(0.2, "the L-infinity radius on the images' [0, 1] range: a number or a fraction (8/255)",
-                        parse=fraction, check=positive)
-    steps: int = option(20, "PGD steps", check=positive_int, models=("pgd", "bpda"))
+                        parse=fraction, check=between(0, 1, open_lo=True))
+    steps: int = option(20, "PGD steps", check=positive_int.upto(100_000), models=("pgd", "bpda"))
     n: int = option(1000, "attack the first n test images", check=positive_int)
     sample: bool = option(False, "make the purifier stochastic (z drawn from q, not its mean): attacked by "
                           "expectation over --draws draws and scored by the mean accuracy over them")
-    draws: int = option(8, "draws per image with --sample", check=positive_int)
-    seed: int = option(0, "random seed of the draws")
+    draws: int = option(8, "draws per image with --sample", check=positive_int.upto(10_000))
+    seed: int = option(0, "random seed of the draws", check=any_seed)
 
 
 def load_data(opts: RobustOptions, spec: str | None = None):
@@ -189,6 +194,9 @@ def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
     x, y = _test(run, opts.n)
     if y is None:
         raise ValueError(f"{run.data.name} has no labels to score a classifier on")
+    draws = opts.draws if opts.sample else 1
+    folder.check_memory(4 * 64 * len(x) * draws * x.shape[1], f"{len(x):,} images of {x.shape[1]:,} pixels, "
+                        f"{draws:,} draws each", "choose fewer --draws or fewer images (--n)")
     r = score(run.model, clf.model.to(x.device), x, y, opts.attack, opts.eps, opts.steps, opts.draws, opts.sample,
               opts.seed)
     kind = "adaptive (BPDA)" if opts.attack == "bpda" else "gray-box"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import folder
-from .options import TrainOptions, non_negative, option, positive, positive_int
+from .options import TrainOptions, non_negative, non_negative_int, option, positive, positive_int
 from .protocol import Family, Run
 from .registry import register
 
@@ -28,29 +28,32 @@ class SAEOptions(TrainOptions):
             "epochs": "passes over the training tokens (with --resume, the new total)", "batch_size": "tokens per step",
             "seed": "random seed for initialisation and batches", "test_fraction": "the last share of the tokens, held out"}
     model: str = option("topk", "the model", choices=MODELS)
-    features: int = option(3072, "dictionary size F", check=positive_int)
-    k: int = option(32, "active latents per token", check=positive_int, models=K_MODELS)
-    kl_coef: float = option(1.0, "kappa, the KL weight reached after the warm-up", check=non_negative, models=("vsae",))
+    features: int = option(3072, "dictionary size F", check=positive_int.upto(4_194_304))
+    k: int = option(32, "active latents per token", check=positive_int.upto(65_536), models=K_MODELS)
+    kl_coef: float = option(1.0, "kappa, the KL weight reached after the warm-up", check=non_negative.upto(1e4), models=("vsae",))
     kl_warmup_steps: int | None = option(None, "steps of linear warm-up of kappa from 0 (default: a tenth of the run)",
-                                         check=non_negative, models=("vsae",))
+                                         check=non_negative_int.upto(100_000_000), models=("vsae",))
     vsae_variance: str = option("fixed", "fixed (z = mu) or learned (z = mu + sigma eps)", choices=("fixed", "learned"),
                                 models=("vsae",))
     vsae_encoder: str = option("relu", "relu (mu = ReLU(W_enc x + b_enc)) or linear (mu unconstrained)",
                                choices=("relu", "linear"), models=("vsae",))
     decoder_norm: str = option("unit", "unit (decoder columns renormalised after each step) or free",
                                choices=("unit", "free"))
-    l1_coef: float = option(5.0, "L1 weight", check=non_negative, models=("relu",))
-    aux_coef: float = option(1 / 32, "AuxK weight (0: off)", check=non_negative, models=("topk", "batchtopk"))
+    l1_coef: float = option(5.0, "L1 weight", check=non_negative.upto(1e4), models=("relu",))
+    aux_coef: float = option(1 / 32, "AuxK weight (0: off)", check=non_negative.upto(1e4), models=("topk", "batchtopk"))
     dead_window_tokens: int = option(100_000, "a latent is dead after this many tokens without firing",
-                                     check=positive_int)
+                                     check=positive_int.upto(10_000_000_000))
     input_norm: str = option("d", "scale the activations so that E||x||^2 = d (d), = 1 (unit), or not (none)",
                              choices=("d", "unit", "none"))
-    init_norm: float = option(1.0, "norm of the decoder columns and encoder rows at initialisation", check=positive)
-    grad_clip: float | None = option(None, "clip the global gradient norm to this (default off)", check=positive)
+    init_norm: float = option(1.0, "norm of the decoder columns and encoder rows at initialisation",
+                             check=positive.upto(1e4))
+    grad_clip: float | None = option(None, "clip the global gradient norm to this (default off)",
+                                     check=positive.upto(1e6))
     precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
                             "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     embedding: bool = option(True, "measure embedding recovered after training (MiniLM activations only)")
-    embedding_sequences: int = option(256, "held-out 128-token sequences for embedding recovered", check=positive_int)
+    embedding_sequences: int = option(256, "held-out 128-token sequences for embedding recovered",
+                                      check=positive_int.upto(100_000))
 
 
 def split(x, test_fraction: float):
@@ -207,7 +210,7 @@ class SAELensFlags:
     """`varilab diagnose`'s flags of an SAE run."""
     sae_lens_window: int | None = option(None, "also count dead latents as sae-lens does: more than this many "
                                          "training batches since the batch in which they last fired (its "
-                                         "dead_feature_window)")
+                                         "dead_feature_window)", check=positive_int.upto(1_000_000_000))
 
 
 def diagnose(run: Run, sae_lens_window: int | None = None) -> tuple[dict, list[str]]:

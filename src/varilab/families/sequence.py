@@ -7,16 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import folder
-from .options import TrainOptions, floats, ints, non_negative, option, positive, positive_int, positive_ints
+from .options import (Range, TrainOptions, any_seed, between, floats, ints, non_negative, option, positive, positive_int,
+                      positive_ints)
 from .protocol import Command, Family, Run
 from .registry import register
 
 MODELS = {"pvrnn": "PV-RNN: multiple-timescale RNN layers, a posterior of free adaptive vectors per training sequence "
                    "and step, the KL weighted by the meta-prior w"}
-
-
-def _at_least_one(v):
-    return None if v and all(t >= 1 for t in v) else f"must be at least 1, got {v}"
 
 
 @dataclass
@@ -27,20 +24,19 @@ class SequenceOptions(TrainOptions):
             "lr": "Adam learning rate (the weights and the adaptive vectors; at 1e-3, 600 epochs of 16 switching "
                   "sequences left the training error 100 times higher)"}
     model: str = option("pvrnn", "the model", choices=MODELS)
-    n: int = option(24, "switching: number of sequences", check=positive_int)
-    length: int = option(100, "switching: steps per sequence", check=lambda v: None if v >= 2 else
-                         f"must be at least 2, got {v}")
+    n: int = option(24, "switching: number of sequences", check=positive_int.upto(100_000))
+    length: int = option(100, "switching: steps per sequence", check=Range(2, 100_000, integer=True, below="at least 2"))
     p_circle: float = option(0.7, "switching: probability that a 10-step segment is a circle",
-                             check=lambda v: None if 0 <= v <= 1 else f"must lie in [0, 1], got {v}")
+                             check=between(0, 1))
     d: list[int] = option([20, 8], "deterministic units per layer, the bottom (output) layer first", parse=ints,
-                          check=positive_ints)
-    z: list[int] = option([2, 1], "latent units per layer", parse=ints, check=positive_ints)
+                          check=positive_ints.upto(4096))
+    z: list[int] = option([2, 1], "latent units per layer", parse=ints, check=positive_ints.upto(4096))
     tau: list[float] = option([2.0, 8.0], "time constant per layer (1: a vanilla RNN)", parse=floats,
-                              check=_at_least_one)
+                              check=Range(1, 1e6, below="at least 1", each=True))
     meta_prior: list[float] = option([0.01], "the meta-prior w weighing each layer's KL per latent unit: one value "
                                      "for every layer, or one per layer", parse=floats,
-                                     check=lambda v: None if v and min(v) >= 0 else f"must be non-negative, got {v}")
-    w1: float = option(1.0, "the weight of the KL at t = 1 (against N(0, I))", check=non_negative)
+                                     check=Range(0, 1e4, below="non-negative", each=True))
+    w1: float = option(1.0, "the weight of the KL at t = 1 (against N(0, I))", check=non_negative.upto(1e4))
 
 
 def check(opts: SequenceOptions) -> tuple[float, ...]:
@@ -78,7 +74,13 @@ def train(opts: SequenceOptions, out: Path, resume: bool = False, quiet: bool = 
     from ..train import fit
 
     check(opts)
+    if opts.data == "switching":  # [n, length, 2] generated, float32
+        folder.check_memory(8 * opts.n * opts.length, f"{opts.n:,} switching sequences of {opts.length:,} steps",
+                            "choose a smaller --n or --length")
     data = load_data(opts)
+    units = sum(opts.d) + 4 * sum(opts.z)  # per step: d, and z's mean, scale, sample and prior
+    folder.check_fits(lambda: make_model(opts, data), "a pvrnn of these sizes",
+                      extra_bytes=4 * 4 * min(opts.batch_size, len(data.x_train)) * data.length * units)
     if data.x_train.abs().max() > 1:
         print(f"warning: {data.name} reaches {float(data.x_train.abs().max()):.4g}; PV-RNN's output is tanh, in "
               "[-1, 1]: scale the sequences into that range", file=sys.stderr)
@@ -165,14 +167,14 @@ class PredictOptions:
     method: str = option("error-regression", "how the sequence is followed", choices=METHODS)
     input: str | None = option(None, "sequences to follow, .npy [sequences, time, dims]; default: the run's test "
                                "sequences")
-    window: int = option(20, "steps in the sliding window", check=positive_int, models=ER)
-    iterations: int = option(30, "Adam steps on the window's adaptive vectors per time step", check=positive_int,
+    window: int = option(20, "steps in the sliding window", check=positive_int.upto(100_000), models=ER)
+    iterations: int = option(30, "Adam steps on the window's adaptive vectors per time step", check=positive_int.upto(10_000),
                              models=ER)
-    lr: float = option(0.1, "Adam learning rate of the adaptive vectors", check=positive, models=ER)
-    ahead: int = option(10, "steps predicted ahead from each time step", check=positive_int)
+    lr: float = option(0.1, "Adam learning rate of the adaptive vectors", check=positive.upto(100), models=ER)
+    ahead: int = option(10, "steps predicted ahead from each time step", check=positive_int.upto(100_000))
     n: int | None = option(None, "follow only the first n sequences", check=positive_int)
     out: str | None = option(None, "save the predictions, .npy [sequences, time, ahead, dims] (NaN past the end)")
-    seed: int = option(0, "random seed of the posterior draws")
+    seed: int = option(0, "random seed of the posterior draws", check=any_seed)
 
 
 def predict(run: Run, opts: PredictOptions) -> tuple[dict, list[str]]:
@@ -199,6 +201,10 @@ def predict(run: Run, opts: PredictOptions) -> tuple[dict, list[str]]:
     out = None if opts.out is None else Path(opts.out)
     if out is not None and out.suffix != ".npy":
         raise ValueError(f"--out must be a .npy file, got {out}")
+    units = sum(run.options.d) + 2 * sum(run.options.z)  # per step and step ahead: the states of every layer
+    folder.check_memory(4 * len(x) * x.shape[1] * opts.ahead * (x.shape[2] + units),
+                        f"predicting {opts.ahead:,} steps ahead of {len(x):,} sequences of {x.shape[1]:,} steps",
+                        "choose a smaller --ahead or fewer sequences (--n)")
     free = free_prediction(run.model, x, opts.ahead)
     result = {"sequences": len(x), "steps": x.shape[1], "ahead": opts.ahead, "method": opts.method,
               "free_error": free["error"].tolist()}
@@ -266,10 +272,14 @@ def report(run: Run):
 @dataclass
 class SampleFlags:
     """`varilab sample`'s flags of a sequence run."""
-    length: int | None = option(None, "steps per sequence (default: the training length)", check=positive_int)
+    length: int | None = option(None, "steps per sequence (default: the training length)",
+                                check=positive_int.upto(1_000_000))
 
 
 def sample(run: Run, n: int, seed: int = 0, length: int | None = None) -> dict:
+    steps = length or run.data.length
+    folder.check_memory(4 * n * steps * (run.data.x_dim + sum(run.options.d) + 2 * sum(run.options.z)),
+                        f"{n:,} sequences of {steps:,} steps", "draw fewer (--n) or shorter (--length) sequences")
     return {"samples": generation(run, n, length, seed)["x"]}
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from . import folder
 from .attack import ATTACK
 from .collapse import ActivityFlags, encoder_diagnosis
-from .options import TrainOptions, floats, ints, non_negative, option, positive, positive_int, positive_ints
+from .options import (Range, TrainOptions, floats, ints, non_negative, non_negative_int, option, positive, positive_int,
+                      positive_ints)
 from .protocol import Family, Run
 from .registry import register
 
@@ -42,42 +43,47 @@ def _obs_var(text):
 class VAEOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 50}
     model: str = option("vae", "the model", choices=MODELS)
-    latent_dim: int = option(16, "number of latent dimensions", check=positive_int)
-    hidden: list[int] = option([512], "hidden layer sizes, comma-separated", parse=ints, check=positive_ints,
+    latent_dim: int = option(16, "number of latent dimensions", check=positive_int.upto(65_536))
+    hidden: list[int] = option([512], "hidden layer sizes, comma-separated", parse=ints, check=positive_ints.upto(65_536),
                                models=NONLINEAR)
     likelihood: str = option("bernoulli", "observation model", choices=("bernoulli", "gaussian"), models=LIKELIHOOD)
     obs_var: float | str = option(1.0, "Gaussian observation variance: a number or 'learned'", parse=_obs_var,
-                                  models=GAUSSIAN)
+                                  check=positive.upto(1e6, also=("learned",)), models=GAUSSIAN)
     arch: str = option("mlp", "mlp, or conv (convolutional encoder and decoder, for images)", choices=("mlp", "conv"),
                        models=("vae", "vampprior", "ard-vae"))
-    categories: int = option(10, "classes per categorical latent", check=lambda v: None if v >= 2 else
-                             f"must be at least 2, got {v}", models=("discrete-vae",))
-    pseudo_inputs: int = option(100, "number of pseudo-inputs", check=positive_int, models=("vampprior",))
+    categories: int = option(10, "classes per categorical latent", check=Range(2, 1024, integer=True, below="at least 2"),
+                             models=("discrete-vae",))
+    pseudo_inputs: int = option(100, "number of pseudo-inputs", check=positive_int.upto(100_000), models=("vampprior",))
     condition: str = option("label", "what the model is conditioned on: the class label (one-hot) or the top half "
                             "of an image (it completes the bottom half)", choices=("label", "top-half"),
                             models=CONDITIONAL)
-    latent_dim_2: int = option(8, "size of the second latent level", check=positive_int, models=HIERARCHICAL)
-    beta2: float = option(1.0, "weight of the second level's KL", check=non_negative, models=HIERARCHICAL)
+    latent_dim_2: int = option(8, "size of the second latent level", check=positive_int.upto(65_536), models=HIERARCHICAL)
+    beta2: float = option(1.0, "weight of the second level's KL", check=non_negative.upto(1e4), models=HIERARCHICAL)
     enc_var_1: float | None = option(None, "fix the first level's encoder variance (default: learned)",
                                      check=positive, models=HIERARCHICAL)
-    beta: float = option(1.0, "weight of the KL term", check=non_negative)
+    beta: float = option(1.0, "weight of the KL term", check=non_negative.upto(1e4))
     objective: str = option("elbo", "training objective", choices=("elbo", "iwae"))
-    samples: int = option(1, "Monte-Carlo samples per data point; the K of iwae", check=positive_int)
+    samples: int = option(1, "Monte-Carlo samples per data point; the K of iwae",
+                         check=positive_int.upto(10_000))
     estimator: str = option("reparam", "gradient estimator of the latents",
                             choices=("reparam", "score", "gumbel", "straight-through"))
     baseline: str = option("none", "score-function baseline (VIMCO under iwae)",
                            choices=("none", "moving-average", "leave-one-out"))
-    temperature: float = option(0.5, "gumbel / straight-through relaxation temperature", check=positive,
+    temperature: float = option(0.5, "gumbel / straight-through relaxation temperature", check=positive.upto(100),
                                 models=("discrete-vae",))
-    free_bits: float = option(0.0, "free bits per latent dimension, in nats (0: off)", check=non_negative)
-    kl_warmup_epochs: int = option(0, "epochs of linear KL warm-up from 0 to --beta (0: off)", check=non_negative)
-    kl_cycle_epochs: int = option(0, "epochs per cycle of cyclical KL annealing (0: off)", check=non_negative)
+    free_bits: float = option(0.0, "free bits per latent dimension, in nats (0: off)", check=non_negative.upto(1e3))
+    kl_warmup_epochs: int = option(0, "epochs of linear KL warm-up from 0 to --beta (0: off)",
+                                  check=non_negative_int.upto(100_000))
+    kl_cycle_epochs: int = option(0, "epochs per cycle of cyclical KL annealing (0: off)",
+                                 check=non_negative_int.upto(100_000))
     binarize: str = option("none", "binarise the data once (fixed) or per batch (dynamic)",
                            choices=("none", "fixed", "dynamic"))
     n: int | None = option(None, "generated data: number of samples (default 10000)", check=positive_int)
-    spectrum: list[float] | None = option(None, "linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5", parse=floats)
-    dim: int | None = option(None, "linear-gaussian: data dimension (the last eigenvalue repeats)", check=positive_int)
-    size: int | None = option(None, "shapes: image side in pixels (default 32)", check=positive_int)
+    spectrum: list[float] | None = option(None, "linear-gaussian: covariance eigenvalues, e.g. 9,6,4,2.5", parse=floats,
+                                            check=Range(0, 1e6, open_lo=True, below="positive numbers", each=True))
+    dim: int | None = option(None, "linear-gaussian: data dimension (the last eigenvalue repeats)",
+                              check=positive_int.upto(65_536))
+    size: int | None = option(None, "shapes: image side in pixels (default 32)", check=positive_int.upto(1024))
     precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
                             "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     compile: bool = option(False, "torch.compile the training step (eager, with a notice, when compiling fails)")
@@ -194,7 +200,7 @@ class NLLFlags:
     """`varilab eval`'s flags of a VAE run."""
     nll: bool = option(False, "add the importance-sampled negative log-likelihood")
     k: list[int] = option([1000], "importance samples for --nll; a list (1,10,100,1000) adds the sweep", parse=ints,
-                          check=positive_ints)
+                          check=positive_ints.upto(MAX_K))
 
 
 def evaluate(run: Run, nll: bool = False, k: list[int] = (1000,), seed: int = 0) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import registry
 from ..inputs import as_images, image_shape, rows
-from ..options import option, positive, positive_int
+from ..options import any_seed, between, option, positive_int
 from ..protocol import Command
 
 FILES = ("adversarial.npy", "control.npy", "metrics.json", "report.html")
@@ -35,18 +35,19 @@ class AttackOptions:
     AXIS = "direction"  # every option applies to both directions
     direction: str = option("collapse", "; ".join(f"{k}: {v}" for k, v in DIRECTIONS.items()), choices=DIRECTIONS)
     eps: float = option(8 / 255, "the L-infinity radius on the images' [0, 1] range: a number or a fraction (8/255)",
-                        parse=fraction, check=positive)
-    steps: int = option(40, "PGD steps", check=positive_int)
+                        parse=fraction, check=between(0, 1, open_lo=True))
+    steps: int = option(40, "PGD steps", check=positive_int.upto(100_000))
     step_size: float | None = option(None, "the size of each sign step (default eps / 8)", parse=fraction,
-                                     check=positive)
+                                     check=between(0, 1, open_lo=True))
     input: str | None = option(None, "images to attack, .npy in [0, 1] ([N, H, W] or rows [N, D]); default: the "
                                "run's test split")
     n: int = option(200, "attack the first n images", check=positive_int)
     target: str | None = option(None, "a second run folder: measure the same perturbed images on its model "
                                 "(transfer)")
     refine_steps: int = option(20, "diffusevae: DDIM steps of the refinement (from the same noise for every "
-                               "variant of an image)", check=positive_int)
-    seed: int = option(0, "seed of the random control and of the refinement's noise")
+                               "variant of an image)", check=positive_int.upto(100_000))
+    seed: int = option(0, "seed of the random control and of the refinement's noise",
+                     check=any_seed)
 
 
 def surface(run, opts: AttackOptions):

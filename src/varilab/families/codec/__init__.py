@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import folder
-from ..options import TrainOptions, non_negative, option, positive, positive_int, unit_interval
+from ..options import Range, TrainOptions, between, non_negative, non_negative_int, option, positive, positive_int, unit_interval
 from ..protocol import Family, Run
 from ..registry import register
 from .files import COMPRESS, DECOMPRESS, CompressOptions, DecompressOptions, decode, encode, images
@@ -44,32 +44,33 @@ class CodecOptions(TrainOptions):
             "batch_size": "images per batch (recombiner, combiner: every training image when not given)",
             "seed": "random seed for data, split and initialisation"}
     model: str = option("vq-codec", "the model", choices=MODELS)
-    groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)", check=positive_int,
+    groups: int = option(4, "m: codebooks per stage (the latent vector splits into m parts)",
+                         check=positive_int.upto(256),
                          models=VQ)
-    codes: int = option(64, "K: codes per codebook", check=lambda v: None if v >= 2 else f"must be at least 2, got {v}",
+    codes: int = option(64, "K: codes per codebook", check=Range(2, 65_536, integer=True, below="at least 2"),
                         models=VQ)
-    stages: int = option(1, "residual quantisation stages", check=positive_int, models=VQ)
-    latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int,
+    stages: int = option(1, "residual quantisation stages", check=positive_int.upto(16), models=VQ)
+    latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int.upto(4096),
                          models=CONV)
-    support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int, models=FACTORIZED)
-    mixtures: int = option(3, "logistics in each channel's density", check=positive_int, models=FACTORIZED)
-    hidden: int = option(64, "channels of the convolutions", check=positive_int, models=CONV)
+    support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int.upto(10_000), models=FACTORIZED)
+    mixtures: int = option(3, "logistics in each channel's density", check=positive_int.upto(64), models=FACTORIZED)
+    hidden: int = option(64, "channels of the convolutions", check=positive_int.upto(4096), models=CONV)
     downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image)",
-                             check=positive_int, models=CONV)
-    units: int = option(24, "units of each of the INR's hidden layers", check=positive_int, models=INR)
-    layers: int = option(2, "the INR's hidden layers", check=positive_int, models=INR)
-    fourier: int = option(8, "frequencies of the INR's Fourier features (1 to the Nyquist rate)", check=positive_int,
+                             check=positive_int.upto(10), models=CONV)
+    units: int = option(24, "units of each of the INR's hidden layers", check=positive_int.upto(4096), models=INR)
+    layers: int = option(2, "the INR's hidden layers", check=positive_int.upto(64), models=INR)
+    fourier: int = option(8, "frequencies of the INR's Fourier features (1 to the Nyquist rate)", check=positive_int.upto(1024),
                           models=INR)
     grid_channels: int = option(2, "channels of each image's latent grid (side: a quarter of the image's); 0: none",
-                                check=non_negative, models=("recombiner",))
+                                check=non_negative_int.upto(256), models=("recombiner",))
     kappa: int = option(12, "bits per coded block: 2^kappa shared-seed candidates each",
-                        check=lambda v: None if 1 <= v <= 16 else f"must lie in 1..16, got {v}", models=INR)
+                        check=between(1, 16, integer=True), models=INR)
     em_rounds: int = option(5, "coordinate-ascent rounds: the prior is moment-matched after each 1/rounds of "
-                            "the epochs", check=positive_int, models=INR)
+                            "the epochs", check=positive_int.upto(10_000), models=INR)
     fit_steps: int = option(500, "Adam steps fitting the posterior of an image to compress", check=positive_int,
                             models=INR)
     finetune_steps: int = option(5, "Adam steps on the blocks still to send after each sent block",
-                                 check=non_negative, models=INR)
+                                 check=non_negative_int.upto(100_000), models=INR)
     hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
                         models=VQ)
     quantiser: str = option("ema", "how codes are picked in training", models=VQ, choices={
@@ -83,16 +84,16 @@ class CodecOptions(TrainOptions):
                                   "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
     usage_weight: float = option(0.003, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
                                  "pushes codebooks towards even use (--quantiser ema)",
-                                 check=non_negative, models=VQ)
+                                 check=non_negative.upto(1e4), models=VQ)
     usage_margin: float = option(0.5, "bits of usage gap each codebook keeps before the usage penalty acts on it: "
                                  "a codebook whose soft usage has perplexity above K / 2^margin is left alone",
-                                 check=non_negative, models=VQ)
+                                 check=non_negative.upto(64), models=VQ)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
-                               check=non_negative, models=VQ)
-    rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=non_negative)
-    tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive,
+                               check=non_negative.upto(1e4), models=VQ)
+    rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=non_negative.upto(1e4))
+    tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive.upto(100),
                               models=VQ)
-    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive, models=VQ)
+    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive.upto(100), models=VQ)
     reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ)
 
 
@@ -185,6 +186,7 @@ def train(opts: CodecOptions, out: Path, resume: bool = False, quiet: bool = Fal
     if opts.model == "vq-codec" and opts.latent % opts.groups:
         raise ValueError(f"--latent {opts.latent} must be a multiple of --groups {opts.groups}")
     ds = load_data(opts)
+    folder.check_fits(lambda: make_model(opts, ds), f"a {opts.model} of these sizes")
     model = make_model(opts, ds)
     model.image_shape = ds.image_shape
     print(ds.summary(), file=sys.stderr)

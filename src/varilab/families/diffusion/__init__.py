@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import folder, vae
 from ..attack import ATTACK
-from ..options import TrainOptions, ints, non_negative, option, positive_int, positive_ints
+from ..options import TrainOptions, between, ints, non_negative, non_negative_int, option, positive_int, positive_ints
 from ..protocol import Family, Run
 from ..registry import register
 from .solve import SOLVE
@@ -28,25 +28,26 @@ class DiffusionOptions(TrainOptions):
     model: str = option("ddpm", "the model", choices=MODELS)
     loss: str | None = option(None, "eps (default) or dsm (denoising score matching) for ddpm and diffusevae; flow "
                               "for flow", choices=("eps", "dsm", "flow", None))
-    timesteps: int = option(1000, "steps T of the noise schedule", check=positive_int, models=("ddpm", "diffusevae"))
-    channels: int = option(32, "images: U-Net width", check=positive_int)
+    timesteps: int = option(1000, "steps T of the noise schedule", check=positive_int.upto(100_000), models=("ddpm", "diffusevae"))
+    channels: int = option(32, "images: U-Net width", check=positive_int.upto(4096))
     mults: list[int] = option([1, 2], "images: U-Net width multipliers per level, comma-separated", parse=ints,
-                              check=positive_ints)
-    hidden: list[int] = option([128], "vectors: the MLP's width (its first entry)", parse=ints, check=positive_ints)
-    depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int)
-    downscale: int = option(1, "images: average-pool by this factor", check=positive_int)
+                              check=positive_ints.upto(64))
+    hidden: list[int] = option([128], "vectors: the MLP's width (its first entry)", parse=ints,
+                                 check=positive_ints.upto(65_536))
+    depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int.upto(1000))
+    downscale: int = option(1, "images: average-pool by this factor", check=positive_int.upto(1024))
     n: int | None = option(None, "generated data: number of samples", check=positive_int)
-    size: int | None = option(None, "shapes: image side in pixels", check=positive_int)
-    latent_dim: int = option(16, "the VAE's latent size", check=positive_int, models=("diffusevae",))
-    vae_hidden: list[int] = option([512], "the VAE's hidden sizes, comma-separated", parse=ints, check=positive_ints,
-                                   models=("diffusevae",))
-    vae_epochs: int = option(50, "epochs of the VAE stage", check=positive_int, models=("diffusevae",))
-    beta: float = option(1.0, "the VAE's KL weight", check=non_negative, models=("diffusevae",))
+    size: int | None = option(None, "shapes: image side in pixels", check=positive_int.upto(1024))
+    latent_dim: int = option(16, "the VAE's latent size", check=positive_int.upto(65_536), models=("diffusevae",))
+    vae_hidden: list[int] = option([512], "the VAE's hidden sizes, comma-separated", parse=ints,
+                                   check=positive_ints.upto(65_536), models=("diffusevae",))
+    vae_epochs: int = option(50, "epochs of the VAE stage", check=positive_int.upto(100_000), models=("diffusevae",))
+    beta: float = option(1.0, "the VAE's KL weight", check=non_negative.upto(1e4), models=("diffusevae",))
     expost_gmm: int = option(0, "sample z from a Gaussian mixture of this many components fit to the VAE's codes of "
-                             "the training set (0: z ~ N(0, I))", check=non_negative, models=("diffusevae",))
+                             "the training set (0: z ~ N(0, I))", check=non_negative_int.upto(1000), models=("diffusevae",))
     ema: float = option(0.999, "decay of the moving average of the weights that samples (0: off); without it a "
                         "2-D three-mode mixture's sampled mode weights were off by 0.06-0.08, with 0.999 by under 0.02",
-                        check=lambda v: None if 0 <= v < 1 else f"must lie in [0, 1), got {v}")
+                        check=between(0, 1, open_hi=True))
     precision: str = option("auto", "bf16 runs the forward pass under bfloat16 autocast; auto chooses it where the "
                             "device has native bfloat16, else fp32", choices=("auto", "fp32", "bf16"))
     compile: bool = option(False, "torch.compile the training step (eager, with a notice, when compiling fails)")
@@ -205,8 +206,9 @@ class SampleFlags:
     """`varilab sample`'s flags of a diffusion run."""
     FILE_NAME = ("sampler", "steps")  # the flags that name the samples' file: samples-ddim-50.npy
     sampler: str | None = option(None, "ddpm (ancestral), ddim, euler-maruyama, pf-euler or pf-heun (probability-flow "
-                                 "ODE); default ddim")
-    steps: int | None = option(None, "sampler steps (default 50)", check=positive_int)
+                                 "ODE); default ddim", choices=("ddpm", "ddim", "euler-maruyama", "pf-euler", "pf-heun", None))
+    steps: int | None = option(None, "sampler steps (default 50; at most the model's T)",
+                                check=positive_int.upto(100_000))
     prior: str | None = option(None, "diffusevae: draw z from N(0, I) or the fitted mixture (default: the mixture if "
                                "fitted)", choices=("normal", "expost", None))
 
@@ -220,6 +222,7 @@ def sample(run: Run, n: int, seed: int = 0, sampler: str | None = None, steps: i
     from ...models.diffusion.diffusevae import DiffuseVAE
 
     steps, sampler = steps or 50, sampler or "ddim"
+    check_steps(run, steps)
     device = next(run.model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     if isinstance(run.model, DiffuseVAE):
@@ -231,6 +234,17 @@ def sample(run: Run, n: int, seed: int = 0, sampler: str | None = None, steps: i
         out = run.model.sample(n, steps=steps, sampler=sampler, chain=chain, generator=g)
         result = {"samples": out[0], "chain": out[1]} if chain else {"samples": out}
     return {k: v.cpu() for k, v in result.items()}
+
+
+def check_steps(run: Run, steps: int) -> None:
+    """A DDPM samples with at most its T steps (a flow's ODE takes any number up to the declared bound)."""
+    from ...models.diffusion.diffusevae import DiffuseVAE
+
+    model = run.model.denoiser if isinstance(run.model, DiffuseVAE) else run.model
+    limit = getattr(model.config, "T", None)
+    if limit and steps > limit and model.config.process != "flow":
+        raise ValueError(f"--steps {steps:,} exceeds the {limit:,} timesteps this {run.options.model} was trained "
+                         f"with; choose --steps {limit} or fewer")
 
 
 def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int = 0) -> dict:

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import folder
 from ..inputs import as_images, image_shape, read, rows
-from ..options import non_negative, option, positive, positive_int, unit_interval
+from ..options import any_seed, between, non_negative, option, positive, positive_int, unit_interval
 from ..protocol import Command
 
 METHODS = {"red-diff": "RED-Diff: a Gaussian q(x|y) fitted by Adam, the denoisers as an SNR-weighted regulariser",
@@ -47,20 +48,23 @@ class SolveOptions:
     keep: float = option(0.5, "inpaint without --mask: the share of pixels a random mask keeps", check=unit_interval)
     matrix: str | None = option(None, "matrix: A.npy of shape [M, D]")
     noise: float = option(0.05, "sigma_y, the observation noise's standard deviation on the data's range "
-                          "(images: [0, 1])", check=non_negative)
-    steps: int | None = option(None, "solver steps (default 500; smc 200)", check=positive_int,
+                          "(images: [0, 1])", check=non_negative.upto(100))
+    steps: int | None = option(None, "solver steps (default 500; smc 200)", check=positive_int.upto(100_000),
                                models=("red-diff", "dps", "smc"))
-    particles: int = option(16, "particles per image", check=positive_int, models=("smc",))
-    lam: float = option(0.25, "lambda of the weights lambda_t = lambda (sigma_t / alpha_t)^p", check=non_negative,
+    particles: int = option(16, "particles per image", check=positive_int.upto(100_000), models=("smc",))
+    lam: float = option(0.25, "lambda of the weights lambda_t = lambda (sigma_t / alpha_t)^p", check=non_negative.upto(1e4),
                         models=("red-diff",))
-    power: float = option(1.0, "p of the weights lambda (sigma_t / alpha_t)^p", models=("red-diff",))
-    lr: float = option(0.1, "Adam's learning rate on mu", check=positive, models=("red-diff",))
-    zeta: float = option(1.0, "the step size of the likelihood gradient", check=non_negative, models=("dps",))
+    power: float = option(1.0, "p of the weights lambda (sigma_t / alpha_t)^p", check=between(-10, 10),
+                        models=("red-diff",))
+    lr: float = option(0.1, "Adam's learning rate on mu", check=positive.upto(100), models=("red-diff",))
+    zeta: float = option(1.0, "the step size of the likelihood gradient", check=non_negative.upto(1e4), models=("dps",))
     sampler: str = option("ddpm", "ancestral (ddpm) or deterministic (ddim) steps", choices=("ddpm", "ddim"),
                           models=("dps",))
     n: int | None = option(None, "solve only the first n observations", check=positive_int)
-    batch: int = option(16, "observations solved together (one progress bar each batch)", check=positive_int)
-    seed: int = option(0, "random seed of the solver (and of the simulated observation and mask)")
+    batch: int = option(16, "observations solved together (one progress bar each batch)",
+                       check=positive_int.upto(100_000))
+    seed: int = option(0, "random seed of the solver (and of the simulated observation and mask)",
+                     check=any_seed)
 
 
 def operator(opts: SolveOptions, run, generator):
@@ -140,6 +144,7 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
         y, truth = y[:opts.n], None if truth is None else truth[:opts.n]
     if truth is not None and len(truth) != len(y):
         raise ValueError(f"--truth has {len(truth)} rows but the observation has {len(y)}")
+    _check_memory(opts, len(y), run.data.x_dim)
     scale = 2.0 if model.config.unit_range else 1.0  # x_m = 2 x - 1 for images
     y_m = scale * y - (op(torch.ones(1, op.in_dim)) if scale == 2.0 else 0.0)  # y_m = 2 y - H 1
     noise_m = scale * opts.noise
@@ -175,6 +180,14 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
         line += (f": PSNR {metrics['psnr_mean']:.2f} dB (pseudo-inverse {metrics['pinv_psnr_mean']:.2f})"
                  + (f", SSIM {metrics['ssim_mean']:.4f}" if "ssim_mean" in metrics else ""))
     return metrics, [line + f"; written to {out}"]
+
+
+def _check_memory(opts: SolveOptions, n: int, d: int) -> None:
+    """The estimates (and smc's particles, all kept) and a batch's network state (a generous 64 floats a value)."""
+    per_image = opts.particles if opts.method == "smc" else 1
+    need = 4 * d * (n * per_image + 64 * min(opts.batch, n) * per_image)
+    what = f"{n:,} images of {d:,} values" + (f" with {per_image:,} particles each" if per_image > 1 else "")
+    folder.check_memory(need, what, "choose fewer --particles, a smaller --batch or fewer images (--n)")
 
 
 def _observed_file(opts, op, y, shape):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import folder
-from ..options import TrainOptions, non_negative, option, positive, positive_int, unit_interval
+from ..options import Range, TrainOptions, between, non_negative, option, positive, positive_int, unit_interval
 from ..protocol import Family, Run
 from ..registry import register
 
@@ -27,29 +27,9 @@ DRIFTS = {"mlp": "an MLP of X", "linear": "b - theta X per dimension (the Ornste
 MAX_SOLVER_STEPS = 100_000
 
 
-def _hurst(v):
-    if v == "learned":
-        return None
-    try:
-        h = float(v)
-    except (TypeError, ValueError):
-        return f"must be 'learned' or a number in (0, 1), got {v!r}"
-    return None if 0 < h < 1 else f"must lie in (0, 1), got {h}"
-
-
-def _learned_or_positive(v):
-    if v == "learned":
-        return None
-    try:
-        return None if float(v) > 0 else f"must be positive, got {v}"
-    except (TypeError, ValueError):
-        return f"must be 'learned' or a positive number, got {v!r}"
-
-
-def _all_or_count(v):
-    if v == "all":
-        return None
-    return None if str(v).isdigit() and int(v) >= 1 else f"must be 'all' or a whole number >= 1, got {v!r}"
+_hurst = between(0, 1, open_lo=True, open_hi=True, also=("learned",))
+_learned_or_positive = positive.upto(1e3, also=("learned",))
+_all_or_count = positive_int.upto(MAX_SOLVER_STEPS, also=("all",))
 
 
 @dataclass
@@ -62,30 +42,30 @@ class SDEOptions(TrainOptions):
     model: str = option("latent-sde", "the model", choices=MODELS)
     times: str | None = option(None, ".npy of observation times for a data file: [time] shared or [series, time] "
                                "each series its own (default 0, 1, 2, ...)")
-    n: int = option(40, "fou/fbm: number of series", check=positive_int)
-    steps: int = option(50, "fou/fbm: observations per series on t = 1/steps .. 1", check=lambda v: None if v >= 2
-                        else f"must be at least 2, got {v}")
+    n: int = option(40, "fou/fbm: number of series", check=positive_int.upto(1_000_000))
+    steps: int = option(50, "fou/fbm: observations per series on t = 1/steps .. 1", check=Range(2, MAX_SOLVER_STEPS, integer=True, below="at least 2"))
     true_hurst: float = option(0.7, "fou/fbm: the Hurst index of the generated noise", check=unit_interval)
     data_noise: float = option(0.05, "fou/fbm: standard deviation of the noise on the generated observations",
-                               check=non_negative)
+                               check=non_negative.upto(1e3))
     observed: float = option(1.0, "fou/fbm: share of the grid each series keeps, at its own random times (1: all)",
-                             check=lambda v: None if 0 < v <= 1 else f"must lie in (0, 1], got {v}")
+                             check=between(0, 1, open_lo=True))
     noise: str = option("fbm", "the driving noise", choices=NOISES)
     hurst: str = option("learned", "the model's Hurst index: learned (from 1/2) or a fixed value in (0, 1)",
                         check=_hurst)
     ou_processes: int = option(5, "K, the OU processes per latent dimension approximating fBM (--noise fbm)",
-                               check=positive_int)
+                               check=positive_int.upto(64))
     ratio: float = option(10.0, "r of the OU rates' geometric grid gamma_k = r^(k - (K+1)/2)",
-                          check=lambda v: None if v > 1 else f"must exceed 1, got {v}")
+                          check=between(1, 1e6, open_lo=True))
     observation_noise: str = option("learned", "the likelihood's standard deviation s in y ~ N(D X, s^2): learned "
                                     "(from 0.1) or a fixed value", check=_learned_or_positive)
-    latent: int = option(1, "latent dimensions", check=positive_int)
-    hidden: int = option(32, "hidden units of the drift and control networks", check=positive_int)
+    latent: int = option(1, "latent dimensions", check=positive_int.upto(1024))
+    hidden: int = option(32, "hidden units of the drift and control networks",
+                        check=positive_int.upto(16_384))
     context: int = option(16, "units of the GRU that summarises the observations for the control",
-                          check=positive_int)
+                          check=positive_int.upto(16_384))
     dt: float = option(0.005, "the solver's fixed step, in the data's time units (every solve: training, evaluation, "
                        "sampling); keep a few steps between observations so the posterior can steer between them",
-                       check=positive)
+                       check=positive.upto(1e6))
     method: str = option("euler", "the torchsde solver", choices=SOLVERS)
     drift: str = option("mlp", "the prior's drift mu(X)", choices=DRIFTS)
     posterior: str = option("guided", "the posterior SDE's control", choices=POSTERIORS)
@@ -142,7 +122,14 @@ def train(opts: SDEOptions, out: Path, resume: bool = False, quiet: bool = False
     from ...models.latent_sde import trainer_loss
     from ...train import fit
 
+    if opts.data in ("fou", "fbm"):  # [n, steps] generated, float32, and the noise's K OU paths
+        folder.check_memory(4 * opts.n * opts.steps * (1 + opts.ou_processes),
+                            f"{opts.n:,} series of {opts.steps:,} observations", "choose a smaller --n or --steps")
     data = load_data(opts)
+    n = opts.latent * (1 + (opts.ou_processes if opts.noise == "fbm" else 0))  # the Markov state's size
+    grid = (data.end - data.start) / opts.dt + data.steps
+    guided = 12 * min(opts.batch_size, len(data.y_train)) * grid * n * n if opts.posterior == "guided" else 0  # messages [B, U, N, N]
+    folder.check_fits(lambda: make_model(opts, data), "a latent SDE of these sizes", extra_bytes=int(guided))
     model = make_model(opts, data)
     print(data.summary(), file=sys.stderr)
     print(solver_line(opts, data), file=sys.stderr)

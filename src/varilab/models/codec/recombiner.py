@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
@@ -81,7 +82,7 @@ class Recombiner(nn.Module):
         self.register_buffer("log_sigma_mean", torch.full((dim,), c.init_log_sigma))  # and their mean log sigma
         self.register_buffer("blocks", torch.zeros(dim, dtype=torch.int64))  # block index of each dimension
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("tables", torch.as_tensor(quantise(torch.ones(1, 2 ** c.kappa).numpy())))  # uniform
+        self.register_buffer("tables", torch.as_tensor(quantise(np.ones((1, 2 ** c.kappa), np.float32))))  # uniform
 
     @property
     def dim(self) -> int:
