@@ -3,7 +3,8 @@
 Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so a checkpoint written
 at an epoch boundary holds all the state needed to continue exactly: weights, optimiser and epoch. A
 schedule (beta, an objective's own: a temperature, re-seeding) is a function of the global step, which
-follows from the epoch; a model's counters are buffers, saved with its weights.
+follows from the epoch; a model's counters are buffers, saved with its weights, and an objective's own
+state (a moving-average baseline) is saved beside them (`stateful_parts`).
 """
 from __future__ import annotations
 
@@ -163,6 +164,27 @@ def takes_step(objective: Callable) -> bool:
         return False
 
 
+def stateful_parts(objective: Callable) -> list:
+    """The parts of an objective that carry state from one call to the next (a moving-average baseline): the
+    objective itself or what a functools.partial binds, each with state_dict() and load_state_dict() of tensors,
+    in a fixed order, so that the checkpoint holds their state. A model's own state is its buffers."""
+    if isinstance(objective, functools.partial):
+        bound = (objective.func, *objective.args, *objective.keywords.values())
+        return [s for part in bound for s in stateful_parts(part)]
+    keeps = callable(getattr(objective, "state_dict", None)) and callable(getattr(objective, "load_state_dict", None))
+    return [objective] if keeps and not isinstance(objective, nn.Module) else []
+
+
+def _state_of(parts: list) -> dict[str, torch.Tensor]:
+    return {f"objective.{i}.{k}": v for i, part in enumerate(parts) for k, v in part.state_dict().items()}
+
+
+def _restore(parts: list, state: dict[str, torch.Tensor], device: torch.device) -> None:
+    for i, part in enumerate(parts):
+        mine = f"objective.{i}."
+        part.load_state_dict({k[len(mine):]: v.to(device) for k, v in state.items() if k.startswith(mine)})
+
+
 def read_metrics(out: str | Path, name: str = METRICS) -> list[dict]:
     return read_jsonl(Path(out) / name)
 
@@ -210,7 +232,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                          f"got epochs={epochs}, batch_size={batch_size}, lr={lr}")
     schedule = beta if callable(beta) else None
     objective = objective or (vae_loss if schedule else functools.partial(vae_loss, beta=beta))
-    stepped = takes_step(objective)
+    stepped, parts = takes_step(objective), stateful_parts(objective)
     out = Path(out)
     rank, world, device = distributed.init()
     tune_malloc()  # reuse freed step buffers instead of page-faulting them back (varilab.perf)
@@ -225,7 +247,9 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     n_batches = -(-len(data.x_train) // batch_size)
     log_every = max(1, epochs * n_batches // CURVE_POINTS)
     if resume:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
+        state: dict[str, torch.Tensor] = {}
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer, state)
+        _restore(parts, state, device)
         start = meta["epoch"]
         # the logs as of the checkpoint: lines written after it dropped, and the checkpoint's own epoch
         # restored from it when a crash came between the checkpoint and the log append
@@ -329,7 +353,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                     metrics.update(_collapse_metrics(model, x_test, c_test))
                 metrics["seconds"] = time.perf_counter() - t0
                 save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed, "metrics": metrics,
-                                                                     "steps": step_lines})
+                                                                     "steps": step_lines}, _state_of(parts))
                 save_weights(out / WEIGHTS, model)
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
