@@ -254,7 +254,7 @@ KILLED = {
     "vq-codec-gumbel": (["--model", "vq-codec", "--quantiser", "gumbel", "--hidden", "16", "--latent", "8", "--groups",
                          "2", "--codes", "8", "--batch-size", "64", "--reseed-every", "5"], 6, 30),
     "latent-sde": (["--model", "latent-sde", "-n", "16", "--steps", "10", "--hidden", "8", "--context", "4", "--dt",
-                    "0.05", "--ou-processes", "3", "--ratio", "4", "--batch-size", "4"], 6, 30),
+                    "0.05", "--ou-processes", "3", "--ratio", "4", "--batch-size", "4"], 6, 80),
     "recombiner": (["--model", "recombiner", "--units", "8", "--layers", "1", "--fourier", "2", "--kappa", "4",
                     "--em-rounds", "3", "--fit-steps", "5"], 20, 60),
 }
