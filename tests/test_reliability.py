@@ -249,10 +249,30 @@ def _weights(path):
     return load_file(path)
 
 
-@pytest.mark.parametrize("epochs, kills", [pytest.param(8, 2, id="fast"),
-                                           pytest.param(30, 10, id="full", marks=pytest.mark.slow)])
-def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path, epochs, kills):
-    args = ["--epochs", str(epochs), "--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--quiet"]
+# each model's small arguments, and the epochs of its fast (2 kills) and full (10 kills) forms; the vq-codec's tau
+# schedule and code re-seeding, the latent SDE's Brownian paths and the recombiner's prior updates all follow the step
+KILLED = {
+    "vae": (["--hidden", "64", "--latent-dim", "4", "--batch-size", "64"], 8, 30),
+    "vq-codec-gumbel": (["--model", "vq-codec", "--quantiser", "gumbel", "--hidden", "16", "--latent", "8", "--groups",
+                         "2", "--codes", "8", "--batch-size", "64", "--reseed-every", "5"], 6, 30),
+    "latent-sde": (["--model", "latent-sde", "-n", "16", "--steps", "10", "--hidden", "8", "--context", "4", "--dt",
+                    "0.05", "--ou-processes", "3", "--ratio", "4", "--batch-size", "4"], 6, 80),
+    "recombiner": (["--model", "recombiner", "--units", "8", "--layers", "1", "--fourier", "2", "--kappa", "4",
+                    "--em-rounds", "3", "--fit-steps", "5"], 20, 60),
+}
+
+
+def _logged(path):
+    """The log lines of a run without their timings."""
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in _lines(path)]
+
+
+@pytest.mark.parametrize("model, epochs, kills", [
+    p for name, (_, fast, full) in KILLED.items()
+    for p in (pytest.param(name, fast, 2, id=f"{name}-fast"),
+              pytest.param(name, full, 10, id=f"{name}-full", marks=pytest.mark.slow))])
+def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path, model, epochs, kills):
+    args = [*KILLED[model][0], "--epochs", str(epochs), "--quiet"]
     straight, lines_at = varilab("train", "--out", tmp_path / "straight", *args), []
     while straight.poll() is None:  # the time from one epoch's line to the next (its checkpoint included)
         if len(_lines(tmp_path / "straight/metrics.jsonl")) > len(lines_at):
@@ -278,10 +298,13 @@ def test_kill_minus_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run
         proc = varilab("train", "--out", out, *args, "--resume")
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert killed == kills
-    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = _logged(out / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))  # no missing or repeated line
     a, b = _weights(tmp_path / "straight/model.safetensors"), _weights(out / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    # every logged value too: each epoch's line (the vq-codec's tau among them) and each step's line
+    assert metrics == _logged(tmp_path / "straight/metrics.jsonl")
+    assert _logged(out / "steps.jsonl") == _logged(tmp_path / "straight/steps.jsonl")
     assert not list(out.glob(".*.tmp"))
 
 

@@ -1,4 +1,5 @@
 """The trainer: exact resume, atomic checkpoints, the NaN guard, metrics on disk."""
+import functools
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from varilab import checkpoint
 from varilab.checkpoint import load_checkpoint, save_checkpoint
 from varilab.core import vae_loss
 from varilab.models import build_model
-from varilab.train import CHECKPOINT, METRICS, WEIGHTS, TrainingDiverged, fit
+from varilab.train import CHECKPOINT, METRICS, STEPS, WEIGHTS, TrainingDiverged, fit, takes_step
 
 
 def small_vae(x_dim, seed=0):
@@ -204,3 +205,51 @@ def test_compiled_training_matches_eager_in_expectation(tmp_path, digits_small):
     compiled = fit(small_vae(64), digits_small, out=tmp_path / "c", seed=0, compile=True, **kw)[-1]["test_loss"]
     spread = abs(eager[0] - eager[1])
     assert abs(compiled - eager[0]) < max(3 * spread, 0.02 * eager[0])
+
+
+def _dying(objective, at, model, x, step=0, **kwargs):
+    """The objective, killed (KeyboardInterrupt) when the trainer asks for global step `at`."""
+    if model.training and step == at:
+        raise KeyboardInterrupt
+    return objective(model, x, **kwargs, **({"step": step} if takes_step(objective) else {}))
+
+
+def _logged(path, name):
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (path / name).read_text().splitlines()]
+
+
+def _gumbel_codec(ds, seed=0):
+    """A small vq-codec with the Gumbel quantiser and its objective: tau annealed and codes re-seeded by step."""
+    from varilab.families.codec import CodecOptions, objective
+    from varilab.models.codec.vq_codec import VQCodec, VQCodecConfig
+
+    torch.manual_seed(seed)
+    model = VQCodec(VQCodecConfig(latent=8, groups=2, codes=8, hidden=16, downsample=1, quantiser="gumbel"))
+    model.image_shape = ds.image_shape
+    opts = CodecOptions(model="vq-codec", quantiser="gumbel", reseed_every=3)
+    return model, objective(opts, 4 * -(-len(ds.x_train) // 64))
+
+
+def _score_vae(ds, seed=0):
+    """A VAE trained by the score-function estimator with a moving-average baseline: state in the objective."""
+    from varilab.core import MovingAverage
+
+    return small_vae(64, seed), functools.partial(vae_loss, estimator="score", baseline=MovingAverage(0.9))
+
+
+@pytest.mark.parametrize("make", [_gumbel_codec, _score_vae], ids=["vq-codec-gumbel", "score-vae-moving-average"])
+def test_a_run_killed_mid_epoch_resumes_its_objectives_schedule_and_state(tmp_path, digits_small, make):
+    a, b = tmp_path / "straight", tmp_path / "killed"
+    model, objective = make(digits_small)
+    fit(model, digits_small, out=a, epochs=4, batch_size=64, seed=3, quiet=True, objective=objective)
+    model, objective = make(digits_small)
+    at = 2 * -(-len(digits_small.x_train) // 64) + 2  # the third step of epoch 3, after a checkpoint and a reseed
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, digits_small, out=b, epochs=4, batch_size=64, seed=3, quiet=True,
+            objective=functools.partial(_dying, objective, at))
+    model, objective = make(digits_small, seed=99)  # a new process: fresh weights, schedule and state
+    fit(model, digits_small, out=b, epochs=4, batch_size=64, seed=3, quiet=True, resume=True, objective=objective)
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and [k for k in wa if not torch.equal(wa[k], wb[k])] == []
+    assert _logged(b, METRICS) == _logged(a, METRICS)  # the vq-codec's tau and test_tau among them
+    assert _logged(b, STEPS) == _logged(a, STEPS)  # and each step's tau

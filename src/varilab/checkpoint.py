@@ -1,7 +1,8 @@
 """Weights and training state on disk: safetensors only (nothing is unpickled), written atomically.
 
-A checkpoint is one file: the model's tensors under "model.", the optimiser's under "optim.", and a
-JSON header (epoch, step, optimiser hyper-parameters). A write goes to a temporary file in the same
+A checkpoint is one file: the model's tensors under "model.", the optimiser's under "optim.", any other
+training state (an objective's moving average) under "state.", and a JSON header (epoch, step, optimiser
+hyper-parameters). A write goes to a temporary file in the same
 folder, is flushed to disk, then renamed over the old one, so a crash never leaves a broken file.
 """
 from __future__ import annotations
@@ -115,8 +116,10 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
     model.load_state_dict(tensors)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict,
+                    state: dict[str, torch.Tensor] | None = None) -> None:
     tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
+    tensors.update({f"state.{k}": _cpu(v) for k, v in (state or {}).items()})
     opt = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for i, state in opt["state"].items():
@@ -130,8 +133,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     atomic_write(path, st_save(tensors, metadata=header))
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model and optimiser in place; return the meta dict saved with them."""
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, torch.Tensor] | None = None) -> dict:
+    """Restore model and optimiser in place, and fill `state` with the other training state saved beside them;
+    return the meta dict saved with them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
@@ -139,12 +144,14 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     if "meta" not in header or "param_groups" not in header:
         raise ValueError(f"{path}: not a varilab checkpoint (its header has no training state)")
     model.load_state_dict(with_optional_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}))
-    state: dict[int, dict] = {}
+    optim: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
+            optim.setdefault(int(i), {})[name] = v
     for i, extra in json.loads(header.get("optim_scalars", "{}")).items():
-        state.setdefault(int(i), {}).update(extra)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
+        optim.setdefault(int(i), {}).update(extra)
+    optimizer.load_state_dict({"state": optim, "param_groups": json.loads(header["param_groups"])})
+    if state is not None:
+        state.update({k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
     return json.loads(header["meta"])

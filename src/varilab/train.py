@@ -1,12 +1,16 @@
 """The trainer: one function, one plain loop.
 
 Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so a checkpoint written
-at an epoch boundary holds all the state needed to continue exactly: weights, optimiser and epoch.
+at an epoch boundary holds all the state needed to continue exactly: weights, optimiser and epoch. A
+schedule (beta, an objective's own: a temperature, re-seeding) is a function of the global step, which
+follows from the epoch; a model's counters are buffers, saved with its weights, and an objective's own
+state (a moving-average baseline) is saved beside them (`stateful_parts`).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import random
 import sys
@@ -151,6 +155,36 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % 2**63
 
 
+def takes_step(objective: Callable) -> bool:
+    """Whether an objective asks for the global step (a `step` parameter): it is then called as
+    objective(model, x, step=k), k counting the optimiser steps from 0, and evaluated at the steps done."""
+    try:
+        return "step" in inspect.signature(objective).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
+
+
+def stateful_parts(objective: Callable) -> list:
+    """The parts of an objective that carry state from one call to the next (a moving-average baseline): the
+    objective itself or what a functools.partial binds, each with state_dict() and load_state_dict() of tensors,
+    in a fixed order, so that the checkpoint holds their state. A model's own state is its buffers."""
+    if isinstance(objective, functools.partial):
+        bound = (objective.func, *objective.args, *objective.keywords.values())
+        return [s for part in bound for s in stateful_parts(part)]
+    keeps = callable(getattr(objective, "state_dict", None)) and callable(getattr(objective, "load_state_dict", None))
+    return [objective] if keeps and not isinstance(objective, nn.Module) else []
+
+
+def _state_of(parts: list) -> dict[str, torch.Tensor]:
+    return {f"objective.{i}.{k}": v for i, part in enumerate(parts) for k, v in part.state_dict().items()}
+
+
+def _restore(parts: list, state: dict[str, torch.Tensor], device: torch.device) -> None:
+    for i, part in enumerate(parts):
+        mine = f"objective.{i}."
+        part.load_state_dict({k[len(mine):]: v.to(device) for k, v in state.items() if k.startswith(mine)})
+
+
 def read_metrics(out: str | Path, name: str = METRICS) -> list[dict]:
     return read_jsonl(Path(out) / name)
 
@@ -178,7 +212,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
 
     `objective(model, x)` returns a dict with a scalar "loss" (and any other scalars to log); the
     default is the negative beta-ELBO. `beta` may be a schedule, step -> beta (see core.schedules):
-    the objective is then called as objective(model, x, beta=schedule(step)).
+    the objective is then called as objective(model, x, beta=schedule(step)). An objective with a `step`
+    parameter is given the global step (`takes_step`), so its own schedules resume where they stopped.
 
     With `diagnostics=True` each epoch's metrics also hold the test split's KL per latent dimension,
     activity Cov_x(E_q[z_i|x]) and active-unit count, so collapse over training can be followed.
@@ -197,6 +232,7 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                          f"got epochs={epochs}, batch_size={batch_size}, lr={lr}")
     schedule = beta if callable(beta) else None
     objective = objective or (vae_loss if schedule else functools.partial(vae_loss, beta=beta))
+    stepped, parts = takes_step(objective), stateful_parts(objective)
     out = Path(out)
     rank, world, device = distributed.init()
     tune_malloc()  # reuse freed step buffers instead of page-faulting them back (varilab.perf)
@@ -211,7 +247,9 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     n_batches = -(-len(data.x_train) // batch_size)
     log_every = max(1, epochs * n_batches // CURVE_POINTS)
     if resume:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
+        state: dict[str, torch.Tensor] = {}
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer, state)
+        _restore(parts, state, device)
         start = meta["epoch"]
         # the logs as of the checkpoint: lines written after it dropped, and the checkpoint's own epoch
         # restored from it when a crash came between the checkpoint and the log append
@@ -260,6 +298,8 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                     xb = torch.bernoulli(xb)  # a fresh binarisation x ~ Bernoulli(pixel intensity) per batch
                 try:
                     kwargs = {"beta": schedule(epoch * len(batches) + step)} if schedule else {}
+                    if stepped:
+                        kwargs["step"] = epoch * len(batches) + step
                     if c_train is not None:
                         kwargs["cond"] = c_train[idx]
                     with autocast():
@@ -306,14 +346,14 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
                     + (f"stopped and the last good checkpoint (epoch {epoch}) is kept in {out}"
                        if epoch > 0 else "stopped before any checkpoint was written"))
             if rank == 0:
-                test_objective = functools.partial(objective, beta=schedule((epoch + 1) * len(batches))) if schedule else objective
+                test_objective = _at_step(objective, (epoch + 1) * len(batches), schedule, stepped)
                 test = evaluate(model, x_test, test_objective, cond=c_test)
                 metrics.update({f"test_{k}": v for k, v in test.items()})
                 if diagnostics:
                     metrics.update(_collapse_metrics(model, x_test, c_test))
                 metrics["seconds"] = time.perf_counter() - t0
                 save_checkpoint(out / CHECKPOINT, model, optimizer, {"epoch": epoch + 1, "seed": seed, "metrics": metrics,
-                                                                     "steps": step_lines})
+                                                                     "steps": step_lines}, _state_of(parts))
                 save_weights(out / WEIGHTS, model)
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
@@ -329,6 +369,12 @@ def fit(model: nn.Module, data: Dataset, *, out: str | Path, epochs: int = 10, b
     if bar is not None:
         bar.close()
     return history
+
+
+def _at_step(objective: Objective, done: int, schedule, stepped: bool) -> Objective:
+    """The objective as evaluated after `done` steps: beta and the objective's own schedules at that step."""
+    kwargs = ({"beta": schedule(done)} if schedule else {}) | ({"step": done} if stepped else {})
+    return functools.partial(objective, **kwargs) if kwargs else objective
 
 
 def _collapse_metrics(model: nn.Module, x: torch.Tensor, cond=None, max_points: int = 2000) -> dict:

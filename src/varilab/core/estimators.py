@@ -101,3 +101,10 @@ class MovingAverage:
         b = torch.zeros_like(mean) if self.value is None else self.value  # never the current batch: unbiased
         self.value = mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
         return b
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The average so far (nothing before the first batch), for the trainer's checkpoint."""
+        return {} if self.value is None else {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.value = state.get("value")

@@ -137,20 +137,25 @@ def make_model(opts: CodecOptions, ds):
                                  restart_below=opts.restart_below, usage_margin=opts.usage_margin))
 
 
+def tau_at(opts: CodecOptions, step: int, steps_total: int) -> float:
+    """The Gumbel-softmax temperature at a global step: tau_start (tau_end / tau_start)^min(1, step / (steps - 1))."""
+    return opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, step / max(1, steps_total - 1))
+
+
 def objective(opts: CodecOptions, steps_total: int):
     """D + lambda R with tau annealed from tau_start to tau_end over training; codes unused for a while are
-    re-seeded every `reseed_every` steps; the integer tables follow the code frequencies."""
-    state = {"step": 0}
+    re-seeded every `reseed_every` steps; the integer tables follow the code frequencies. Both schedules are
+    functions of the trainer's global step (`step`, the steps done when evaluating), so a resumed run follows
+    them from where it stopped."""
 
-    def loss(model, x, **unused):
-        s = state["step"]
+    def loss(model, x, step: int = 0, **unused):
         imgs = x.reshape(len(x), 1, *model.image_shape)
         logged = {}
         if opts.model == "vq-codec":
-            tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** min(1.0, s / max(1, steps_total - 1))
+            tau = tau_at(opts, step, steps_total)
             if not bool(model.initialised):
                 model.init_codebooks(imgs)
-            elif model.training and opts.quantiser == "gumbel" and s and s % opts.reseed_every == 0:
+            elif model.training and opts.quantiser == "gumbel" and step and step % opts.reseed_every == 0:
                 model.reseed_dead(imgs)
             logged = {"tau": tau, "perplexity": model.perplexity().mean()}
         else:
@@ -158,11 +163,9 @@ def objective(opts: CodecOptions, steps_total: int):
         xhat, bpp = model(imgs, tau=tau if model.training else None)
         mse = (xhat - imgs).pow(2).mean()
         loss = mse + opts.rate_weight * bpp.mean()
-        if model.training:  # test batches neither advance the schedule nor re-seed
-            state["step"] = s + 1
-            if opts.model == "vq-codec" and opts.quantiser == "ema":
-                loss = loss + opts.commitment * model.commitment + opts.usage_weight * model.usage_gap
-                logged.update(commitment=model.commitment, usage_gap=model.usage_gap)
+        if model.training and opts.model == "vq-codec" and opts.quantiser == "ema":
+            loss = loss + opts.commitment * model.commitment + opts.usage_weight * model.usage_gap
+            logged.update(commitment=model.commitment, usage_gap=model.usage_gap)
         model.freeze_tables()
         return {"loss": loss, "mse": mse, "bpp": bpp.mean(),
                 "psnr": -10 * math.log10(max(float(mse.detach()), 1e-12)), **logged}
