@@ -129,3 +129,42 @@ def test_the_report_of_an_image_latent_shows_kl_per_channel_and_a_kl_map(tmp_pat
     assert d.verdict() in page.replace("&#x27;", "'")
     with pytest.raises(FileExistsError, match="pass force=True"):
         diagnosis_report(d, tmp_path / "latents.html")
+
+
+class ModelOutput(dict):
+    """pythae's encoder output as pythae defines it (`pythae.models.base.base_utils.ModelOutput`): a dict whose keys
+    are also attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class PythaeLikeEncoder(torch.nn.Module):
+    """An encoder module the way pythae writes them: forward(x) -> ModelOutput(embedding, log_covariance), no encode."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        mu, log_var = self.fn(x)
+        return ModelOutput(embedding=mu, log_covariance=log_var)
+
+
+def test_an_encoder_module_returning_a_pythae_model_output_is_diagnosed_as_it_is_and_through_mean_log_var():
+    from varilab.diagnostics import MeanLogVar
+
+    fn = encoder((5,))
+    exact = closed_form_kl(*fn(X))
+    direct = diagnose(PythaeLikeEncoder(fn), X)  # pythae: diagnose(model.encoder, x)
+    wrapped = diagnose(MeanLogVar(PythaeLikeEncoder(fn)), X)  # what the error used to advise
+    for d in (direct, wrapped):
+        torch.testing.assert_close(d.kl_per_dim, exact, atol=1e-5, rtol=0)
+        assert d.active_units == 3
+    with pytest.raises(TypeError, match=r"MeanLogVar\(fn\): fn\(x\) returned str; it must return \(mean, log_var\)"):
+        diagnose(MeanLogVar(lambda x: "mean"), X)
+    with pytest.raises(TypeError, match=r"Linear has no encode\(x\) method and its forward returned Tensor"):
+        diagnose(torch.nn.Linear(6, 3), X)

@@ -98,6 +98,25 @@ def test_the_report_shows_decodings_beside_jpeg_and_webp(runs, capsys):
     assert page.count("<img") >= 3
 
 
+def test_the_report_says_when_jpeg_cannot_reach_the_run_rate_and_compares_at_its_lowest(runs, capsys):
+    """8x8 digits: a JPEG file of each image costs tens of bits per pixel in headers alone, far above the run's rate;
+    the page says so in words and marks the row, instead of calling quality 1 the closest."""
+    from varilab.codec import classic
+    from varilab.families import registry
+    from varilab.families.codec.files import images
+
+    assert cli.main(["eval", str(runs / "a"), "--json"]) == 0
+    bpp = json.loads(capsys.readouterr().out)["bpp_file"]
+    grey = images(registry.load(runs / "a").data, "test")[:, 0].numpy()
+    lowest = 8 * classic.code(grey, "jpeg", 1)[1] / grey.size
+    assert lowest > bpp  # the case: JPEG's lowest rate is above this run's
+    assert cli.main(["report", str(runs / "a"), "--force"]) == 0
+    page = (runs / "a" / "report.html").read_text()
+    assert (f"JPEG cannot reach {bpp:.2f} bpp on these images: its lowest rate is {lowest:.2f} bpp (quality 1); the "
+            "comparison is at its lowest") in page
+    assert "jpeg (quality 1, its lowest rate: above this run&#x27;s)" in page  # the table's row is marked
+
+
 INR = ["--data", "faces", "--epochs", "30", "--units", "8", "--layers", "1", "--fourier", "3", "--kappa", "8",
        "--fit-steps", "150", "--finetune-steps", "2", "--quiet"]
 

@@ -4,6 +4,7 @@ varilab did not define."""
 import doctest
 import json
 import math
+import re
 import time
 
 import pytest
@@ -171,3 +172,18 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     b = mb + (rng.standard_normal((200_000, 4)) * np.sqrt(vb)) @ q.T
     assert abs(frechet_distance(a, b) - exact) < 0.03 * exact
     assert frechet_distance(a, a) < 1e-6
+
+
+@pytest.mark.parametrize("argument, value, expected", [
+    ("information_points", 0, "an integer >= 1"), ("information_points", -5, "an integer >= 1"),
+    ("information_points", 2.5, "an integer >= 1"), ("relevance_points", 0, "an integer >= 1"),
+    ("relevance_points", True, "an integer >= 1"), ("threshold", -0.1, "a finite number >= 0"),
+    ("threshold", float("nan"), "a finite number >= 0"), ("threshold", float("inf"), "a finite number >= 0"),
+    ("threshold", "0.01", "a finite number >= 0"), ("seed", 1.5, "an integer"), ("seed", None, "an integer"),
+])
+def test_a_meaningless_number_is_refused_at_the_boundary_naming_the_argument_expected_and_received(argument, value,
+                                                                                                 expected):
+    """diagnose(..., information_points=0) once failed inside torch.cat; every numeric argument is checked first."""
+    enc = MeanLogVar(lambda x: (x, torch.zeros_like(x)))
+    with pytest.raises(ValueError, match=rf"^diagnose: {argument} must be {expected}, got {re.escape(repr(value))}"):
+        diagnose(enc, torch.randn(20, 3), **{argument: value})

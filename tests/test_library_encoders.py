@@ -58,3 +58,23 @@ def test_pythae_vae_is_diagnosed_through_its_encoder_output():
         own_kl = (-0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=-1)).mean()  # pythae's VAE loss term
     torch.testing.assert_close(d.kl_per_dim, closed_form(mu, log_var), atol=1e-5, rtol=0)
     assert float(d.kl_per_dim.sum()) == pytest.approx(float(own_kl), rel=1e-5)
+
+
+def test_a_pythae_encoder_module_is_diagnosed_as_it_is_and_through_mean_log_var():
+    """pythae's `model.encoder` returns a ModelOutput (an OrderedDict with `embedding` and `log_covariance`):
+    diagnose takes the module itself, and MeanLogVar (which the error once advised) takes it too."""
+    pytest.importorskip("pythae")
+    from pythae.models import VAE, VAEConfig
+
+    from varilab.diagnostics import MeanLogVar
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_dim=(1, 8, 8), latent_dim=6)).eval()
+    x = torch.rand(200, 1, 8, 8)
+    with torch.no_grad():
+        out = model.encoder(x)
+    exact = closed_form(out["embedding"], out["log_covariance"])
+    for d in (diagnose(model.encoder, x), diagnose(MeanLogVar(model.encoder), x)):
+        torch.testing.assert_close(d.kl_per_dim, exact, atol=1e-5, rtol=0)
+    with pytest.raises(TypeError, match=r"VAE has no encode\(x\) method and calling it on x failed"):
+        diagnose(model, x)  # the whole model takes pythae's dict input: named, with what to pass instead

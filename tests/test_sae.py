@@ -512,3 +512,37 @@ def test_weights_saved_before_the_batch_counter_load_with_it_unknown(tmp_path):
     loaded.loss(data(50))
     assert (loaded.batches_since_fired == -1).all()  # still unknown after more training, never a wrong count
     assert torch.equal(loaded.W_enc, model.W_enc)
+
+
+class _Foreign:
+    """An SAE varilab did not train, not even an nn.Module: encode and decode only. On the one-hot planted stream
+    (tests/planted_sae.py) latent j fires exactly on the tokens x_n = e_j."""
+
+    def encode(self, x):
+        return torch.relu(x)
+
+    def decode(self, z):
+        return z
+
+
+def test_sae_health_counts_dead_latents_as_sae_lens_does_for_an_sae_varilab_did_not_train():
+    """sae_health(model, batches, sae_lens_window=W) gives sae-lens's dead mask for any object with encode and decode,
+    the mask varilab's own training counter gives on the same batches (a run's `diagnose --sae-lens-window`)."""
+    from planted_sae import BATCH, DEAD_SAE_LENS, DEAD_TOKENS, LENS_WINDOW, WINDOW, planted_sae, stream
+
+    batches = list(stream().split(BATCH))
+    own = planted_sae()
+    for xb in batches:  # varilab's training counter, as a run keeps it
+        own.loss(xb)
+    expected = own.dead_latents_sae_lens(LENS_WINDOW)
+    for x in (stream(), batches):  # activations split into batches of batch_size, or the batches themselves
+        h = sae_health(_Foreign(), x, window_tokens=WINDOW, batch_size=BATCH, sae_lens_window=LENS_WINDOW)
+        assert torch.equal(h["dead_sae_lens_mask"], expected)
+        assert h["dead_sae_lens_mask"].nonzero().flatten().tolist() == DEAD_SAE_LENS and h["dead_sae_lens"] == 2
+        assert h["sae_lens_window_batches"] == LENS_WINDOW and h["batch_tokens"] == BATCH
+        assert h["dead"] == len(DEAD_TOKENS) and h["fvu"] == 0.0  # the token window's count, beside it
+    assert "dead_sae_lens" not in sae_health(_Foreign(), stream(), window_tokens=WINDOW)  # only when asked
+    with pytest.raises(ValueError, match=r"sae_lens_window must be a number of batches >= 0, got -1"):
+        sae_health(_Foreign(), stream(), sae_lens_window=-1)
+    with pytest.raises(TypeError, match=r"sae_health needs encode\(x\) and decode\(z\); Linear has no encode"):
+        sae_health(torch.nn.Linear(6, 6), stream())

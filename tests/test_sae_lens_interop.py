@@ -76,3 +76,28 @@ def test_a_random_sae_counts_as_sae_lens_does():
     assert torch.equal(lens_since, ours) and torch.equal(ours, firing)
     assert torch.equal(lens_dead, ours_dead) and torch.equal(ours_dead, firing_dead)
     assert 0 < int(lens_dead.sum()) < 128  # both kinds of latent occur, so the comparison can fail
+
+
+@pytest.mark.parametrize("window", [1, 2, 6])
+def test_sae_health_of_sae_lens_own_topk_sae_counts_dead_latents_as_its_trainer_does(window):
+    """An SAE varilab did not train (sae-lens's inference TopKSAE, with the planted weights): sae_health over the
+    batches gives the dead mask sae-lens's trainer keeps over them."""
+    sae_lens = pytest.importorskip("sae_lens")
+    from planted_sae import BATCH, planted_sae, stream
+
+    from varilab.diagnostics.sae import sae_health
+
+    model = planted_sae()
+    c = model.config
+    sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=c.d, d_sae=c.features, k=c.k, rescale_acts_by_decoder_norm=False,
+                                                  apply_b_dec_to_input=True, normalize_activations="none",
+                                                  dtype="float32", device="cpu"))
+    with torch.no_grad():
+        sae.W_enc.copy_(model.W_enc.T)
+        sae.b_enc.copy_(model.b_enc)
+        sae.W_dec.copy_(model.W_dec)
+        sae.b_dec.copy_(model.b_dec)
+    batches = list(stream().split(BATCH))
+    _, lens_dead = sae_lens_counts(model, batches, window)
+    h = sae_health(sae, batches, window_tokens=20, sae_lens_window=window)
+    assert torch.equal(h["dead_sae_lens_mask"], lens_dead) and h["dead_sae_lens"] == int(lens_dead.sum())

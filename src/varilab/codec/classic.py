@@ -38,7 +38,9 @@ def code(images, fmt: str, quality: int) -> tuple[np.ndarray, int]:
 
 def at_rate(images, fmt: str, bpp: float) -> dict:
     """The quality whose bits per pixel come closest to `bpp` (bisection over 1..100, rate rising with quality):
-    {"quality", "bpp", "mse", "psnr", "images"}."""
+    {"quality", "bpp", "mse", "psnr", "images", "limit"}. "limit" is None when `bpp` lies within the format's reach,
+    "lowest" when even quality 1 spends more (tiny images: headers alone), "highest" when quality 100 spends less;
+    the bisection ends on that quality then."""
     x = _check(images)
     pixels = x.size
     lo, hi, best = 1, 100, None
@@ -50,6 +52,8 @@ def at_rate(images, fmt: str, bpp: float) -> dict:
             mse = float(((decoded - x) ** 2).mean())
             best = {"quality": q, "bpp": rate, "mse": mse, "psnr": -10 * np.log10(max(mse, 1e-12)), "images": decoded}
         lo, hi = (q + 1, hi) if rate < bpp else (lo, q - 1)
+    best["limit"] = ("lowest" if best["quality"] == 1 and best["bpp"] > bpp else
+                     "highest" if best["quality"] == 100 and best["bpp"] < bpp else None)
     return best
 
 

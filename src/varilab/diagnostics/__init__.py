@@ -10,7 +10,9 @@ torch.distributions posterior of any shape, a diagonal Gaussian duck type, or a 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 
@@ -99,6 +101,26 @@ class Diagnosis:
         return out
 
 
+COUNTS = {"relevance_points": "the posterior means the decoder's relevance is measured on; default 256",
+          "information_points": "the points the I(x; z) estimate uses; default 10000"}
+
+
+def _refuse(name: str, expected: str, value, why: str):
+    raise ValueError(f"diagnose: {name} must be {expected}, got {value!r} ({why})")
+
+
+def _check_numbers(threshold, seed, **counts) -> None:
+    """Each numeric argument checked before any work: one ValueError naming it, what it takes and what it got."""
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not math.isfinite(threshold) or threshold < 0:
+        _refuse("threshold", "a finite number >= 0", threshold,
+                "a latent is active when Cov_x(E_q[z_i|x]) exceeds it; default 0.01")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        _refuse("seed", "an integer", seed, "it seeds the draws of the I(x; z) estimate; default 0")
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            _refuse(name, "an integer >= 1", value, COUNTS[name])
+
+
 def diagnose(model, x: torch.Tensor, threshold: float = 0.01, seed: int = 0, relevance_points: int = 256,
              information_points: int = 10_000, cond: torch.Tensor | None = None) -> Diagnosis:
     """All collapse diagnostics of `model` on data x [N, ...], from one pass of the encoder (any posterior
@@ -109,6 +131,8 @@ def diagnose(model, x: torch.Tensor, threshold: float = 0.01, seed: int = 0, rel
                          f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     if len(x) < 2:
         raise ValueError("diagnostics need at least 2 data points")
+    _check_numbers(threshold=threshold, seed=seed, relevance_points=relevance_points,
+                   information_points=information_points)
     post = encode_dataset(model, x, cond=cond)
     g = torch.Generator(device=post.mean.device).manual_seed(104_729 + seed)  # a stream unlike a data seed of 0
     n_active, a = active_units(post, threshold)

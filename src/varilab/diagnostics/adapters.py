@@ -6,7 +6,7 @@ Accepted without glue:
 - an object with `.mean` and `.logvar` / `.log_var` / `.std` / `.var` (a diffusers `DiagonalGaussianDistribution`),
   or one holding it as `.latent_dist` (a diffusers `AutoencoderKLOutput`);
 - a mapping with a mean key (`mean`, `mu`, `loc`, `embedding`) and a log-variance key (`log_var`, `logvar`,
-  `log_covariance`), such as pythae's encoder output.
+  `log_covariance`), such as pythae's encoder output (a ModelOutput, from `model.encoder` itself).
 Anything else is a TypeError that names the adapter to use (`varilab.diagnostics.MeanLogVar`).
 """
 from __future__ import annotations
@@ -33,6 +33,17 @@ def _normal(mean: torch.Tensor, std: torch.Tensor, n: int) -> tuple[Independent,
     return Independent(flat, 1), shape
 
 
+def mean_log_var(out: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log-variance) of a mapping with a mean key and a log-variance key, such as pythae's ModelOutput."""
+    mean = next((out[k] for k in MEAN_KEYS if k in out), None)
+    log_var = next((out[k] for k in LOG_VAR_KEYS if k in out), None)
+    if mean is None or log_var is None:
+        raise TypeError(f"encode(x) returned a mapping with keys {list(out.keys())}, without a mean key "
+                        f"({', '.join(MEAN_KEYS)}) and a log-variance key ({', '.join(LOG_VAR_KEYS)}); use "
+                        "varilab.diagnostics.MeanLogVar(lambda x: (mean, log_var))")
+    return mean, log_var
+
+
 def as_posterior(out, n: int) -> tuple[Distribution, tuple]:
     """(posterior with batch shape [n] and event shape [d], the latent's shape, e.g. (d,) or (C, H, W))."""
     out = getattr(out, "latent_dist", out)  # diffusers' AutoencoderKLOutput
@@ -51,13 +62,8 @@ def as_posterior(out, n: int) -> tuple[Distribution, tuple]:
         raise TypeError(f"a {type(base).__name__} posterior of shape {list(full)} cannot be flattened to [{n}, d]; "
                         "give a vector latent (event shape [d])")
     if isinstance(out, Mapping):
-        mean = next((out[k] for k in MEAN_KEYS if k in out), None)
-        log_var = next((out[k] for k in LOG_VAR_KEYS if k in out), None)
-        if mean is None or log_var is None:
-            raise TypeError(f"encode(x) returned a mapping with keys {list(out.keys())}, without a mean key "
-                            f"({', '.join(MEAN_KEYS)}) and a log-variance key ({', '.join(LOG_VAR_KEYS)}); use "
-                            "varilab.diagnostics.MeanLogVar(lambda x: (mean, log_var))")
-        return _normal(mean, (0.5 * log_var).exp(), n)
+        mean, log_var = mean_log_var(out)
+        return _normal(mean, (0.5 * log_var).exp(), n)  # sigma = exp(log_var / 2)
     mean = getattr(out, "mean", None)
     if torch.is_tensor(mean):
         for name, to_std in (("logvar", lambda v: (0.5 * v).exp()), ("log_var", lambda v: (0.5 * v).exp()),

@@ -1,12 +1,14 @@
 """One pass of the encoder over a data set, kept as per-point posterior means, variances and KLs.
 
 Works on anything with `encode(x)`, or a function x -> posterior, returning what `adapters.as_posterior`
-accepts (a factorised posterior of any shape, flattened to a vector of coordinates); `prior()` is optional
-and defaults to N(0, I). `MeanLogVar` adapts a plain callable returning (mean, log-variance).
+accepts (a factorised posterior of any shape, flattened to a vector of coordinates), or an encoder module whose
+forward does (pythae's `model.encoder`); `prior()` is optional and defaults to N(0, I). `MeanLogVar` adapts a plain
+callable returning (mean, log-variance), or a mapping with mean and log-variance keys (pythae's ModelOutput).
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,19 +17,29 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from ..core.conditioning import split
 from ..core.distributions import diag_normal
-from .adapters import as_posterior
+from .adapters import as_posterior, mean_log_var
+
+NO_ENCODE = ("pass a function x -> posterior, or wrap a (mean, log_var) function in "
+             "varilab.diagnostics.MeanLogVar")
 
 
 class MeanLogVar(nn.Module):
-    """Adapter: a function x -> (mean, log_var) as a model with encode(x) -> N(mean, diag exp(log_var))."""
+    """Adapter: a function x -> (mean, log_var), or x -> a mapping with mean and log-variance keys (pythae's
+    ModelOutput with `embedding` and `log_covariance`), as a model with encode(x) -> N(mean, diag exp(log_var))."""
 
     def __init__(self, fn):
         super().__init__()
         self.fn = fn
 
     def encode(self, x):
-        mean, log_var = self.fn(x)
-        return diag_normal(mean, log_var)
+        out = self.fn(x)
+        if isinstance(out, Mapping):
+            return diag_normal(*mean_log_var(out))
+        if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(map(torch.is_tensor, out)):
+            got = type(out).__name__ + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
+            raise TypeError(f"MeanLogVar(fn): fn(x) returned {got}; it must return (mean, log_var), two tensors "
+                            "[N, d], or a mapping with mean and log-variance keys")
+        return diag_normal(*out)
 
 
 def standard_normal(d: int, device=None) -> Independent:
@@ -74,17 +86,41 @@ def model_device(model, default: torch.device) -> torch.device:
     return default
 
 
+def _encoder(model):
+    """model.encode; else the model itself: a function x -> posterior (lambda x: vae.encode(x).latent_dist) or an
+    encoder module whose forward returns one (pythae's model.encoder, returning a ModelOutput)."""
+    if hasattr(model, "encode"):
+        return model.encode
+    if not isinstance(model, nn.Module) and callable(model):
+        return model
+    if isinstance(model, nn.Module):
+        def forward(x, *cond):  # a whole model without encode (pythae's VAE takes a dict) is named, not traced
+            try:
+                return model(x, *cond)
+            except (TypeError, KeyError, IndexError, AttributeError) as e:
+                raise TypeError(f"{type(model).__name__} has no encode(x) method and calling it on x failed "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); {NO_ENCODE}") from None
+        return forward
+    raise TypeError(f"{type(model).__name__} has no encode(x) method and is not callable; {NO_ENCODE}")
+
+
+def _posterior(model, out, n: int) -> tuple[Distribution, tuple]:
+    """as_posterior(out, n); a module without encode(x) whose forward returns no posterior (a decoder, a whole model)
+    is named as such."""
+    if hasattr(model, "encode") or not isinstance(model, nn.Module):
+        return as_posterior(out, n)
+    try:
+        return as_posterior(out, n)
+    except TypeError:
+        raise TypeError(f"{type(model).__name__} has no encode(x) method and its forward returned "
+                        f"{type(out).__name__}, not a posterior; {NO_ENCODE}") from None
+
+
 @torch.no_grad()
 def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.Tensor | None = None) -> Posteriors:
     """Encode x in batches; needs a factorised posterior over a vector latent (batch shape [B], event [d]).
     A conditional model gets its conditions `cond` [N, C] alongside."""
-    if hasattr(model, "encode"):
-        encode = model.encode
-    elif callable(model) and not isinstance(model, nn.Module):
-        encode = model  # a plain function x -> posterior, e.g. lambda x: vae.encode(x).latent_dist
-    else:
-        raise TypeError(f"{type(model).__name__} has no encode(x) method; pass a function x -> posterior, or wrap a "
-                        "(mean, log_var) function in varilab.diagnostics.MeanLogVar")
+    encode = _encoder(model)
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
@@ -98,7 +134,7 @@ def encode_dataset(model, x: torch.Tensor, batch_size: int = 4096, cond: torch.T
         except RuntimeError as e:  # a shape mismatch inside the user's network: name it at the boundary
             raise ValueError(f"encode(x) failed on a batch of shape {list(xb.shape)} ({str(e).splitlines()[0][:160]}); "
                              "x must have the shape the model takes, [N, ...]") from None
-        q, shape = as_posterior(out, len(xb))
+        q, shape = _posterior(model, out, len(xb))
         base = _base(q)
         if getattr(model, "levels", 1) > 1:  # z_1 of a hierarchical VAE: its prior is p(z_1|z_2), z_2 ~ q(z_2|z_1)
             prior = model.prior_down(1, model.encode_up(1, q.sample()).sample())

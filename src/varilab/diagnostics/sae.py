@@ -11,7 +11,7 @@ For codes z [N, F], activations x [N, d] and reconstructions x_hat [N, d]:
         since the last batch in which it fired: batches_since > W, the counter +1 per batch, 0 when it fired.
     relative reconstruction bias gamma = argmin_g sum_n ||x_hat_n / g - x_n||^2 = sum ||x_hat||^2 / sum x_hat . x
         (Rajamanoharan et al., 2024): 1 when unbiased, below 1 when the codes are shrunk toward zero.
-The model only needs `encode(x) -> z [B, F]` and `decode(z) -> x_hat [B, d]`.
+The model only needs `encode(x) -> z [B, F]` and `decode(z) -> x_hat [B, d]`: varilab's SAE, sae-lens's, or yours.
 
 >>> import torch
 >>> x = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
@@ -108,29 +108,60 @@ class Firing:
         return self.batches_since > window_batches
 
 
-@torch.no_grad()
-def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size: int = 4096) -> dict:
-    """Run `model` over activations x [N, d] in batches (eval mode, no gradients) and return
-    {"l0", "fvu", "explained_variance", "fraction_alive", "dead", "window_tokens", "tokens",
-    "relative_reconstruction_bias", "density" [F], "log10_density" [F], "warning"}.
-
-    fraction_alive counts the latents that fired within the last `window_tokens` tokens of this pass
-    (all of it when N <= window_tokens); "warning" is a sentence when FVU > 1, else None.
-    """
+def _batches(x, batch_size: int) -> list[torch.Tensor]:
+    """Activations [N, d] split into batches of `batch_size` tokens, or a list of batches [B, d] kept as given."""
+    if isinstance(x, (list, tuple)) and x and all(torch.is_tensor(b) and b.ndim == 2 for b in x):
+        if len({b.shape[1] for b in x}) > 1:
+            raise ValueError(f"the batches must share their width d, got widths {sorted({b.shape[1] for b in x})}")
+        return list(x)
     if not torch.is_tensor(x) or x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"x must be a tensor of activations [N >= 2, d], got "
-                         f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        got = (list(x.shape) if torch.is_tensor(x) else
+               f"{type(x).__name__} of {len(x)} items" if isinstance(x, (list, tuple)) else type(x).__name__)
+        raise ValueError(f"x must be a tensor of activations [N >= 2, d] or a list of batches [B, d], got {got}")
+    return list(x.split(batch_size))
+
+
+def _check_health_args(model, window_tokens: int, batch_size: int, sae_lens_window: int | None) -> None:
+    for name in ("encode", "decode"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(f"sae_health needs encode(x) and decode(z); {type(model).__name__} has no {name}")
     if window_tokens < 1 or batch_size < 1:
         raise ValueError(f"window_tokens and batch_size must be positive, got {window_tokens} and {batch_size}")
-    was_training = model.training
-    model.eval()
+    if sae_lens_window is not None and (isinstance(sae_lens_window, bool) or not isinstance(sae_lens_window, int)
+                                        or sae_lens_window < 0):
+        raise ValueError(f"sae_lens_window must be a number of batches >= 0, got {sae_lens_window!r} (sae-lens's "
+                         "dead_feature_window, counted in steps)")
+
+
+@torch.no_grad()
+def sae_health(model, x, window_tokens: int = 100_000, batch_size: int = 4096,
+               sae_lens_window: int | None = None) -> dict:
+    """Run `model` (any object with encode(x) -> codes [B, F] and decode(z) -> x_hat [B, d]: varilab's SAE, sae-lens's
+    TopKSAE, your own) over activations x [N, d] in batches of `batch_size`, or over a list of batches [B, d] in
+    order (eval mode, no gradients), and return {"l0", "fvu", "explained_variance", "fraction_alive", "dead",
+    "window_tokens", "tokens", "relative_reconstruction_bias", "density" [F], "log10_density" [F], "warning"}.
+
+    fraction_alive counts the latents that fired within the last `window_tokens` tokens of this pass
+    (all of it when N <= window_tokens); "warning" is a sentence when FVU > 1, else None. With `sae_lens_window` W
+    it adds sae-lens's count over these batches, as a varilab run's `diagnose --sae-lens-window W` gives it:
+    "dead_sae_lens" (more than W batches since the batch in which the latent last fired), "dead_sae_lens_mask" [F],
+    "sae_lens_window_batches" and "batch_tokens" (the first batch's size).
+    """
+    _check_health_args(model, window_tokens, batch_size, sae_lens_window)
+    batches = _batches(x, batch_size)
+    n = sum(len(b) for b in batches)
+    if n < 2:
+        raise ValueError(f"x must hold at least 2 tokens, got {n}")
+    was_training = getattr(model, "training", None)
+    if was_training is not None:
+        model.eval()
     try:
-        x_bar = x.mean(0)
+        x_bar = sum(b.sum(0) for b in batches) / n  # the mean over all N tokens
         sq_err, total, nonzero, firing, hat_sq, hat_dot = 0.0, 0.0, 0, None, 0.0, 0.0
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
+        for xb in batches:
             z = model.encode(xb)
             x_hat = model.decode(z)
+            z = z.to_dense() if z.is_sparse else z  # sae-lens's sparse TopK activations
             if firing is None:
                 firing = Firing(z.shape[-1], device=z.device)
             firing.update(z)
@@ -140,13 +171,19 @@ def sae_health(model, x: torch.Tensor, window_tokens: int = 100_000, batch_size:
             hat_sq += float(x_hat.pow(2).sum())  # sum_n ||x_hat_n||^2
             hat_dot += float((x_hat * xb).sum())  # sum_n x_hat_n . x_n
     finally:
-        model.train(was_training)
+        if was_training is not None:
+            model.train(was_training)
     fvu = sq_err / total if total > 0 else float("nan")
     alive = firing.alive(window_tokens)
-    return {
-        "l0": nonzero / len(x), "fvu": fvu, "explained_variance": 1.0 - fvu, "fraction_alive": float(alive.float().mean()),
-        "dead": int((~alive).sum()), "window_tokens": window_tokens, "tokens": len(x),
+    out = {
+        "l0": nonzero / n, "fvu": fvu, "explained_variance": 1.0 - fvu, "fraction_alive": float(alive.float().mean()),
+        "dead": int((~alive).sum()), "window_tokens": window_tokens, "tokens": n,
         "relative_reconstruction_bias": hat_sq / hat_dot if hat_dot else float("nan"),
         "density": firing.density, "log10_density": log10_density(firing.density),
         "warning": FVU_WARNING if fvu > 1 else None,
     }
+    if sae_lens_window is not None:
+        dead = firing.dead_sae_lens(sae_lens_window)
+        out.update(dead_sae_lens=int(dead.sum()), dead_sae_lens_mask=dead, sae_lens_window_batches=sae_lens_window,
+                   batch_tokens=len(batches[0]))
+    return out

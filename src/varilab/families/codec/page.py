@@ -4,7 +4,19 @@ factorized: each channel's code probabilities; recombiner, combiner: the KL of e
 from __future__ import annotations
 
 SHOWN = 8  # test images in the figure
+NAMES = {"jpeg": "JPEG", "webp": "WebP"}
 QUALITIES = (5, 10, 20, 35, 50, 75, 95)  # JPEG's and WebP's curves
+
+
+def unreached(limit: str) -> str:
+    """Where the format's end of reach lies against the run's rate: its lowest rate is above it, its highest below."""
+    return "above" if limit == "lowest" else "below"
+
+
+def reach_sentence(name: str, bpp: float, hit: dict) -> str:
+    """The plain statement for a format whose qualities 1..100 cannot reach the run's rate `bpp`."""
+    return (f"{name} cannot reach {bpp:.2f} bpp on these images: its {hit['limit']} rate is {hit['bpp']:.2f} bpp "
+            f"(quality {hit['quality']}); the comparison is at its {hit['limit']}.")
 
 
 def page(run):
@@ -20,11 +32,16 @@ def page(run):
     rows = [("original", grey[:SHOWN]), (f"{run.options.model}\n{e['bpp_file']:.2f} bpp", decoded[:SHOWN, 0].numpy())]
     small = e["ms_ssim"] is None  # MS-SSIM's three scales need sides above 16 pixels
     rates = [(run.options.model, e["bpp_file"], e["psnr"], e["ssim"], e["ms_ssim"])]
+    out_of_reach = []  # a sentence for each format that cannot reach this run's rate on these images
     for fmt in classic.FORMATS:  # the classic codecs at the rate this run's files reach
         hit = classic.at_rate(grey, fmt, e["bpp_file"])
         rows.append((f"{fmt} q{hit['quality']}\n{hit['bpp']:.2f} bpp", hit["images"][:SHOWN]))
-        rates.append((f"{fmt} (quality {hit['quality']})", hit["bpp"], hit["psnr"], classic.ssim(hit["images"], grey),
-                      None if small else classic.ms_ssim(hit["images"], grey)))
+        mark = f", its {hit['limit']} rate: {unreached(hit['limit'])} this run's" if hit["limit"] else ""
+        rates.append((f"{fmt} (quality {hit['quality']}{mark})", hit["bpp"], hit["psnr"],
+                      classic.ssim(hit["images"], grey), None if small else classic.ms_ssim(hit["images"], grey)))
+        if hit["limit"]:
+            out_of_reach.append(reach_sentence(NAMES[fmt], e["bpp_file"], hit))
+    reach = " ".join(out_of_reach)
     curves = {"PSNR (dB)": {run.options.model: ([e["bpp_file"]], [e["psnr"]])}}
     if not small:
         curves["MS-SSIM"] = {run.options.model: ([e["bpp_file"]], [e["ms_ssim"]])}
@@ -59,7 +76,8 @@ def page(run):
     sections = [
         Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
                 "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "
-                "quality whose file rate is closest to it. Rates count every byte written, headers included."),
+                "quality whose file rate is closest to it. Rates count every byte written, headers included."
+                + (" " + reach if reach else "")),
         Section("Rate-distortion", img(rd, "rate-distortion"),
                 f"This run's files among JPEG's and WebP's curves (Pillow, qualities {', '.join(map(str, QUALITIES))}) "
                 f"on the same {len(grey)} test images, every byte counted. Other learned codecs' curves: `make repro` "
@@ -67,6 +85,7 @@ def page(run):
         Section("Rate and distortion at this rate", table([(f"{name}: bits per pixel, PSNR (dB), SSIM, MS-SSIM",
                                                f"{bpp:.3f}, {psnr:.2f}, {s:.4f}, " + ("-" if ms is None else f"{ms:.4f}"))
                                               for name, bpp, psnr, s, ms in rates]),
+                (reach + " " if reach else "") +
                 "SSIM from scikit-image (7-pixel window, or the largest the image allows); MS-SSIM from torchmetrics "
                 "over three scales (the standard five need image sides of 161 pixels; three need sides above 16)."),
         Section("Code usage" if not hasattr(m, "blocks") else "Coded blocks", img(plots.lines(panels[:4]), "code usage"),
