@@ -117,6 +117,7 @@ def sample(argv: list[str]) -> str:
     if out.exists() and not ns.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
     result = run.family.sample(run, n=ns.n, seed=ns.seed, **flags)
+    note = result.pop("note", None)  # the family's words on the samples, printed after the files
     out.parent.mkdir(parents=True, exist_ok=True)
     shape = getattr(run.data, "image_shape", None)
     arrays = {k: (v.reshape(len(v), *shape) if shape else v).numpy() for k, v in result.items() if k != "chain"}
@@ -127,7 +128,7 @@ def sample(argv: list[str]) -> str:
     with folder.lock(run.dir, "sample"):
         for path, array in files.items():  # e.g. a DiffuseVAE's VAE outputs beside their refinements
             np.save(path, array)
-    return f"{ns.n} samples: {out}" + "".join(f", {p}" for p in files if p != out)
+    return f"{ns.n} samples: {out}" + "".join(f", {p}" for p in files if p != out) + (f"\n{note}" if note else "")
 
 
 def check_sample_size(run: Run, n: int) -> None:

@@ -6,7 +6,7 @@ as data.
     evaluate(run, **flags) -> dict                             (JSON-ready numbers)
     diagnose(run, **flags) -> (dict, list of text lines)
     report(run) -> report.Page                                 (sections as data; the report draws the rest)
-    sample(run, n, seed, **flags) -> {name: array}
+    sample(run, n, seed, **flags) -> {name: array}             (and "note": words printed after the files)
 
 `flags` are the fields of the options class the family declares for that verb (`Family.flags`), so a verb's
 own flags (e.g. `varilab eval RUN --FLAG`) belong to the family that uses them. A verb a family cannot answer is

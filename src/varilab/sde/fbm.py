@@ -117,12 +117,38 @@ def covariance(hurst: float, times) -> np.ndarray:
     return cov / gamma_fn(hurst + 0.5) ** 2
 
 
-def fbm_paths(hurst: float, times, n: int, seed: int = 0) -> np.ndarray:
-    """n exact type-II fBM paths at `times` [n, len(times)] (float64), by the Cholesky factor of the covariance."""
-    cov = covariance(hurst, times)
+def standard_covariance(hurst: float, times) -> np.ndarray:
+    """Cov(B_H(s), B_H(t)) = (s^(2H) + t^(2H) - |t - s|^(2H)) / 2 of standard (type-I, Mandelbrot-van Ness) fBM."""
+    check_hurst(hurst)
+    t = np.asarray(times, dtype=np.float64)
+    return 0.5 * (t[:, None] ** (2 * hurst) + t[None, :] ** (2 * hurst) - np.abs(t[:, None] - t[None, :]) ** (2 * hurst))
+
+
+def markov_covariance(hurst, gamma: torch.Tensor, times, horizon: float = 1.0) -> np.ndarray:
+    """Cov(B_hat(s), B_hat(t)) of the approximation with the weights optimal on [0, horizon]: for s <= t,
+    sum_ij omega_i omega_j e^(-g_j (t - s)) (1 - e^(-(g_i + g_j) s)) / (g_i + g_j)  (float64)."""
+    w = omega(hurst, gamma, horizon).detach().numpy()
+    g = gamma.detach().numpy()
+    t = np.asarray(times, dtype=np.float64)
+    s, u = np.minimum.outer(t, t), np.maximum.outer(t, t)
+    pair = g[:, None] + g[None, :]
+    cov = np.zeros_like(s)
+    for i in range(len(g)):  # K^2 terms of [T, T] each
+        for j in range(len(g)):
+            cov += w[i] * w[j] * np.exp(-g[j] * (u - s)) * -np.expm1(-pair[i, j] * s) / pair[i, j]
+    return cov
+
+
+def gaussian_paths(cov: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n draws [n, T] of the centred Gaussian with covariance `cov` [T, T], by its Cholesky factor (float64)."""
     jitter = 1e-12 * np.trace(cov) / len(cov)
     chol = np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
     return np.random.default_rng(seed).standard_normal((n, len(cov))) @ chol.T
+
+
+def fbm_paths(hurst: float, times, n: int, seed: int = 0) -> np.ndarray:
+    """n exact type-II fBM paths at `times` [n, len(times)] (float64), by the Cholesky factor of the covariance."""
+    return gaussian_paths(covariance(hurst, times), n, seed)
 
 
 def markov_variance(hurst, gamma: torch.Tensor, t) -> torch.Tensor:
@@ -134,5 +160,6 @@ def markov_variance(hurst, gamma: torch.Tensor, t) -> torch.Tensor:
     return (w[:, None] * w[None, :] * -torch.expm1(-s * t) / s).sum((-1, -2))
 
 
-__all__ = ["DEFAULT_RATIO", "check_hurst", "covariance", "cross", "fbm_energy", "fbm_paths", "fbm_variance", "gram",
-           "lower_gamma_p", "markov_variance", "omega", "rates", "relative_error"]
+__all__ = ["DEFAULT_RATIO", "check_hurst", "covariance", "cross", "fbm_energy", "fbm_paths", "fbm_variance",
+           "gaussian_paths", "gram", "lower_gamma_p", "markov_covariance", "markov_variance", "omega", "rates",
+           "relative_error", "standard_covariance"]

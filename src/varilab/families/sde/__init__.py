@@ -4,6 +4,7 @@ times (generated fractional processes or a .npy file)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,13 +192,62 @@ def evaluate(run: Run) -> dict:
     return out
 
 
-def sample(run: Run, n: int, seed: int = 0) -> dict:
-    """n prior paths at the data's grid (the union of the training series' times), decoded."""
+def _spacing(v):
+    return None if v is None or (math.isfinite(v) and v > 0) else f"must be positive and finite, got {v}"
+
+
+def _points(v):
+    from .grid import MAX_POINTS
+
+    return (None if v is None or (isinstance(v, int) and 2 <= v <= MAX_POINTS) else
+            f"must be a whole number from 2 to {MAX_POINTS:,}, got {v}")
+
+
+@dataclass
+class SampleFlags:
+    """`varilab sample`'s flags of an sde run: the grid its prior paths are drawn on (default: the data's times)."""
+    FILE_NAME = ("dt", "points")  # the flags that name the samples' file: samples-0.01-200.npy
+    times: str | None = option(None, ".npy of strictly increasing times [T] to draw the paths at (2 to 100,000 "
+                               "times, none before the run's start)")
+    dt: float | None = option(None, "the step of an even grid t0 + dt, t0 + 2 dt, .. up to --points points or the "
+                              "data's last time (the solver keeps the run's own --dt)", check=_spacing)
+    points: int | None = option(None, "points of the even grid: --points N with --dt, or spread evenly over the "
+                                "data's range", check=_points)
+
+
+def sample(run: Run, n: int, seed: int = 0, times: str | None = None, dt: float | None = None,
+           points: int | None = None) -> dict:
+    """n prior paths, decoded, on the data's grid (the union of the training series' times) or the one the flags ask
+    for (`grid.requested`), and their times. With fractional noise, "note": how well the Markov approximation matches
+    exact fBM at the model's H on that grid (`varilab.sde.measure`)."""
     import torch
 
-    grid = torch.unique(run.data.t_train).to(_device(run))
+    from ...sde import measure
+    from . import grid
+
+    m, o = run.model, run.options
+    asked = grid.requested(m.config.start, run.data.end, times, dt, points)
+    t = torch.unique(run.data.t_train).double() if asked is None else torch.from_numpy(asked)
+    steps = (float(t[-1]) - m.config.start) / o.dt
+    if steps > MAX_SOLVER_STEPS:
+        raise ValueError(f"the grid ends at {float(t[-1]):g}, {steps:.3g} solver steps of the run's dt = {o.dt:g} after "
+                         f"its start {m.config.start:g}; at most {MAX_SOLVER_STEPS:,}")
+    ts = t.to(m.log_sigma.dtype)
+    if (ts.diff() <= 0).any():
+        i = int((ts.diff() <= 0).nonzero()[0, 0])
+        raise ValueError(f"the grid's times {float(t[i]):.9g} and {float(t[i + 1]):.9g} are one time in the model's "
+                         f"{str(ts.dtype).removeprefix('torch.')}; space them further apart")
     g = torch.Generator().manual_seed(seed)
-    return {"samples": run.model.sample_prior(n, grid, generator=g)["mean"].cpu(), "times": grid.cpu()}
+    out = {"samples": m.sample_prior(n, ts.to(_device(run)), generator=g)["mean"].cpu(), "times": ts}
+    notes = []
+    if m.config.ou:
+        where = "this run's grid" if asked is None else "the requested grid"
+        notes.append(measure.sentence(measure.compare(float(m.hurst().detach()), m.config.ou, m.config.ratio, t.numpy(),
+                                                      m.config.start, m.config.horizon), where))
+    if asked is not None and float(t.diff().min()) < o.dt * (1 - 1e-6):
+        notes.append(f"The grid is finer than the solver's step dt = {o.dt:g} (the run's): torchsde interpolates "
+                     f"linearly between its steps.")
+    return {**out, "note": " ".join(notes)} if notes else out
 
 
 def report(run: Run):
@@ -207,5 +257,5 @@ def report(run: Run):
 
 
 FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         sample=sample, why_not={"diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and "
+                         sample=sample, flags={"sample": SampleFlags}, why_not={"diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and "
                                                              "Hurst index"}))

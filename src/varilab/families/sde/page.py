@@ -1,5 +1,6 @@
 """The latent SDE run's page: posterior paths and their bands over the observations, forecasts of held-out series,
-prior samples, the Hurst index over training and the Markov approximation's error at the learned H."""
+prior samples, the Hurst index over training and the Markov approximation's error at the learned H, over the
+horizon and, by DFA and the noise's covariance, on the data's grid (`varilab.sde.measure`)."""
 from __future__ import annotations
 
 SHOWN = 3  # series per panel
@@ -70,7 +71,8 @@ def page(run, evaluate, split_time, sample, solver_text):
             + img(plots.over_time([{"title": "Var B_H(t)", "lines": var}]), "variance of B_H and its approximation"),
             f"The relative error E int (B_H - B_hat)^2 dt / E int B_H^2 dt at the learned H, against the number of OU "
             f"processes K on the grid gamma_k = {m.config.ratio:g}^(k - (K+1)/2) (this run: K = {m.config.ou}, "
-            f"{e['approximation_error']:.3g}), and the variance of B_H and of its approximation over the horizon."))
+            f"{e['approximation_error']:.3g}), and the variance of B_H and of its approximation over the horizon. "
+            + prior["note"]))
         rows.append(("approximation error at the learned H", e["approximation_error"]))
     sections.append(Section("Final metrics", table(rows + [(k, v) for k, v in e.items() if k not in ("hurst", "noise")])))
     verdict = (f"Test ELBO {e['test_elbo']:.4g} per series ({e['test_elbo_per_value']:.4g} per value); forecast error "
