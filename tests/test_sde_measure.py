@@ -67,3 +67,10 @@ def test_the_sentence_names_the_grid_and_thins_long_grids():
                            "approximation at H = 0.7 measures as H = ") and "by DFA (exact fBM: " in text
     few = measure.compare(0.7, 5, 10.0, [0.0, 0.5, 1.0])  # the start itself is no point of the noise
     assert few["points"] == 2 and few["dfa"] is None and "too few points for DFA" in measure.sentence(few)
+
+
+def test_the_points_flag_and_a_times_file_share_one_bound():
+    from varilab.families import sde
+    from varilab.families.sde import grid
+
+    assert sde.MAX_POINTS == grid.MAX_POINTS == sde.SampleFlags.__dataclass_fields__["points"].metadata["check"].hi

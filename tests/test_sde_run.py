@@ -69,9 +69,10 @@ def test_bad_sample_grids_are_one_line(run, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert f"--times {tmp_path / name}.npy" in err and message in err and len(err.strip().splitlines()) == 1, err
-    for flags, message in [(["--dt", "0"], "dt must be positive and finite"), (["--dt", "nan"], "positive and finite"),
-                           (["--points", "1"], "from 2 to 100,000"), (["--dt", "1e9"], "leaves 0 point(s)"),
-                           (["--dt", "1e9", "--points", "3"], "solver steps"),
+    for flags, message in [(["--dt", "0"], "dt must be positive, got 0.0"), (["--dt", "nan"], "dt must lie in (0, "),
+                           (["--dt", "1e9"], "dt must be at most 1,000,000"),
+                           (["--points", "1"], "points must be at least 2"), (["--dt", "1e5"], "leaves 0 point(s)"),
+                           (["--dt", "1e5", "--points", "3"], "solver steps"),
                            (["--times", str(tmp_path / "down.npy"), "--dt", "0.1"], "leave out --dt and --points")]:
         assert main(["sample", str(run), *flags, *out]) == 2, flags
         err = capsys.readouterr().err

@@ -4,7 +4,6 @@ times (generated fractional processes or a .npy file)."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,15 +191,9 @@ def evaluate(run: Run) -> dict:
     return out
 
 
-def _spacing(v):
-    return None if v is None or (math.isfinite(v) and v > 0) else f"must be positive and finite, got {v}"
-
-
-def _points(v):
-    from .grid import MAX_POINTS
-
-    return (None if v is None or (isinstance(v, int) and 2 <= v <= MAX_POINTS) else
-            f"must be a whole number from 2 to {MAX_POINTS:,}, got {v}")
+MAX_POINTS = 100_000  # of a sampling grid (grid.MAX_POINTS, the limit of a --times file)
+_spacing = positive.upto(1e6)  # a grid that ends beyond MAX_SOLVER_STEPS solver steps is refused when sampling
+_points = Range(2, MAX_POINTS, integer=True, below="at least 2")
 
 
 @dataclass

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_POINTS = 100_000
+MAX_POINTS = 100_000  # the sde family's --points declares the same bound
+
 
 
 def read_times(path: str) -> np.ndarray:
