@@ -3,6 +3,7 @@ page, stays in the eps-ball, beats random noise of the same size and is measured
 the purifier and classifier train, and robustness prints gray-box and BPDA rows that agree where they must;
 bad input is one line and exit 2."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -73,6 +74,22 @@ def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_pat
     capsys.readouterr()
     assert main(["attack", str(runs / "classifier"), "--out", str(tmp_path / "c")]) == 2
     assert "`varilab robustness` attacks a classifier" in capsys.readouterr().err
+
+
+def test_an_empty_input_and_an_eps_outside_0_1_are_one_line_and_write_nothing(runs, tmp_path, capsys):
+    """An empty --input array was a traceback; --eps 2 or inf (no L-infinity ball on [0, 1] images) ran silently."""
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64), dtype=np.float32))
+    cases = [(["--input", str(tmp_path / "empty.npy")], r"--input .*empty.npy: an empty array \(shape \[0, 64\]\)"),
+             (["--eps", "2"], r"eps must lie in \(0, 1\], got 2.0"), (["--eps", "inf"], r"eps must lie in \(0, 1\]"),
+             (["--eps", "1/0"], "float division by zero")]
+    for args, pattern in cases:
+        assert main(["attack", str(runs / "vae0"), "--out", str(tmp_path / "o"), "--quiet", *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(pattern, err[0]), (args, err)
+    for args in (["--eps", "2"], ["--eps", "1/0"]):
+        assert main(["robustness", str(runs / "purifier"), "--classifier", str(runs / "classifier"), *args]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_force_with_bad_input_keeps_the_earlier_result_byte_identical(runs, tmp_path, capsys):

@@ -1,6 +1,8 @@
 """`varilab train --model vq-codec`, `compress` and `decompress`: real files that decode to the codes the encoder
 chose, whatever the thread count, and one-line refusals of damaged files and files of another model."""
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -61,6 +63,61 @@ def test_damaged_and_foreign_files_are_refused_in_one_line(runs, tmp_path, capsy
         assert message in err and len(err.splitlines()) == 1
     assert cli.main(["decompress", str(runs / "b"), "--input", str(f), "--out", str(tmp_path / "o")]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_a_crafted_header_with_a_valid_checksum_is_one_line_naming_the_file(runs, tmp_path, capsys):
+    """A .vlc of this run's model whose header promises an absurd grid, or more symbols than its stream holds, was an
+    assertion deep in the range decoder (or an allocation until killed)."""
+    from varilab.codec import container
+    from varilab.families import registry
+    from varilab.families.codec.files import identity
+
+    f = tmp_path / "x.vlc"
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    meta, stream = container.unpack(f.read_bytes())
+    n = meta["images"][0]
+    ident = identity(registry.load(runs / "a"))
+    cases = {"huge": ({**meta, "grid": [n, 10**6, 10**6]}, stream, r"would need about [\d,.]+ GiB"),
+             "short": ({**meta, "grid": [n, 64, 64]}, stream, r"does not hold the [\d,]+ symbols"),
+             "shape": ({**meta, "images": [n, 1, 28, 28]}, stream, r"images \[\d+, 1, 28, 28\]; this run's are"),
+             "grid": ({**meta, "grid": "x"}, stream, "symbol grid 'x'")}
+    for name, (header, body, pattern) in cases.items():
+        (tmp_path / f"{name}.vlc").write_bytes(container.pack(ident, header, body))
+        rc = cli.main(["decompress", str(runs / "a"), "--input", str(tmp_path / f"{name}.vlc"), "--out",
+                       str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], (name, err)
+        assert f"--input {tmp_path / name}.vlc: " in err[0] and re.search(pattern, err[0]), (name, err)
+    assert not (tmp_path / "o" / "images.npy").exists()
+
+
+def test_an_empty_or_complex_array_to_compress_is_one_line_naming_the_file(runs, tmp_path, capsys):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), dtype=np.float32))
+    np.save(tmp_path / "complex.npy", np.full((2, 8, 8), 0.5 + 0.1j))
+    for name, message in (("empty", "an empty array (shape [0, 8, 8])"), ("complex", "expected real numbers")):
+        assert cli.main(["compress", str(runs / "a"), "--input", str(tmp_path / f"{name}.npy"),
+                         "--out", str(tmp_path / f"{name}.vlc")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--input {tmp_path / name}.npy: {message}" in err[0], err
+        assert not (tmp_path / f"{name}.vlc").exists()
+
+
+def test_a_second_compress_to_the_same_file_is_refused_while_the_first_writes_it(runs, tmp_path, capsys):
+    """Two compress to one .vlc both succeeded, the last writer winning; now the file's lock refuses the second,
+    naming the first, and a finished file is replaced only with --force."""
+    from varilab.families import folder
+
+    f = tmp_path / "x.vlc"
+    with folder.file_lock(f, "compress"):  # the first writer, still at work
+        assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert f"{f} is being written by process {os.getpid()} (varilab compress)" in err
+        assert not f.exists()
+    assert not (tmp_path / ".x.vlc.lock").exists()
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
+    capsys.readouterr()
+    assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
 
 
 def test_files_are_written_whole_or_not_at_all(runs, tmp_path, capsys):

@@ -351,3 +351,60 @@ def test_precision_auto_takes_bf16_only_where_it_is_native_and_bf16_without_it_w
     native, why = train.native_bf16(cpu)  # this machine, read from /proc/cpuinfo
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     assert native == ("amx_bf16" in flags) and "CPU" in why
+
+
+def test_values_that_were_accepted_silently_are_refused_in_one_line(tmp_path, capsys):
+    """Issue 33, item 8: each of these ran (or fell back to a default) without a word."""
+    import shutil
+
+    before = Path(__file__).parent / "fixtures" / "before32"
+    for name in ("vae", "diffusion"):
+        shutil.copytree(before / name, tmp_path / name)
+    config = json.loads((tmp_path / "vae" / "config.json").read_text())
+    shutil.copytree(tmp_path / "vae", tmp_path / "vae-extra")
+    (tmp_path / "vae-extra" / "config.json").write_text(json.dumps({**config, "latent_dims": 3}))
+    x = np.random.default_rng(0).random((60, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "float-labels.npz", x=x, y=np.linspace(0, 2.5, 60))
+    np.save(tmp_path / "complex.npy", np.ones((60, 8), dtype=np.complex64))
+    cases = [(["sample", tmp_path / "diffusion", "--steps", "0"], "steps must be a positive integer, got 0"),
+             (["sample", tmp_path / "diffusion", "--steps", "100000"], "exceeds the 100 timesteps this diffusevae"),
+             (["diagnose", tmp_path / "vae", "--threshold", "-1"], "threshold must be non-negative, got -1.0"),
+             (["diagnose", tmp_path / "vae", "--threshold", "nan"], r"threshold must lie in \[0, "),
+             (["eval", tmp_path / "vae-extra"], r"config.json: unknown config key 'latent_dims' \(did you mean 'latent_dim'"),
+             (["train", "--model", "classifier", "--data", tmp_path / "float-labels.npz", "--out", tmp_path / "c"],
+              r"labels must be class indices 0, 1, 2, ... \(whole numbers below 10,000\), got \d"),
+             (["train", "--model", "topk", "--data", tmp_path / "complex.npy", "--out", tmp_path / "s"],
+              "activations must be real numbers, got dtype complex64")]
+    for args, pattern in cases:
+        rc, _, err = cli(capsys, *args)
+        one_line_error(rc, err, pattern)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_run_in_a_non_utf8_folder_or_being_replaced_is_not_called_damaged(tmp_path, capsys):
+    """Issue 33, item 9: a run folder whose name is not UTF-8 was "damaged" (safetensors refused its path); a report
+    started while `train --force` sets up its new run said "no weights file"."""
+    import os
+    import shutil
+
+    from varilab.families import folder
+
+    before = Path(__file__).parent / "fixtures" / "before32" / "vae"
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff\xfe"))
+    shutil.copytree(before, odd)
+    for verb in ("eval", "diagnose", "report"):  # in a process of its own: its output holds the folder's bytes
+        done = subprocess.run([sys.executable, "-m", "varilab", verb, odd], capture_output=True,
+                              env={**os.environ, "LC_ALL": "C.UTF-8"})
+        assert done.returncode == 0 and b"damaged" not in done.stderr, (verb, done.stderr)
+    assert (odd / "report.html").stat().st_size > 10_000
+    busy = tmp_path / "busy"
+    shutil.copytree(before, busy)
+    (busy / "model.safetensors").unlink()  # as `train --force` leaves it before its first epoch ends
+    with folder.lock(busy, "train"):
+        for verb in ("report", "eval"):
+            rc, _, err = cli(capsys, verb, busy)
+            one_line_error(rc, err, rf"is being written by process {os.getpid()} \(varilab train\) and has no "
+                                    "model.safetensors yet")
+        shutil.move(busy / "config.json", tmp_path / "config.json")
+        rc, _, err = cli(capsys, "eval", busy)
+        one_line_error(rc, err, "has no config.json yet")

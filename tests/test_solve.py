@@ -84,6 +84,7 @@ def test_bad_input_is_one_line_and_exit_2(prior, tmp_path, capsys):
     nan[1, 7] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     np.save(tmp_path / "wide.npy", np.zeros((3, 50), dtype=np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64), dtype=np.float32))
     np.save(tmp_path / "A.npy", np.ones((5, 50), dtype=np.float32))
     cases = [
         (["--task", "matrix", "--matrix", str(tmp_path / "A.npy"), "--observed", str(tmp_path / "wide.npy")],
@@ -97,6 +98,11 @@ def test_bad_input_is_one_line_and_exit_2(prior, tmp_path, capsys):
         (["--method", "pinv", "--task", "denoise", "--steps", "3", "--observed", str(tmp_path / "wide.npy")],
          "--steps applies to --method red-diff or dps or smc, not to pinv"),
         (["--method", "smc", "--task", "denoise", "--noise", "0", "--truth", str(prior / "truth.npy")], "--noise must be positive"),
+        (["--task", "denoise", "--observed", str(tmp_path / "empty.npy")], r"--observed .*: an empty array \(shape \[0, 64\]\)"),
+        (["--task", "denoise", "--truth", str(tmp_path / "empty.npy")], r"--truth .*: an empty array"),
+        (["--task", "denoise", "--truth", str(prior / "truth.npy"), "--steps", "1e9"], "invalid int value"),
+        (["--method", "smc", "--task", "denoise", "--truth", str(prior / "truth.npy"), "--particles", "100000",
+          "--batch", "100000"], r"with 100,000 particles each would need about [\d,.]+ GiB"),
     ]
     for args, pattern in cases:
         assert main(["solve", run, "--out", out, "--quiet", *args]) == 2, args

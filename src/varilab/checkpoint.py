@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch import nn
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file + fsync + rename (atomic on POSIX)."""
     path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data  # a non-UTF-8 name: its bytes
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # the permissions a plain open() would give, not mkstemp's 0600
@@ -71,14 +72,24 @@ def save_weights(path: str | Path, model: nn.Module) -> None:
 
 
 def read_header(path: Path) -> dict:
-    """The metadata of a safetensors file, reading only its header (which also covers the file's length, so a
-    truncated file is caught); a damaged file is a ValueError naming it."""
-    from safetensors import safe_open
-
+    """The metadata of a safetensors file, reading only its header: 8 bytes of its length N (little-endian), N bytes
+    of JSON, then the tensors' bytes, whose extent the header gives (so a truncated file is caught). Read by varilab
+    rather than by safetensors' safe_open, which refuses a path that is not valid UTF-8. A damaged file is a
+    ValueError naming it."""
     try:
-        with safe_open(path, framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100 * 2**20:
+                raise ValueError(f"a header of {n:,} bytes")
+            header = json.loads(f.read(n))
+            size = os.fstat(f.fileno()).st_size
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if size != 8 + n + end:
+            raise ValueError(f"{size:,} bytes where the header promises {8 + n + end:,}")
+        return header.get("__metadata__") or {}
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any malformed header
         raise ValueError(f"{path}: damaged or not a safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
 
 

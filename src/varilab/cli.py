@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args, rest = _parser(listing).parse_known_args(argv[:1] or argv)
     rest += argv[1:]
+    if hasattr(sys.stdout, "reconfigure"):  # a path that is not UTF-8 is printed as its own bytes, not refused
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         print(commands.run_command(args.command, rest))
         return 0

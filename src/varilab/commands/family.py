@@ -70,11 +70,15 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
         raise ValueError(registry.refusal(name, family, ns.run if len(commands) == 1 else argv[0]))
     if cmd.writes:
         result, lines = _into_folder(name, cmd, opts, ns)
+    elif cmd.writes_file and getattr(opts, "out", None):
+        out = Path(opts.out)
+        if not out.parent.is_dir():
+            raise ValueError(f"--out {out}: its folder {out.parent} does not exist")
+        with folder.file_lock(out, name):  # a second command writing the same file is refused while this one runs
+            _check_out_file(out, bool(ns.force))
+            result, lines = cmd.run(registry.load(ns.run), opts)
     else:
-        if cmd.writes_file and getattr(opts, "out", None):
-            _check_out_file(Path(opts.out), bool(ns.force))
-        run = registry.load(ns.run)
-        result, lines = cmd.run(run, opts)
+        result, lines = cmd.run(registry.load(ns.run), opts)
     return shown(result, lines, ns.json)
 
 

@@ -154,6 +154,10 @@ def load_activations(path: str | Path, dtype: torch.dtype = torch.float32) -> to
     for p in parts:
         if p.ndim != 2:
             raise ValueError(f"{path}: activations must have shape [N, d], got {list(p.shape)}")
+        if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
+            raise ValueError(f"{path}: activations must be real numbers, got dtype {p.dtype}"
+                             + ("; pass the real part (x.real) or stack real and imaginary parts as features"
+                                if np.iscomplexobj(p) else ""))
     x = torch.from_numpy(np.concatenate(parts)).to(dtype)
     if not torch.isfinite(x).all():
         raise ValueError(f"{path}: activations contain NaN or Inf")

@@ -126,6 +126,11 @@ def with_condition(ds: Dataset, condition: str) -> Dataset:
     if condition == "label":
         if ds.y_train is None or ds.y_train.ndim != 1:
             raise ValueError(f"{ds.name}: condition 'label' needs one integer label per row; this data has none")
+        y = torch.cat([ds.y_train, ds.y_test]).double()
+        if not (torch.isfinite(y).all() and (y == y.round()).all() and y.min() >= 0 and y.max() < 10_000):
+            bad = y[~(torch.isfinite(y) & (y == y.round()) & (y >= 0) & (y < 10_000))][0].item()
+            raise ValueError(f"{ds.name}: labels must be class indices 0, 1, 2, ... (whole numbers below 10,000), "
+                             f"got {bad:g}")
         classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1
         one_hot = lambda y: torch.nn.functional.one_hot(y.long(), classes).float()  # noqa: E731
         return replace(ds, c_train=one_hot(ds.y_train), c_test=one_hot(ds.y_test), condition=condition)

@@ -33,22 +33,43 @@ def lock(out: Path, command: str):
         return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _hold(out / LOCK, out, command)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunBusy(f"{out} is being written by process {holder}; wait for it to finish or stop it") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} (varilab {command})\n".encode(), 0)
         for tmp in out.glob(".*.tmp"):  # left by writes that a killed process never finished
             tmp.unlink(missing_ok=True)
         yield
     finally:
         if created and [p.name for p in out.iterdir()] == [LOCK]:  # a command that failed before writing anything
             shutil.rmtree(out)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _hold(lock_file: Path, what: Path, command: str) -> int:
+    """The exclusive lock on `lock_file` (its descriptor), naming this process in it; refused, naming the process
+    that holds it."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusy(f"{what} is being written by process {holder}; wait for it to finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} (varilab {command})\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, command: str):
+    """Hold the lock of one output file (.NAME.lock beside it) while a command decides to write it and writes it:
+    of two commands writing one file, the second is refused, naming the first."""
+    lock_file = path.parent / f".{path.name}.lock"
+    fd = _hold(lock_file, path, command)
+    try:
+        yield
+    finally:
+        lock_file.unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -136,10 +157,37 @@ def settle(out: Path) -> str | None:
     return "restored"
 
 
+def writer(out: Path) -> str | None:
+    """The process writing the folder ("123 (varilab train)"), or None when none holds its lock."""
+    lock_file = Path(out) / LOCK
+    if not lock_file.is_file():
+        return None
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
+def check_readable(run_dir: Path, needed: str) -> None:
+    """A run whose file `needed` is missing because a process is writing the folder (a train --force starting up)
+    is busy, not damaged: say so."""
+    if not (Path(run_dir) / needed).exists():
+        holder = writer(run_dir)
+        if holder:
+            raise RunBusy(f"{run_dir} is being written by process {holder} and has no {needed} yet; wait for its "
+                          "first epoch to end")
+
+
 def read_config(run_dir: str | Path) -> dict:
     """config.json of a run folder, with "family" and "format" filled in for folders written before
     they were recorded."""
     path = Path(run_dir) / CONFIG
+    check_readable(Path(run_dir), CONFIG)
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a varilab run (no {CONFIG})")
     try:
@@ -196,6 +244,7 @@ def trained(run_dir: Path, model, ds):
 
     from ..checkpoint import load_weights
 
+    check_readable(run_dir, WEIGHTS)
     try:
         load_weights(run_dir / WEIGHTS, model)
     except ValueError as e:

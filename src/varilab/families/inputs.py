@@ -12,6 +12,8 @@ def read(path: str, what: str):
     x = np.asarray(read_array(path)[0])
     if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{what} {path}: expected real numbers, got dtype {x.dtype}")
+    if x.size == 0:
+        raise ValueError(f"{what} {path}: an empty array (shape {list(x.shape)}); give at least one")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():

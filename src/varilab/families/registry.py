@@ -83,6 +83,9 @@ def elsewhere(model: str) -> dict[str, str]:
     return where
 
 
+RECORD = ("family", "format")  # config.json's keys beside the options
+
+
 def load_config(run_dir: str | Path) -> dict:
     """config.json of a run, in its family's current keys."""
     raw = folder.read_config(run_dir)
@@ -107,6 +110,8 @@ def load(run_dir: str | Path, data: str | None = None) -> Run:
     if model not in family.models:
         raise ValueError(f"{run_dir / folder.CONFIG}: unknown model {model!r} for the {family.name} family")
     keys = options.keys_for(family.options, model)
+    options.check_keys([k for k in raw if k not in RECORD], family.options, model, str(run_dir / folder.CONFIG),
+                       elsewhere(model))
     opts, _ = options.parse(family.options, model, options.to_argv({k: v for k, v in raw.items()
                                                                      if k in keys and k != "model"}), prog=str(run_dir))
     return family.load(run_dir, opts, data=data, raw=raw)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import folder
+from ..inputs import read
 from ..options import option
 from ..protocol import Command, Run
 
@@ -51,8 +52,33 @@ def decode(run: Run, data: bytes):
     m = run.model
     meta, stream = container.unpack(data, identity(run))
     tables = m.table_rows().cpu().numpy()
-    rows = torch.as_tensor(entropy.decode(stream, tables, int(np.prod(meta["grid"]))), dtype=torch.long)
+    n = check_header(run, meta, len(tables))
+    try:
+        symbols = entropy.decode(stream, tables, n)
+    except Exception:  # the range decoder's own assertion on a stream shorter than the header promises
+        raise ValueError(f"its stream does not hold the {n:,} symbols per row its header promises; the file is "
+                         "damaged or was not written by varilab") from None
+    rows = torch.as_tensor(symbols, dtype=torch.long)
     return m.from_symbols(rows.to(m.tables.device), meta["grid"]).cpu(), rows
+
+
+def check_header(run: Run, meta, table_rows: int) -> int:
+    """The symbols per row a file's header promises, once its shapes are those of this run's images and fit in
+    memory; a header with a valid checksum can still be crafted."""
+    shape = [1, *run.data.image_shape]
+    images, grid = (meta.get("images"), meta.get("grid")) if isinstance(meta, dict) else (None, None)
+    if not (isinstance(images, list) and len(images) == 4 and all(isinstance(v, int) for v in images)
+            and images[0] >= 1 and images[1:] == shape):
+        raise ValueError(f"its header describes images {images}; this run's are [N, {', '.join(map(str, shape))}]")
+    if not (isinstance(grid, list) and grid and all(isinstance(v, int) and v >= 1 for v in grid)
+            and grid[0] == images[0]):
+        raise ValueError(f"its header's symbol grid {grid!r} is not one of {images[0]} images")
+    n = 1
+    for v in grid:
+        n *= v
+    folder.check_memory(8 * n * max(table_rows, 1) + 4 * images[0] * shape[1] * shape[2],
+                        f"decoding {n:,} symbols per row", "the header is damaged or crafted")
+    return n
 
 
 CONTAINERS = {"vlc": "format version, the model's weights hash, shapes, the range-coded stream, a CRC32"}
@@ -92,22 +118,21 @@ def compress(run: Run, opts: CompressOptions) -> tuple[dict, list[str]]:
 
 
 def run_images(run: Run, spec: str):
-    import numpy as np
     import torch
 
     if spec == "test":
         return images(run.data, "test")
     if not spec:
         raise ValueError("--input is required: an .npy of images or 'test'")
-    x = np.load(spec, allow_pickle=False)
+    x = read(spec, "--input")  # real, finite, not empty
     given = list(x.shape)
     if x.ndim == 3:
         x = x[:, None]
     shape = tuple(run.data.image_shape)
     if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != shape:
         raise ValueError(f"--input {spec}: expected images [N, {shape[0]}, {shape[1]}] like the run's, got {given}")
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError(f"--input {spec}: pixel values must be finite and lie in [0, 1]")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"--input {spec}: pixel values must lie in [0, 1]")
     return torch.as_tensor(x, dtype=torch.float32)
 
 
@@ -119,7 +144,10 @@ def decompress(run: Run, opts: DecompressOptions, out: Path, quiet: bool = False
 
     if not opts.input:
         raise ValueError("--input FILE.vlc is required")
-    x, codes = decode(run, Path(opts.input).read_bytes())
+    try:
+        x, codes = decode(run, Path(opts.input).read_bytes())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--input {opts.input}: {e}") from None
     for name, array in (("images.npy", x.numpy()), ("codes.npy", codes.numpy())):  # codes: a row per codebook
         buffer = io.BytesIO()  # or channel (recombiner: one)
         np.save(buffer, array)

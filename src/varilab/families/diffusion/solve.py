@@ -183,9 +183,10 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
 
 
 def _check_memory(opts: SolveOptions, n: int, d: int) -> None:
-    """The estimates (and smc's particles, all kept) and a batch's network state (a generous 64 floats a value)."""
+    """The estimates (and smc's particles, all kept) and a batch's network state: the U-Net's activations and their
+    gradients, about 256 floats a value."""
     per_image = opts.particles if opts.method == "smc" else 1
-    need = 4 * d * (n * per_image + 64 * min(opts.batch, n) * per_image)
+    need = 4 * d * (n * per_image + 256 * min(opts.batch, n) * per_image)
     what = f"{n:,} images of {d:,} values" + (f" with {per_image:,} particles each" if per_image > 1 else "")
     folder.check_memory(need, what, "choose fewer --particles, a smaller --batch or fewer images (--n)")
 
