@@ -59,7 +59,7 @@ def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_pat
     capsys.readouterr()
     np.save(tmp_path / "raw.npy", images * 255)
     cases = [(["--input", str(tmp_path / "raw.npy")], "attacks work on [0, 1]"),
-             (["--eps", "0"], "eps must be positive"),
+             (["--eps", "0"], r"eps must lie in (0, 1], got 0.0"),
              (["--direction", "sideways"], "--direction must be one of collapse, push"),
              (["--out", str(tmp_path / "a")], "already holds a attack"),
              (["--out", str(runs / "vae1")], "holds a training run")]

@@ -159,7 +159,7 @@ def test_diffusion_cli_errors(tmp_path, capsys):
     assert "does not divide" in capsys.readouterr().err
     assert main(["train", "--model", "ddpm", "--epochs", "1", "--channels", "8", "--quiet", "--out", str(tmp_path / "d")]) == 0
     assert main(["sample", str(tmp_path / "d"), "--sampler", "euler"]) == 2
-    assert "unknown sampler" in capsys.readouterr().err
+    assert "sampler must be one of ddpm, ddim, euler-maruyama, pf-euler, pf-heun, got 'euler'" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "d"), "--channels", "16"]) == 2
     assert "--channels is 16 but the run was started with 8; a resumed run keeps" in capsys.readouterr().err
     assert main(["sample", str(tmp_path)]) == 2

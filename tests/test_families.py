@@ -379,3 +379,30 @@ def test_per_model_defaults_are_data_and_shown_in_help(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert re.search(rf"--epochs int .*?\(default: {epochs}\)", text), model
         assert re.search(rf"--lr float .*?\(default: {lr}\)", text), model
+
+
+def test_every_commands_help_reads_like_trains(capsys):
+    """Issue 33, item 16: --help of a command built from an options class showed the parser's internals ("Options
+    ['options']: Options of pgd:"), "[int]" for an option that takes a value, and "(default: None)" on flags that
+    have no default or must be given. Walks every command of every family, for each of its choices."""
+    import dataclasses
+
+    from varilab.commands import listing
+
+    registry.builtin()
+    words = [["train", "--model", m] for fam in registry.ordered() for m in fam.models]
+    for fam in registry.ordered():
+        for name, cmd in fam.commands.items():
+            axis = options.axis(cmd.options)
+            field = next((f for f in dataclasses.fields(cmd.options) if f.name == axis), None)
+            choices = list(cmd.choices or (field.metadata["choices"] if field else None) or [None])
+            words += [[name] + ([options.flag(axis), c] if c else []) for c in choices]
+    words += [[name] for name in listing() if name != "data"]
+    for argv in words:
+        with pytest.raises(SystemExit):
+            main(argv + ["--help"])
+        text = capsys.readouterr().out
+        assert "usage: varilab" in text, argv
+        for internal in ("(default: None)", "[int]", "[float]", "[str]", "Options [", "(default: )"):
+            assert internal not in text, (argv, internal)
+    assert len(words) > 40

@@ -176,4 +176,4 @@ def test_training_count_diagnose_and_report_agree_on_a_planted_straddling_latent
     assert re.search(r"<th>dead latents \(training\)</th><td>(\d+) of 6</td>", page).group(1) == "3"
     assert f"tokens since its last firing &gt;= {WINDOW}" in page
     assert main(["diagnose", str(run), "--sae-lens-window", "-1"]) == 2
-    assert "must be a number of batches >= 0" in capsys.readouterr().err
+    assert "sae_lens_window must be a non-negative integer, got -1" in capsys.readouterr().err

@@ -134,7 +134,8 @@ def validate(opts) -> None:
         value = getattr(opts, f.name)
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         if choices and value not in choices:
-            raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise ValueError(f"{f.name} must be one of {', '.join(str(c) for c in choices if c is not None)}, "
+                             f"got {value!r}")
         problem = check(value) if check else None
         if problem:
             raise ValueError(f"{f.name} {problem}")
@@ -223,7 +224,13 @@ def _build(cls, model: str, extra):
         def title(self) -> str:
             return title
 
-    p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH)
+    class Help(simple_parsing.SimpleHelpFormatter):  # "(default: ...)" only where there is a default to show
+        def _get_help_string(self, action):
+            if action.default in (None, "") or action.required or (action.nargs == 0 and action.default is False):
+                return action.help
+            return super()._get_help_string(action)
+
+    p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH, formatter_class=Help)
     for name, kwargs in extra:
         p.add_argument(name, **kwargs)
     p.add_arguments(view, dest="options", dataclass_wrapper_class=Group)
@@ -231,9 +238,10 @@ def _build(cls, model: str, extra):
 
 
 def _cli_type(hint, default):
-    """`int | None` as `int` where the model's default is a number (None there only meant "the model's value")."""
+    """`int | None` as `int`: a flag takes a value or is left out (None then means "the model's value"), so --help
+    shows `--n int`, not `--n [int]`."""
     args = typing.get_args(hint)
-    if default is not None and type(None) in args and len(args) == 2:
+    if type(None) in args and len(args) == 2:
         return next(a for a in args if a is not type(None))
     return hint
 
@@ -241,7 +249,9 @@ def _cli_type(hint, default):
 def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
     """The field as simple-parsing sees it: the model's default (shown in --help), the family's help text."""
     check = f.metadata.get("check")
-    custom = {"help": help_of(cls, f) + (f"; in {check}" if isinstance(check, Range) else "")}
+    required = check is not None and not isinstance(check, Range) and check(None) is not None  # e.g. solve's --task
+    custom = {"help": help_of(cls, f) + (f"; in {check}" if isinstance(check, Range) else "")
+              + (" (required)" if required else "")}
     if f.metadata.get("choices"):
         custom["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
     if f.metadata.get("parse"):

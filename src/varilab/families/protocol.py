@@ -56,6 +56,7 @@ class Family:
     why_not: dict[str, str] = field(default_factory=dict)  # verb -> where to look instead, when the family lacks it
     resumable: tuple[str, ...] = ("epochs",)  # options a resumed run may change
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
+    facts: tuple[str, ...] = ()  # keys its config.json records beside the options (sizes derived from the data)
     upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones
 
     def answers(self, name: str) -> bool:

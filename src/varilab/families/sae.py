@@ -210,7 +210,7 @@ class SAELensFlags:
     """`varilab diagnose`'s flags of an SAE run."""
     sae_lens_window: int | None = option(None, "also count dead latents as sae-lens does: more than this many "
                                          "training batches since the batch in which they last fired (its "
-                                         "dead_feature_window)", check=positive_int.upto(1_000_000_000))
+                                         "dead_feature_window)", check=non_negative_int.upto(1_000_000_000))
 
 
 def diagnose(run: Run, sae_lens_window: int | None = None) -> tuple[dict, list[str]]:
@@ -280,4 +280,5 @@ def upgrade(raw: dict) -> dict:
 
 
 FAMILY = register(Family("sae", MODELS, SAEOptions, train=train, load=load, evaluate=evaluate, diagnose=diagnose,
-                         report=report, flags={"diagnose": SAELensFlags}, upgrade=upgrade, files=(HEALTH,)))
+                         report=report, flags={"diagnose": SAELensFlags}, upgrade=upgrade, files=(HEALTH,),
+                         facts=("d", "total_steps")))
