@@ -110,8 +110,9 @@ def load(run_dir: str | Path, data: str | None = None) -> Run:
     if model not in family.models:
         raise ValueError(f"{run_dir / folder.CONFIG}: unknown model {model!r} for the {family.name} family")
     keys = options.keys_for(family.options, model)
-    options.check_keys([k for k in raw if k not in RECORD + family.facts], family.options, model, str(run_dir / folder.CONFIG),
-                       elsewhere(model))
+    known = {f.name for f in dataclasses.fields(family.options)} | set(RECORD + family.facts)  # older folders also
+    options.check_keys([k for k in raw if k not in known], family.options, model,  # hold other models' options
+                       str(run_dir / folder.CONFIG), elsewhere(model))
     opts, _ = options.parse(family.options, model, options.to_argv({k: v for k, v in raw.items()
                                                                      if k in keys and k != "model"}), prog=str(run_dir))
     return family.load(run_dir, opts, data=data, raw=raw)
