@@ -228,6 +228,8 @@ def _build(cls, model: str, extra):
         def _get_help_string(self, action):
             if action.default in (None, "") or action.required or (action.nargs == 0 and action.default is False):
                 return action.help
+            if isinstance(action.default, float):  # 0.0314, not 0.03137254901960784
+                return f"{action.help} (default: {action.default:.4g})"
             return super()._get_help_string(action)
 
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH, formatter_class=Help)
