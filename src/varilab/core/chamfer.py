@@ -34,7 +34,9 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, reduction: str = "none", max_eleme
 
 
 def _chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d2 = torch.cdist(a, b).square()  # d2[i, n, m] = |a_n - b_m|^2
+    # d2[i, n, m] = |a_n - b_m|^2, from the differences themselves (not |a|^2 + |b|^2 - 2ab, which cancels badly
+    # when the sets nearly meet: identical sets give exactly 0, and the gradient at a zero distance is 0, not NaN)
+    d2 = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square()
     return d2.min(dim=2).values.mean(dim=1) + d2.min(dim=1).values.mean(dim=1)  # mean_a min_b + mean_b min_a
 
 
