@@ -37,10 +37,11 @@ class Squeeze3DConfig:
 
 def _check_config(c: Squeeze3DConfig) -> None:
     if c.code_dims < 1 or c.hidden < 1:
-        raise ValueError(f"code_dims and hidden must be positive integers, got code_dims={c.code_dims}, hidden={c.hidden}")
+        raise ValueError(f"code_dims and hidden must be positive integers, "
+                         f"got code_dims={c.code_dims}, hidden={c.hidden}")
     if c.bits < c.code_dims or c.bits % c.code_dims:
-        raise ValueError(f"bits must be a positive multiple of code_dims (each code scalar gets bits / code_dims bits), "
-                         f"got bits={c.bits}, code_dims={c.code_dims}; choose code_dims dividing {c.bits}")
+        raise ValueError(f"bits must be a positive multiple of code_dims (each code scalar gets bits / code_dims "
+                         f"bits), got bits={c.bits}, code_dims={c.code_dims}; choose code_dims dividing {c.bits}")
     if c.bits_per_dim > MAX_BITS_PER_DIM:
         raise ValueError(f"at most {MAX_BITS_PER_DIM} bits per code scalar, got {c.bits_per_dim} "
                          f"(bits={c.bits}, code_dims={c.code_dims}); raise code_dims")
@@ -142,7 +143,8 @@ def fit_linear_maps(e: torch.Tensor, l: torch.Tensor) -> tuple[torch.Tensor, tor
     l ~ e W + b. This is g for linear E and G without quantisation (f the identity): when l -> E(G(l)) is injective
     (C A of full column rank for G(l) = A l + a, E(x) = C x + d) it recovers l exactly."""
     if e.dim() != 2 or l.dim() != 2 or len(e) != len(l):
-        raise ValueError(f"e and l must be matrices with the same number of rows, got {list(e.shape)} and {list(l.shape)}")
+        raise ValueError(f"e and l must be matrices with the same number of rows, "
+                         f"got {list(e.shape)} and {list(l.shape)}")
     if len(e) < e.shape[1] + 1:
         raise ValueError(f"an affine map from {e.shape[1]} dims needs at least {e.shape[1] + 1} pairs, got {len(e)}")
     e1 = torch.cat([e.double(), torch.ones(len(e), 1, dtype=torch.float64, device=e.device)], 1)  # [e, 1]
