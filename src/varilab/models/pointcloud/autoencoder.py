@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
+from ...core.chamfer import chamfer
 from ...core.distributions import FixedPrior, diag_normal
 from ...core.objectives import kl
 from ..vae.vae import mlp
@@ -27,13 +28,6 @@ class PointCloudAEConfig:
     latent: int = 16
     width: int = 256  # hidden width of the encoder's head and of the decoder
     beta: float = 1e-3  # KL weight against the per-point Chamfer
-
-
-def _chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Chamfer distance per cloud [B] between a [B, N, 3] and b [B, M, 3]; the same definition as
-    varilab.core.chamfer.chamfer: the sum of the two mean squared nearest-neighbour distances."""
-    d = torch.cdist(a, b).pow(2)  # [B, N, M]
-    return d.min(2).values.mean(1) + d.min(1).values.mean(1)  # mean_n min_m |a_n - b_m|^2 + mean_m min_n |.|^2
 
 
 def check_points(x, name: str = "x") -> torch.Tensor:
@@ -90,7 +84,7 @@ def pointcloud_ae_loss(model: PointCloudAE, x: torch.Tensor, beta: float | None 
     """Batch mean of Chamfer(x, G(l)) + beta KL(q(l|x) || N(0, I)), l ~ q(l|x); beta defaults to the config's."""
     beta = model.config.beta if beta is None else beta
     q = model.encode(x)
-    recon = _chamfer(x, model.decode(q.rsample()))  # [B]
+    recon = chamfer(x, model.decode(q.rsample()))  # [B]
     kl_q = kl(q, model.prior())  # [B], closed form
     return {"loss": (recon + beta * kl_q).mean(), "chamfer": recon.detach().mean(), "kl": kl_q.detach().mean()}
 

@@ -7,7 +7,8 @@ l ~ N(0, I), obj = G(l), e = mean of E(obj), loss = ||g(Q(f(e))) - l||^2 (+ cham
 Bits rule: `bits` is split evenly over `code_dims` scalars, bits_per_dim = bits / code_dims (bits must be a multiple
 of code_dims), so the code is exactly `bits` bits: 16 bits = 4 dims x 4 bits = 16 levels each. Q is uniform on
 (0, 1): symbol s = floor(u * L) (L = 2^bits_per_dim), decoded as the bin centre (s + 1/2) / L; in training the
-forward pass uses that centre and the gradient passes straight through to u.
+forward pass uses that centre and the gradient passes straight through to u. The ratio (raw size / code size) is
+varilab.core.compression_ratio.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...core.chamfer import chamfer
 from ..vae.vae import mlp
-from .autoencoder import _chamfer, check_points
+from .autoencoder import check_points
 
 MAX_BITS_PER_DIM = 16  # symbols and bin centres stay exact in float32
 
@@ -47,11 +49,6 @@ def _check_config(c: Squeeze3DConfig) -> None:
                          f"(bits={c.bits}, code_dims={c.code_dims}); raise code_dims")
     if not c.chamfer_weight >= 0:
         raise ValueError(f"chamfer_weight must be >= 0, got {c.chamfer_weight}")
-
-
-def compression_ratio(points: int, bits: int, value_bits: int = 32) -> float:
-    """Raw size / code size for a cloud of `points` xyz values of `value_bits` bits each."""
-    return points * 3 * value_bits / bits  # ratio = 3 N b / bits
 
 
 class Squeeze3D(nn.Module):
@@ -132,7 +129,7 @@ def squeeze3d_loss(model: Squeeze3D, l: torch.Tensor) -> dict[str, torch.Tensor]
     out = {"latent": latent.detach().mean()}
     loss = latent
     if model.config.chamfer_weight > 0:
-        ch = _chamfer(model.generator.decode(l_hat), obj)  # Chamfer(G(l_hat), obj)  [B]
+        ch = chamfer(model.generator.decode(l_hat), obj)  # Chamfer(G(l_hat), obj)  [B]
         loss = loss + model.config.chamfer_weight * ch
         out["chamfer"] = ch.detach().mean()
     return {"loss": loss.mean(), **out}
