@@ -12,14 +12,17 @@ from .posterior import Posteriors
 
 @torch.no_grad()
 def decoder_sensitivity(decode, z: torch.Tensor, h: float = 1e-2, chunk: int = 65_536) -> torch.Tensor:
-    """E_x || d mean(x|z)/d z_i ||^2 per dimension by central differences, [d]; `decode(z)` returns a Distribution."""
+    """E_x || d mean(x|z)/d z_i ||^2 per dimension by central differences, [d]; `decode(z)` returns a Distribution
+    (its mean is used) or the decoded tensor itself (a point-cloud generator's points)."""
     n, d = z.shape
     eye = torch.eye(d, device=z.device, dtype=z.dtype) * h
     total = torch.zeros(d, device=z.device, dtype=z.dtype)
     rows = max(1, chunk // (2 * d))
     for zb in z.split(rows):
         shifted = torch.cat([zb[None] + eye[:, None], zb[None] - eye[:, None]])  # [2d, B, d]
-        out = decode(shifted.reshape(-1, d)).mean.reshape(2, d, len(zb), -1)
+        decoded = decode(shifted.reshape(-1, d))
+        mean = decoded if isinstance(decoded, torch.Tensor) else decoded.mean
+        out = mean.reshape(2, d, len(zb), -1)
         total += ((out[0] - out[1]) / (2 * h)).pow(2).sum(-1).sum(-1)
     return total / n
 

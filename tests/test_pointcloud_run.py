@@ -1,0 +1,66 @@
+"""`varilab train --model pointcloud-ae` and `--model squeeze3d` through the command line: the runs evaluate, diagnose,
+sample and report; a squeeze3d run holds its encoder and generator, so it decodes without them."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from varilab.cli import main
+
+pytest.importorskip("trimesh")
+TINY = ["--shapes", "120", "--points", "128", "--epochs", "2", "--width", "32", "--latent", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pc")
+    assert main(["train", "--model", "pointcloud-ae", *TINY, "--out", str(root / "G")]) == 0
+    assert main(["train", "--model", "pointcloud-ae", *TINY, "--seed", "1", "--out", str(root / "E")]) == 0
+    assert main(["train", "--model", "squeeze3d", "--generator", str(root / "G"), "--encoder", str(root / "E"),
+                 "--bits", "8", "--code-dims", "2", "--samples", "500", "--epochs", "2", "--quiet",
+                 "--out", str(root / "S")]) == 0
+    return root
+
+
+def test_the_autoencoder_run_evaluates_diagnoses_samples_and_reports(runs, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(runs / "G"), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["shapes"] == 24 and 0 < e["chamfer"] <= e["chamfer_p90"] < 4  # normalised shapes: the unit ball
+    assert main(["diagnose", str(runs / "G"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["kl_per_dim"]) == 4
+    assert main(["sample", str(runs / "G"), "--n", "3"]) == 0
+    assert np.load(runs / "G" / "samples.npy").shape == (3, 384)
+    assert main(["report", str(runs / "G"), "--force"]) == 0
+    assert "three views" in (runs / "G" / "report.html").read_text()
+
+
+def test_a_squeeze3d_run_reports_bytes_and_ratio_and_decodes_without_its_parts(runs, tmp_path, capsys):
+    alone = tmp_path / "S"
+    shutil.copytree(runs / "S", alone)  # without runs/G and runs/E beside it: E and G are in its own weights
+    capsys.readouterr()
+    assert main(["eval", str(alone), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["bits"] == 8 and e["bytes_per_shape"] == 1 and e["ratio"] == 128 * 3 * 4  # raw float32 / 1 byte
+    assert e["shapes"] == 200 and e["chamfer"] > 0 and "chamfer_generator_own" in e
+    assert main(["report", str(alone)]) == 0
+    assert "times smaller than float32 coordinates" in (alone / "report.html").read_text()
+    assert main(["sample", str(alone)]) == 2
+    assert "sample its generator run" in capsys.readouterr().err
+
+
+def test_squeeze3d_takes_only_autoencoder_runs_and_bad_shapes_are_one_line(runs, tmp_path, capsys):
+    capsys.readouterr()
+    cases = [(["--model", "squeeze3d", "--generator", str(runs / "S"), "--encoder", str(runs / "E")],
+              "is a squeeze3d run, not a pointcloud-ae"),
+             (["--model", "squeeze3d", "--encoder", str(runs / "E")], "generator must be given"),
+             (["--model", "squeeze3d", "--generator", str(runs / "G"), "--encoder", str(runs / "E"), "--bits", "9",
+               "--code-dims", "2"], "bits must be a positive multiple of code_dims")]
+    np.save(tmp_path / "flat.npy", np.zeros((5, 128, 2), np.float32))
+    cases.append((["--model", "pointcloud-ae", "--data", str(tmp_path / "flat.npy"), "--points", "128"], "flat.npy"))
+    for args, message in cases:
+        assert main(["train", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
+    assert not (tmp_path / "x").exists()
