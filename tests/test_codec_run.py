@@ -70,7 +70,7 @@ def test_a_crafted_header_with_a_valid_checksum_is_one_line_naming_the_file(runs
     assertion deep in the range decoder (or an allocation until killed)."""
     from varilab.codec import container
     from varilab.families import registry
-    from varilab.families.codec.files import identity
+    from varilab.families.coding import identity
 
     f = tmp_path / "x.vlc"
     assert cli.main(["compress", str(runs / "a"), "--out", str(f)]) == 0
