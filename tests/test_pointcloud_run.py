@@ -64,3 +64,35 @@ def test_squeeze3d_takes_only_autoencoder_runs_and_bad_shapes_are_one_line(runs,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (args, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_compress_and_decompress_code_shapes_as_images_and_refuse_another_runs_file(runs, tmp_path, capsys):
+    """The shared .vlc commands: a squeeze3d run's file decodes to the shapes its model decodes, the same on a second
+    call; a file of another squeeze3d run, or of a codec run, is refused in one line."""
+    import torch
+
+    from varilab.families import registry
+
+    f = tmp_path / "s.vlc"
+    assert main(["compress", str(runs / "S"), "--out", str(f), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["shapes"] == 200 and r["bytes"] < 200 + 400  # 1 byte a shape, a header of a few hundred bytes
+    for out in ("d1", "d2"):
+        assert main(["decompress", str(runs / "S"), "--input", str(f), "--out", str(tmp_path / out), "--quiet"]) == 0
+    a, b = np.load(tmp_path / "d1" / "points.npy"), np.load(tmp_path / "d2" / "points.npy")
+    run = registry.load(runs / "S")
+    x = run.data.x_test.reshape(200, 128, 3)
+    assert a.shape == (200, 128, 3) and np.array_equal(a, b)
+    np.testing.assert_allclose(a, run.model.decompress(run.model.compress(x)).numpy(), atol=1e-6)
+    codes = np.load(tmp_path / "d1" / "codes.npy")
+    assert codes.shape == (2, 200) and codes.max() < 16  # 2 code scalars of 4 bits
+    assert torch.equal(torch.as_tensor(codes.T), run.model.compress(x))
+    other = tmp_path / "S2"
+    assert main(["train", "--model", "squeeze3d", "--generator", str(runs / "G"), "--encoder", str(runs / "E"),
+                 "--bits", "8", "--code-dims", "2", "--samples", "200", "--epochs", "1", "--seed", "3", "--quiet",
+                 "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(other), "--input", str(f), "--out", str(tmp_path / "d3")]) == 2
+    assert "written by another model" in capsys.readouterr().err
+    assert main(["compress", str(runs / "G"), "--out", str(tmp_path / "g.vlc")]) == 2
+    assert "take a squeeze3d run" in capsys.readouterr().err

@@ -60,6 +60,8 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
         opts, ns = parse_command(argv, cmd, name)
         family = registry.family_of_run(ns.run)
     else:
+        if wants_help(argv) and (not argv or argv[0].startswith("-")):
+            _help_of_each(name, commands)
         if not argv or argv[0].startswith("-"):
             raise ValueError(f"`varilab {name}` takes the run folder first: varilab {name} RUN [options]")
         family = registry.family_of_run(argv[0])
@@ -80,6 +82,18 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
     else:
         result, lines = cmd.run(registry.load(ns.run), opts)
     return shown(result, lines, ns.json)
+
+
+def _help_of_each(name: str, commands: list[Command]) -> None:
+    """--help of a command several families answer, each its own way: every version's help, then exit."""
+    for cmd in commands:
+        owners = ", ".join(f"{f.name} ({', '.join(f.models)})" for f in registry.ordered() if f.commands.get(name) is cmd)
+        print(f"{cmd.help}. RUN: a run of {owners}.\n")
+        try:
+            parse_command(["--help"], cmd, name)
+        except SystemExit:
+            print()
+    raise SystemExit(0)
 
 
 def _check_out_file(out: Path, force: bool) -> None:

@@ -1,9 +1,9 @@
 """`varilab compress` and `varilab decompress` for every family whose models code their inputs as symbols: the
 symbols range-coded under the integer tables the run holds, in a checked `.vlc` file (`varilab.codec.container`),
 and back, refusing files of another model. A family lists the two commands `commands(medium)` makes for what it
-codes (a `Medium`: the codec family's images, the pointcloud family's shapes). Its model answers
+codes (a `Medium`: the codec family's images, the pointcloud family's shapes). By default the run's model answers
 `symbols(x) -> (rows [R, n], grid, estimated bits)`, `table_rows() -> counts [R, K]` and
-`from_symbols(rows, grid) -> x`, and holds its `tables`."""
+`from_symbols(rows, grid) -> x`; a medium may name other functions of the run for them."""
 from __future__ import annotations
 
 import io
@@ -30,6 +30,13 @@ class Medium:
     units: Callable
     output: str
     input_help: str
+    symbols: Callable = lambda run, x: run.model.symbols(x)
+    table_rows: Callable = lambda run: run.model.table_rows()
+    from_symbols: Callable = lambda run, rows, grid: run.model.from_symbols(rows, grid)
+
+
+def _device(run: Run):
+    return next(run.model.parameters()).device
 
 
 def identity(run: Run) -> str:
@@ -38,40 +45,40 @@ def identity(run: Run) -> str:
     return model_hash((run.dir / folder.WEIGHTS).read_bytes())
 
 
-def encoded(run: Run, x):
+def encoded(run: Run, x, medium: Medium | None = None):
     """(a .vlc file's bytes, what it holds, the symbol rows written [R, n]) for inputs x [N, *item]."""
     from ..codec import container, entropy
 
-    m = run.model
-    rows, grid, bits = m.symbols(x.to(m.tables.device))
-    stream = entropy.encode(rows.cpu().numpy(), m.table_rows().cpu().numpy())
+    medium = medium or DEFAULT
+    rows, grid, bits = medium.symbols(run, x.to(_device(run)))
+    stream = entropy.encode(rows.cpu().numpy(), medium.table_rows(run).cpu().numpy())
     meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits}  # "images":
     return container.pack(identity(run), meta, stream), meta, rows.cpu()  # the inputs' shape (the name of format 1)
 
 
-def encode(run: Run, x) -> tuple[bytes, dict]:
+def encode(run: Run, x, medium: Medium | None = None) -> tuple[bytes, dict]:
     """A .vlc file's bytes for inputs x [N, *item], and what it holds."""
-    data, meta, _ = encoded(run, x)
+    data, meta, _ = encoded(run, x, medium)
     return data, meta
 
 
-def decode(run: Run, data: bytes, item: list[int], noun: str = "inputs"):
+def decode(run: Run, data: bytes, item: list[int], medium: Medium | None = None):
     """(inputs [N, *item], symbol rows [R, n]) of a .vlc file's bytes written by this run's model."""
     import torch
 
     from ..codec import container, entropy
 
-    m = run.model
+    medium = medium or DEFAULT
     meta, stream = container.unpack(data, identity(run))
-    tables = m.table_rows().cpu().numpy()
-    n = check_header(meta, item, len(tables), noun)
+    tables = medium.table_rows(run).cpu().numpy()
+    n = check_header(meta, item, len(tables), medium.noun)
     try:
         symbols = entropy.decode(stream, tables, n)
     except Exception:  # the range decoder's own assertion on a stream shorter than the header promises
         raise ValueError(f"its stream does not hold the {n:,} symbols per row its header promises; the file is "
                          "damaged or was not written by varilab") from None
     rows = torch.as_tensor(symbols, dtype=torch.long)
-    return m.from_symbols(rows.to(m.tables.device), meta["grid"]).cpu(), rows
+    return medium.from_symbols(run, rows.to(_device(run)), meta["grid"]).cpu(), rows
 
 
 def check_header(meta, item: list[int], table_rows: int, noun: str = "inputs") -> int:
@@ -118,7 +125,7 @@ def compress(medium: Medium, run: Run, opts: CompressOptions) -> tuple[dict, lis
     if not Path(opts.out).parent.is_dir():
         raise ValueError(f"--out {opts.out}: its folder {Path(opts.out).parent} does not exist")
     x = medium.read(run, opts.input)
-    data, meta = encode(run, x)
+    data, meta = encode(run, x, medium)
     atomic_write(opts.out, data)  # a reader, or a second compress to the same path, never sees half a file
     units, u = medium.units(x), medium.unit
     result = {"file": opts.out, "bytes": len(data), f"bp{u[0]}_file": 8 * len(data) / units,
@@ -136,7 +143,7 @@ def decompress(medium: Medium, run: Run, opts: DecompressOptions, out: Path, qui
     if not opts.input:
         raise ValueError("--input FILE.vlc is required")
     try:
-        x, codes = decode(run, Path(opts.input).read_bytes(), medium.item(run), medium.noun)
+        x, codes = decode(run, Path(opts.input).read_bytes(), medium.item(run), medium)
     except (ValueError, OSError) as e:
         raise ValueError(f"--input {opts.input}: {e}") from None
     for name, array in ((medium.output, x.numpy()), ("codes.npy", codes.numpy())):
@@ -145,6 +152,9 @@ def decompress(medium: Medium, run: Run, opts: DecompressOptions, out: Path, qui
         atomic_write(out / name, buffer.getvalue())
     return ({medium.noun: int(x.shape[0]), "out": str(out)},
             [f"{out / medium.output}: {x.shape[0]} {medium.noun} decoded from {opts.input}"])
+
+
+DEFAULT = Medium("inputs", None, None, "value", None, "inputs.npy", "")  # the model's own coding methods
 
 
 def commands(medium: Medium, about_run: str) -> tuple[Command, Command]:

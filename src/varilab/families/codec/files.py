@@ -41,9 +41,16 @@ IMAGES = coding.Medium("images", run_images, item, "pixel", lambda x: x.shape[0]
                        "the run's test split")
 COMPRESS, DECOMPRESS = coding.commands(IMAGES, "the codec run (varilab train --model vq-codec)")
 CompressOptions, DecompressOptions = COMPRESS.options, DECOMPRESS.options
-encode, encoded = coding.encode, coding.encoded
+
+
+def encode(run: Run, x):
+    return coding.encode(run, x, IMAGES)
+
+
+def encoded(run: Run, x):
+    return coding.encoded(run, x, IMAGES)
 
 
 def decode(run: Run, data: bytes):
     """(images [N, 1, H, W], symbol rows) of a .vlc file's bytes written by this run's model."""
-    return coding.decode(run, data, item(run), "images")
+    return coding.decode(run, data, item(run), IMAGES)

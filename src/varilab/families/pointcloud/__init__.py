@@ -19,6 +19,7 @@ from ..collapse import ActivityFlags, encoder_diagnosis
 from ..options import TrainOptions, non_negative, option, positive_int
 from ..protocol import Family, Run
 from ..registry import register
+from .files import COMPRESS, DECOMPRESS
 
 MODELS = {"pointcloud-ae": "a point-cloud VAE (PointNet-lite encoder, MLP decoder to --points points, a Gaussian "
                            "latent): Squeeze3D's generator G and, trained from another seed, its encoder E",
@@ -229,4 +230,5 @@ def report(run: Run):
 
 FAMILY = register(Family("pointcloud", MODELS, PointCloudOptions, train=train, load=load, evaluate=evaluate,
                          diagnose=diagnose, report=report, sample=sample, flags={"diagnose": ActivityFlags},
+                         commands={"compress": COMPRESS, "decompress": DECOMPRESS},
                          facts=("encoder_model", "generator_model")))
