@@ -44,8 +44,14 @@ def test_a_squeeze3d_run_reports_bytes_and_ratio_and_decodes_without_its_parts(r
     e = json.loads(capsys.readouterr().out)
     assert e["bits"] == 8 and e["bytes_per_shape"] == 1 and e["ratio"] == 128 * 3 * 4  # raw float32 / 1 byte
     assert e["shapes"] == 200 and e["chamfer"] > 0 and "chamfer_generator_own" in e
+    # the baselines at the same 8 bits: 2 points of coordinates at 1 bit (3 x 1 bit each, 6 of the 8 bits) is the
+    # only quantiser that fits besides 1 point at 2 bits; G's 4 latents at 2 bits each
+    assert e["coordinates_points"] * 3 * e["coordinates_bits_per_coordinate"] <= 8
+    assert e["latent_bits_per_coordinate"] == 2 and e["latent_quantised_chamfer"] > 0
+    assert e["coordinates_over_squeeze3d"] == pytest.approx(e["coordinates_chamfer"] / e["chamfer"], rel=1e-6)
     assert main(["report", str(alone)]) == 0
-    assert "times smaller than float32 coordinates" in (alone / "report.html").read_text()
+    page = (alone / "report.html").read_text()
+    assert "times smaller than float32 coordinates" in page and "At equal bytes" in page
     assert main(["sample", str(alone)]) == 2
     assert "sample its generator run" in capsys.readouterr().err
 

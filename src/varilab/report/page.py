@@ -59,7 +59,8 @@ def number(v) -> str:
     return str(v)
 
 
-def table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) -> str:
+def table(rows: list[tuple], head: tuple[str, ...] | None = None) -> str:
+    """Rows of (label, value, ...) under an optional head of as many titles."""
     def cell(v):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return f'<td class="num">{number(v)}</td>'
@@ -67,8 +68,9 @@ def table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) -
             v = ",".join(number(e) for e in v)
         return f"<td>{html.escape(number(v))}</td>"
 
-    h = f"<tr><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th></tr>" if head else ""
-    return "<table>" + h + "".join(f"<tr><th>{html.escape(k)}</th>{cell(v)}</tr>" for k, v in rows) + "</table>"
+    h = "<tr>" + "".join(f"<th>{html.escape(t)}</th>" for t in head) + "</tr>" if head else ""
+    return "<table>" + h + "".join(f"<tr><th>{html.escape(str(row[0]))}</th>" + "".join(cell(v) for v in row[1:])
+                                   + "</tr>" for row in rows) + "</table>"
 
 
 def render(run, page: Page) -> str:

@@ -205,7 +205,34 @@ def evaluate(run: Run) -> dict:
             run.model.generator, "encode") else None
         if with_g is not None:
             result["chamfer_generator_own"] = float(with_g.mean())  # G's own encoder: the ceiling of any code
+        result.update(at_equal_bits(run, x))
     return result
+
+
+def at_equal_bits(run: Run, x) -> dict:
+    """The baselines at the run's bits a shape (baselines.py), flat for the metrics table."""
+    from . import baselines
+
+    out = {}
+    coords = baselines.coordinates(x, run.options.bits)
+    if coords:
+        out.update(coordinates_chamfer=coords["chamfer"], coordinates_points=coords["points"],
+                   coordinates_bits_per_coordinate=coords["bits_per_coordinate"],
+                   coordinates_over_squeeze3d=coords["chamfer"] / max(float(chamfer_of(run, x)), 1e-12))
+    lat = baselines.latent(run.model.generator, x, run.options.bits)
+    if lat:
+        out.update(latent_quantised_chamfer=lat["chamfer"], latent_bits_per_coordinate=lat["bits_per_coordinate"])
+    dr = baselines.draco(x)
+    if dr:
+        out.update(draco_smallest_bytes=dr["smallest_bytes"], draco_bytes_at_8_bits=dr["bytes_at_8_bits"],
+                   draco_chamfer_at_8_bits=dr["chamfer_at_8_bits"])
+    return out
+
+
+def chamfer_of(run: Run, x):
+    from ...core import chamfer
+
+    return chamfer(x, decoded(run, x)).mean()
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:

@@ -39,14 +39,39 @@ def page(run, e: dict, x, decoded):
         verdict = (f"{e['bits']}-bit codes ({e['bytes_per_shape']:g} bytes a shape, {e['ratio']:,.0f} times smaller "
                    f"than float32 coordinates) decode {e['shapes']} {run.data.name} to a mean Chamfer distance of "
                    f"{e['chamfer']:.4f} (90th percentile {e['chamfer_p90']:.4f})"
-                   + (f"; the generator through its own encoder reaches {e['chamfer_generator_own']:.4f}."
-                      if "chamfer_generator_own" in e else "."))
+                   + (f"; the generator through its own encoder reaches {e['chamfer_generator_own']:.4f}"
+                      if "chamfer_generator_own" in e else "")
+                   + (f". At the same bits, the best coordinate quantiser's distance is "
+                      f"{e['coordinates_over_squeeze3d']:.1f} times larger." if "coordinates_over_squeeze3d" in e
+                      else "."))
         curves = ["loss", "latent"]
     else:
         verdict = (f"Mean Chamfer distance {e['chamfer']:.4f} (90th percentile {e['chamfer_p90']:.4f}) between "
                    f"{e['shapes']} test shapes of {run.data.name} and their reconstructions G(mean of q(l|x)).")
         curves = ["loss", "chamfer", "kl"]
-    return Page(f"{run.options.model} on {run.data.name}", verdict,
-                [Section("Test shapes and their reconstructions", img(views(rows), "shapes from three views"),
-                         "each shape from three views, on the box [-1, 1] in every direction"),
-                 Section("Final metrics", table(list(e.items())))], curves)
+    sections = [Section("Test shapes and their reconstructions", img(views(rows), "shapes from three views"),
+                        "each shape from three views, on the box [-1, 1] in every direction")]
+    if run.options.model == "squeeze3d":
+        sections.append(Section("At equal bytes", table(methods(e), ["method", "bytes a shape", "Chamfer"]),
+                                "Coordinates: the best of k points at b bits a coordinate within the same bits (no "
+                                "header counted). G's latent: its own encoder's mean, quantised directly. Draco cannot "
+                                f"go below {e.get('draco_smallest_bytes', float('nan')):.0f} bytes a shape (one point "
+                                "at one bit); its row is at 8 bits a coordinate, every point kept."))
+    sections.append(Section("Final metrics", table(list(e.items()))))
+    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, curves)
+
+
+def methods(e: dict) -> list[tuple]:
+    """(method, bytes a shape, mean Chamfer distance) of squeeze3d and its baselines."""
+    rows = [("squeeze3d", e["bytes_per_shape"], e["chamfer"])]
+    if "coordinates_chamfer" in e:
+        rows.append((f"coordinates ({e['coordinates_points']} points x {e['coordinates_bits_per_coordinate']} bits)",
+                     e["bytes_per_shape"], e["coordinates_chamfer"]))
+    if "latent_quantised_chamfer" in e:
+        rows.append((f"G's latent, {e['latent_bits_per_coordinate']} bits a coordinate", e["bytes_per_shape"],
+                     e["latent_quantised_chamfer"]))
+    if "draco_bytes_at_8_bits" in e:
+        rows.append(("Draco, 8 bits a coordinate", e["draco_bytes_at_8_bits"], e["draco_chamfer_at_8_bits"]))
+    if "chamfer_generator_own" in e:
+        rows.append(("G through its own encoder (no code)", "-", e["chamfer_generator_own"]))
+    return rows
