@@ -115,3 +115,17 @@ def test_latent_sde_hurst_reproduction_quick(tmp_path):
     assert result["checks"]["approximation_error_falls_with_k"] is True
     assert all(0 < r["fbm"]["hurst"] < 1 and r["brownian"]["hurst"] == 0.5 for r in result["results"].values())
     assert (tmp_path / "latent_sde_hurst.md").read_text().count("\n| ") == 4  # header and three H rows
+
+
+@pytest.mark.slow
+def test_squeeze3d_reproduction_quick(tmp_path):
+    """The Squeeze3D reproduction end to end on tiny autoencoders (its threshold is for `make repro`): G and E train,
+    a squeeze3d run per code length is measured on held-out and out-of-distribution shapes beside the baselines. Its
+    commands and numbers have fast tests in test_pointcloud_run.py."""
+    pytest.importorskip("trimesh")
+    result = _quick("squeeze3d_pointclouds", tmp_path)
+    assert set(result["results"]) == {"8", "16"}
+    for bits, r in result["results"].items():
+        assert r["held_out"]["bytes_per_shape"] == int(bits) / 8 and r["out_of_distribution"]["shapes"] == 6
+        assert r["held_out"]["coordinates_over_squeeze3d"] > 0
+    assert (tmp_path / "squeeze3d_pointclouds.md").read_text().count("\n| ") == 5  # header and 2 x 2 rows
