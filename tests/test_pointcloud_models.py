@@ -181,3 +181,15 @@ def test_the_shared_trainer_fits_both_with_their_losses(tmp_path):
             batch_size=8, objective=squeeze3d_loss, quiet=True)
     assert math.isfinite(h[-1]["test_latent"])
     assert all(torch.equal(a, b) for a, b in zip(frozen, generator.parameters()))  # G is not trained
+
+
+def test_the_fold_decoder_bends_a_fixed_sphere_and_an_unknown_decoder_is_refused():
+    torch.manual_seed(0)
+    model = PointCloudAE(PointCloudAEConfig(points=50, latent=4, width=32, decoder="fold"))
+    x = torch.randn(3, 80, 3)
+    assert model.decode(model.encode(x).mean).shape == (3, 50, 3)
+    assert torch.allclose(model.template.norm(dim=-1), torch.ones(50), atol=1e-5)  # points on the unit sphere
+    assert "template" not in model.state_dict()  # rebuilt from the config, not stored
+    assert trainer_loss(model, x.flatten(1))["loss"].isfinite()
+    with pytest.raises(ValueError, match="decoder must be one of mlp, fold"):
+        PointCloudAE(PointCloudAEConfig(decoder="conv"))

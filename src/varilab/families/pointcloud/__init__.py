@@ -11,12 +11,13 @@ without the runs it was trained from."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import folder
 from ..collapse import ActivityFlags, encoder_diagnosis
-from ..options import TrainOptions, non_negative, option, positive_int
+from ..options import TrainOptions, non_negative, non_negative_int, option, positive_int
 from ..protocol import Family, Run
 from ..registry import register
 from .files import COMPRESS, DECOMPRESS
@@ -35,7 +36,7 @@ def _run_given(v):
 
 @dataclass
 class PointCloudOptions(TrainOptions):
-    DEFAULTS = {"data": "shapes", "epochs": 100, "batch_size": 64, "lr": 1e-3}
+    DEFAULTS = {"data": "shapes", "epochs": 50, "batch_size": 64, "lr": 1e-3}
     PER_MODEL = {"squeeze3d": {"epochs": 60, "batch_size": 256}}
     HELP = {"data": "shapes (procedural spheres, boxes, tori, cylinders, cones and capsules) or a .npy [shapes, "
                     "points, 3]; squeeze3d trains on its generator's samples and is evaluated on held-out shapes"}
@@ -46,8 +47,12 @@ class PointCloudOptions(TrainOptions):
     latent: int = option(16, "latent dimensions", check=positive_int.upto(4096), models=AE)
     width: int = option(256, "hidden width of the encoder's head and of the decoder", check=positive_int.upto(8192),
                         models=AE)
-    beta: float = option(1e-3, "weight of the KL against the per-point Chamfer distance",
+    decoder: str = option("mlp", "the decoder: mlp (latent to all coordinates at once) or fold (a fixed sphere of "
+                          "points, each with the latent, through a shared MLP)", choices=("mlp", "fold"), models=AE)
+    beta: float = option(1e-4, "weight of the KL against the per-point Chamfer distance",
                          check=non_negative.upto(1e4), models=AE)
+    kl_warmup_epochs: int = option(8, "epochs of linear KL warm-up from 0 to --beta (0: off)",
+                                   check=non_negative_int.upto(100_000), models=AE)
     generator: str | None = option(None, "the generator G: a pointcloud-ae run", check=_run_given, models=SQ)
     encoder: str | None = option(None, "the encoder E: another pointcloud-ae run (another seed)", check=_run_given,
                                  models=SQ)
@@ -75,7 +80,8 @@ def load_shapes(opts: PointCloudOptions, spec: str | None = None, points: int | 
 def ae_config(opts: PointCloudOptions):
     from ...models.pointcloud.autoencoder import PointCloudAEConfig
 
-    return PointCloudAEConfig(points=opts.points, latent=opts.latent, width=opts.width, beta=opts.beta)
+    return PointCloudAEConfig(points=opts.points, latent=opts.latent, width=opts.width, beta=opts.beta,
+                              decoder=opts.decoder)
 
 
 def make_model(opts: PointCloudOptions, parts: dict | None = None):
@@ -130,8 +136,14 @@ def train(opts: PointCloudOptions, out: Path, resume: bool = False, quiet: bool 
         print(ds.summary(), file=sys.stderr)
         model = make_model(opts)
         folder.begin(out, FAMILY, opts, resume)
+        beta = opts.beta
+        if opts.kl_warmup_epochs:
+            from ...core import linear_warmup
+
+            steps = opts.kl_warmup_epochs * -(-len(ds.x_train) // opts.batch_size)
+            beta = functools.partial(linear_warmup, warmup_steps=steps, end=opts.beta)
         return fit(model, ds, out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-                   resume=resume, quiet=quiet, objective=trainer_loss)
+                   resume=resume, quiet=quiet, objective=trainer_loss, beta=beta)
     from ...models.pointcloud.squeeze3d import squeeze3d_loss
 
     configs, weights = _frozen_parts(opts)

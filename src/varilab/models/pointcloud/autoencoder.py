@@ -1,13 +1,15 @@
 """A point-cloud VAE: a PointNet-lite encoder (Qi et al., 2017) and an MLP decoder to a fixed number of points.
 
 q(l|x) = N(mu(x), diag sigma^2(x)) with [mu, log sigma^2] = MLP(max_n phi(x_n)), phi a shared per-point MLP
-3 -> 64 -> 128 -> 256;  p(l) = N(0, I);  x_hat = G(l) = MLP(l) reshaped to [points, 3].
+3 -> 64 -> 128 -> 256;  p(l) = N(0, I);  x_hat = G(l) = MLP(l) reshaped to [points, 3] (decoder "mlp"), or
+x_hat_n = MLP([l, s_n]) for the points s_n of a fixed unit sphere (decoder "fold", FoldingNet-style, Yang et al. 2018).
 loss = Chamfer(x, G(l)) + beta KL(q(l|x) || p(l)), l ~ q(l|x) reparameterised.
 Squeeze3D (papers.md section 17) uses one as the generator G and a second, trained from another seed, as the
 independent encoder E. Chamfer is a per-point mean of squared distances, so beta is small.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,14 @@ from ...core.objectives import kl
 from ..vae.vae import mlp
 
 POINT_WIDTHS = (3, 64, 128, 256)  # the shared per-point MLP phi
+DECODERS = ("mlp", "fold")
+
+
+def fibonacci_sphere(n: int) -> torch.Tensor:
+    """n nearly evenly spread points on the unit sphere [n, 3]: the fold decoder's fixed template."""
+    i = torch.arange(n, dtype=torch.float32) + 0.5
+    polar, azimuth = torch.acos(1 - 2 * i / n), math.pi * (1 + 5 ** 0.5) * i
+    return torch.stack([polar.sin() * azimuth.cos(), polar.sin() * azimuth.sin(), polar.cos()], -1)
 
 
 @dataclass
@@ -27,7 +37,9 @@ class PointCloudAEConfig:
     points: int = 512  # points the decoder puts out
     latent: int = 16
     width: int = 256  # hidden width of the encoder's head and of the decoder
-    beta: float = 1e-3  # KL weight against the per-point Chamfer
+    beta: float = 1e-4  # KL weight against the per-point Chamfer
+    decoder: str = "mlp"  # "mlp": latent -> width -> width -> points * 3; "fold": a fixed sphere of points, each
+    #                       concatenated with the latent, through a shared MLP (latent + 3) -> width -> width -> 3
 
 
 def check_points(x, name: str = "x") -> torch.Tensor:
@@ -45,13 +57,19 @@ class PointCloudAE(nn.Module):
         if config.points < 1 or config.latent < 1 or config.width < 1:
             raise ValueError(f"points, latent and width must be positive integers, got points={config.points}, "
                              f"latent={config.latent}, width={config.width}")
+        if config.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}")
         if not config.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {config.beta}")
         self.config = config
         k, w = config.latent, config.width
         self.point_net = mlp(list(POINT_WIDTHS))  # phi: [B, N, 3] -> [B, N, 256]
         self.head = mlp([POINT_WIDTHS[-1], w, 2 * k])
-        self.decoder = mlp([k, w, w, 3 * config.points])
+        if config.decoder == "mlp":
+            self.decoder = mlp([k, w, w, 3 * config.points])
+        else:
+            self.decoder = mlp([k + 3, w, w, 3])
+            self.register_buffer("template", fibonacci_sphere(config.points), persistent=False)
         self.register_buffer("prior_loc", torch.zeros(k))
         self.register_buffer("prior_scale", torch.ones(k))
         self._prior = FixedPrior()
@@ -66,7 +84,10 @@ class PointCloudAE(nn.Module):
         """G(z): latents [B, latent] -> point clouds [B, points, 3]."""
         if z.dim() != 2 or z.shape[-1] != self.config.latent:
             raise ValueError(f"z must be latents of shape [B, {self.config.latent}], got {list(z.shape)}")
-        return self.decoder(z).unflatten(-1, (self.config.points, 3))
+        if self.config.decoder == "mlp":
+            return self.decoder(z).unflatten(-1, (self.config.points, 3))
+        t = self.template.expand(len(z), -1, -1)  # [B, points, 3]
+        return self.decoder(torch.cat([z[:, None].expand(-1, t.shape[1], -1), t], -1))
 
     def prior(self) -> Independent:
         return self._prior(self.prior_loc, self.prior_scale)  # p(l) = N(0, I)
