@@ -193,3 +193,22 @@ def test_the_fold_decoder_bends_a_fixed_sphere_and_an_unknown_decoder_is_refused
     assert trainer_loss(model, x.flatten(1))["loss"].isfinite()
     with pytest.raises(ValueError, match="decoder must be one of mlp, fold"):
         PointCloudAE(PointCloudAEConfig(decoder="conv"))
+
+
+def test_encoded_pairs_give_the_same_loss_as_encoding_at_every_step():
+    """E and G are frozen, so [l, mean of E(G(l))] rows made once train f and g exactly as G(l) encoded each step."""
+    import torch
+
+    from varilab.models.pointcloud.autoencoder import PointCloudAE, PointCloudAEConfig
+    from varilab.models.pointcloud.squeeze3d import Squeeze3D, Squeeze3DConfig, encoded_pairs, squeeze3d_loss
+
+    torch.manual_seed(0)
+    cfg = PointCloudAEConfig(points=32, latent=4, width=16)
+    model = Squeeze3D(Squeeze3DConfig(bits=8, code_dims=2, hidden=8), PointCloudAE(cfg), PointCloudAE(cfg))
+    l = torch.randn(10, 4)
+    rows = encoded_pairs(model, l, batch=3)  # in batches of 3: the same as all at once
+    assert rows.shape == (10, 8) and torch.equal(rows[:, :4], l)
+    a, b = squeeze3d_loss(model, l), squeeze3d_loss(model, rows)
+    assert torch.allclose(a["loss"], b["loss"], atol=1e-6) and torch.allclose(a["latent"], b["latent"], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[B, 4\] or \[latent, E's mean\] pairs \[B, 8\]"):
+        squeeze3d_loss(model, torch.zeros(2, 5))

@@ -99,13 +99,16 @@ def make_model(opts: PointCloudOptions, parts: dict | None = None):
 
 
 def _latents(model, n: int, seed: int):
-    """A `Dataset` of generator latents l ~ N(0, I): what squeeze3d trains on."""
+    """A `Dataset` of generator latents l ~ N(0, I) and E's means of their shapes, rows [l, mean of E(G(l))]: what
+    squeeze3d trains on (E and G are frozen, so each shape is made and encoded once)."""
     import torch
 
     from ...data import Dataset
+    from ...models.pointcloud.squeeze3d import encoded_pairs
 
     g = torch.Generator().manual_seed(seed)
-    return Dataset("generator samples", model.draw_latents(n, g).cpu(), model.draw_latents(max(1, n // 5), g).cpu())
+    train, test = model.draw_latents(n, g), model.draw_latents(max(1, n // 5), g)
+    return Dataset("generator samples", encoded_pairs(model, train).cpu(), encoded_pairs(model, test).cpu())
 
 
 def _frozen_parts(opts: PointCloudOptions) -> tuple[dict, dict]:

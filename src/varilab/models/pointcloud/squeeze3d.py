@@ -115,20 +115,36 @@ class Squeeze3D(nn.Module):
         return torch.randn(n, self.generator.config.latent, generator=generator, device=self.g[0].weight.device)
 
 
-def squeeze3d_loss(model: Squeeze3D, l: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The loss for `varilab.train.fit` on rows of generator latents l [B, l] (`Squeeze3D.draw_latents`):
-    mean of ||g(Q(f(e))) - l||^2 + chamfer_weight Chamfer(G(l_hat), G(l)), e = mean of E(G(l)), E and G frozen."""
-    k = model.generator.config.latent
-    if l.dim() != 2 or l.shape[1] != k:
-        raise ValueError(f"squeeze3d_loss trains on generator latents of shape [B, {k}], got {list(l.shape)}")
-    with torch.no_grad():
-        obj = model.generator.decode(l)  # obj = G(l)
-        e = model.encoder.encode(obj).mean  # e = E(obj)
+@torch.no_grad()
+def encoded_pairs(model: Squeeze3D, l: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """Rows [n, l + e] of generator latents and E's means of their shapes, [l, mean of E(G(l))]: E and G are frozen,
+    so a fixed sample set is encoded once instead of at every step."""
+    parts = [torch.cat([lb, model.encoder.encode(model.generator.decode(lb)).mean], -1) for lb in l.split(batch)]
+    return torch.cat(parts)
+
+
+def squeeze3d_loss(model: Squeeze3D, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss for `varilab.train.fit` on rows of generator latents l [B, l] (`Squeeze3D.draw_latents`), or of
+    [l, e] pairs (`encoded_pairs`): mean of ||g(Q(f(e))) - l||^2 + chamfer_weight Chamfer(G(l_hat), G(l)),
+    e = mean of E(G(l)), E and G frozen."""
+    k, m = model.generator.config.latent, model.encoder.config.latent
+    if rows.dim() != 2 or rows.shape[1] not in (k, k + m):
+        raise ValueError(f"squeeze3d_loss trains on generator latents [B, {k}] or [latent, E's mean] pairs "
+                         f"[B, {k + m}], got {list(rows.shape)}")
+    l, e = rows[:, :k], rows[:, k:]
+    obj = None
+    if e.shape[1] == 0:
+        with torch.no_grad():
+            obj = model.generator.decode(l)  # obj = G(l)
+            e = model.encoder.encode(obj).mean  # e = E(obj)
     l_hat = model.g(model.quantise(e))  # l_hat = g(Q(f(e)))
     latent = (l_hat - l).pow(2).sum(-1)  # ||l_hat - l||^2  [B]
     out = {"latent": latent.detach().mean()}
     loss = latent
     if model.config.chamfer_weight > 0:
+        if obj is None:
+            with torch.no_grad():
+                obj = model.generator.decode(l)
         ch = chamfer(model.generator.decode(l_hat), obj)  # Chamfer(G(l_hat), obj)  [B]
         loss = loss + model.config.chamfer_weight * ch
         out["chamfer"] = ch.detach().mean()
