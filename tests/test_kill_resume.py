@@ -41,9 +41,10 @@ KILLED = {
 }
 
 
-# `make test` runs the fast form (2 kills) of the vae and the vq-codec (whose resume this suite once caught wrong); the
-# latent SDE's and the recombiner's, whose state was exact from the start, run in full (10 kills) under -m slow
-FAST = ("vae", "vq-codec-gumbel")
+# `make test` runs the vae's fast form (2 kills); the vq-codec's schedule and state after a resume are checked in
+# process by tests/test_train.py (test_a_run_killed_mid_epoch_resumes_its_objectives_schedule_and_state), and every
+# model's chain runs with 2 and with 10 kills under -m slow
+FAST = ("vae",)
 
 
 def _logged(path):
