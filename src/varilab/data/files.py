@@ -8,16 +8,22 @@ import numpy as np
 SUFFIXES = (".npy", ".npz", ".csv")
 
 
-def read_array(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read x (and y when the file has it). Never unpickles: object arrays are refused."""
-    path = Path(path)
+def file_suffix(path: Path, suffixes) -> str:
+    """The lower-case suffix of an existing file that is one of `suffixes`; one error naming the file otherwise."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected a .npy, .npz or .csv file")
+        raise ValueError(f"{path}: is a directory, expected one of {', '.join(suffixes)}")
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
+    if suffix not in suffixes:
+        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(suffixes)}")
+    return suffix
+
+
+def read_array(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read x (and y when the file has it). Never unpickles: object arrays are refused."""
+    path = Path(path)
+    suffix = file_suffix(path, SUFFIXES)
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False), None

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import file_suffix
+
 INSTALL = "pip install 'varilab[pointcloud]'  (trimesh==5.2.0)"
 KINDS = ("sphere", "box", "torus", "cylinder", "cone", "capsule")
 MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off")
@@ -129,13 +131,7 @@ def read_points(path: str | Path, points: int = 512, seed: int = 0, normalised: 
     normalised (see `normalise`) unless `normalised=False`. Bad input raises one ValueError naming the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected one of {', '.join(SUFFIXES)}")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
+    suffix = file_suffix(path, SUFFIXES)
     rng = np.random.default_rng(seed)
     if suffix == ".npy":
         x = _check_sets(path, _load_npy(path), points)
