@@ -86,7 +86,9 @@ def run(quick: bool) -> dict:
         "title": f"Point-cloud codecs: compress and decompress, {len(x)} shapes of 512 points (CPU, one thread)",
         "description": " ".join(__doc__.split("\n\n")[0].split()),
         "unit": "s/shape",
-        "baseline": f"decompress / {DRACO}",  # each group against its own Draco row
+        "baseline": "Draco doing the same (compress or decompress)",
+        "baselines": [f"compress / {DRACO}", f"decompress / {DRACO}"],
+        "columns": [{"key": "shapes_per_s", "header": "shapes/s", "format": "{:,.0f}"}],
         "contenders": rows,
         "notes": [f"File bytes a shape: Squeeze3D {vlc_bytes / len(x):.2f} (one file of {vlc_bytes:,} bytes), Draco "
                   f"{draco_bytes / len(x):.1f}.",

@@ -2,7 +2,7 @@
 
     python bench/run.py                  # full run (`make bench`): bench/results.json and docs/benchmarks.md
     python bench/run.py --quick          # a few seconds per benchmark; never touches docs/benchmarks.md
-    python bench/run.py --only step      # one benchmark (docs are then not rewritten)
+    python bench/run.py --only step      # one benchmark, merged into bench/results.json; the page is rewritten
     python bench/run.py --render-only    # rewrite docs/benchmarks.md from an existing results file
 
 A benchmark is a module bench/bench_<name>.py with `run(quick: bool) -> dict`; they run in the
@@ -165,8 +165,9 @@ def render(data: dict) -> str:
         "make bench",
         "```",
         "",
-        "It writes `bench/results.json` and this page. `python bench/run.py --quick` is a smoke run of a few",
-        "seconds per benchmark and leaves this page alone. Timings depend on the machine and on what else",
+        "It writes `bench/results.json` and this page. `python bench/run.py --only NAME` runs one benchmark",
+        "and puts its table in place of the earlier one, dated. `python bench/run.py --quick` is a smoke run of a",
+        "few seconds per benchmark and leaves this page alone. Timings depend on the machine and on what else",
         "runs on it: compare ratios, not absolute times, across machines.",
         "",
         "## Machine",
@@ -189,6 +190,9 @@ def render(data: dict) -> str:
             continue
         if r.get("description"):
             lines += [r["description"], ""]
+        measured = r.get("measured", {})
+        if measured and measured.get("date") != m.get("date"):
+            lines += [f"Measured on {measured['date']} on the same machine, with `{measured['command']}`.", ""]
         baseline = r.get("baseline", "plain PyTorch")
         extra = r.get("columns", [])  # [{"key", "header", "format"}]: more figures per contender
         lines += [f"| contender | median | spread (p10-p90) | ratio to {baseline} | peak RSS |"
@@ -273,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] warning: the CPUs were {busy:.0%} busy with other work before starting; "
               "timings will be noisy", file=sys.stderr)
     results, ok = run_all(names, files, args.quick)
+    for result in results.values():  # a benchmark merged into an earlier run's file keeps its own date and command
+        result.setdefault("measured", {"date": data["machine"]["date"], "command": data["command"]})
+    if args.only and out.exists():
+        earlier = json.loads(out.read_text())
+        if earlier.get("quick") == args.quick:
+            data = {**earlier, "benchmarks": {**earlier.get("benchmarks", {}), **results}}
+            results = data["benchmarks"]
     data["benchmarks"] = results
     try:
         data["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -280,9 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     write_json(out, data)
     print(f"[bench] wrote {out}", file=sys.stderr)
-    if args.quick or args.no_docs or args.only or not ok:
-        why = ("--quick" if args.quick else "--no-docs" if args.no_docs else "--only" if args.only
-               else "a benchmark failed")
+    if args.quick or args.no_docs or not ok:
+        why = "--quick" if args.quick else "--no-docs" if args.no_docs else "a benchmark failed"
         print(f"[bench] {DOCS.relative_to(ROOT)} left as it was ({why})", file=sys.stderr)
     else:
         DOCS.write_text(render(data))

@@ -38,7 +38,8 @@ def test_quick_harness_writes_json_and_keeps_docs(tmp_path, only):
                 assert "not installed" in c["error"]
                 continue
             assert 0 < c["p10_s"] <= c["median_s"] <= c["p90_s"]
-        bases = ([c for c in result["contenders"] if c["name"] == result["baseline"]]  # one baseline, or each
+        names = result.get("baselines", [result["baseline"]])  # one baseline, one a group, or each
+        bases = ([c for c in result["contenders"] if c["name"] in names]
                  or [c for c in result["contenders"] if c["name"].endswith("/ plain PyTorch")])  # solver's own loop
         assert bases and all(b["ratio"] == 1.0 for b in bases)
     if only is None:  # the fast form checks the step benchmark's equal work below, without timing it
@@ -46,6 +47,30 @@ def test_quick_harness_writes_json_and_keeps_docs(tmp_path, only):
         assert step["checks"]["equal_work"]["ok"] and step["checks"]["equal_work"]["loss_rel_diff"] <= 1e-4
     assert data["benchmarks"]["diagnostics"]["checks"]["same_values"]
     assert (docs.read_bytes() if docs.exists() else None) == before
+
+
+def test_one_benchmark_run_alone_replaces_its_own_entry_and_keeps_the_others(tmp_path):
+    out = tmp_path / "r.json"
+    earlier = {"machine": {"date": "2026-01-01T00:00:00+00:00"}, "command": "python bench/run.py", "quick": True,
+               "benchmarks": {"kept": {"title": "an earlier table"}, "scaling": {"title": "stale"}}}
+    out.write_text(json.dumps(earlier))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out", str(out), "--only",
+                           "scaling"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["benchmarks"]["kept"] == {"title": "an earlier table"}
+    scaling = data["benchmarks"]["scaling"]
+    assert scaling["title"] != "stale" and "--only" in scaling["measured"]["command"]
+    assert data["machine"]["date"] == "2026-01-01T00:00:00+00:00"  # the page's header stays the full run's
+    page = load_run().render({**data, "benchmarks": {"scaling": scaling}})
+    assert "Measured on " in page and "--only scaling" in page
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_step_benchmark_compares_equal_work(monkeypatch):

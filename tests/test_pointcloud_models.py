@@ -212,3 +212,17 @@ def test_encoded_pairs_give_the_same_loss_as_encoding_at_every_step():
     assert torch.allclose(a["loss"], b["loss"], atol=1e-6) and torch.allclose(a["latent"], b["latent"], atol=1e-6)
     with pytest.raises(ValueError, match=r"\[B, 4\] or \[latent, E's mean\] pairs \[B, 8\]"):
         squeeze3d_loss(model, torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("decoder", ["mlp", "fold"])
+def test_compress_and_decompress_in_chunks_equal_one_pass_over_all_shapes(decoder):
+    model = squeeze()
+    if decoder == "fold":
+        torch.manual_seed(0)
+        model = Squeeze3D(model.config, small_ae(1), PointCloudAE(PointCloudAEConfig(points=64, latent=4, width=64,
+                                                                                     decoder="fold"))).eval()
+    x = torch.randn(7, 64, 3)
+    symbols = model.compress(x, batch=3)  # chunks of 3, 3 and 1
+    assert torch.equal(symbols, model.compress(x, batch=len(x)))
+    assert torch.allclose(model.decompress(symbols, batch=2), model.decompress(symbols, batch=len(x)), atol=1e-6)
+    assert torch.allclose(model.generator.reconstruct(x, batch=3), model.generator.reconstruct(x, batch=7), atol=1e-6)

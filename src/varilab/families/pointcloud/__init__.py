@@ -198,7 +198,7 @@ def decoded(run: Run, x):
 
     with torch.no_grad():
         if run.options.model in AE:
-            return run.model.decode(run.model.encode(x).mean)
+            return run.model.reconstruct(x)
         return run.model.decompress(run.model.compress(x))
 
 
@@ -220,7 +220,7 @@ def evaluate(run: Run) -> dict:
                       ratio=compression_ratio(raw_bytes(x.shape[1]), code))
         g = run.model.generator
         with torch.no_grad():
-            own = chamfer(x, g.decode(g.encode(x).mean))  # G through its own encoder: what no code can beat
+            own = chamfer(x, g.reconstruct(x))  # G through its own encoder: what no code can beat
         result.update(chamfer_generator_own=float(own.mean()), **at_equal_bits(run, x, result["chamfer"]))
     return result
 

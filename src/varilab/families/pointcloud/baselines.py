@@ -43,9 +43,9 @@ def latent(generator, x, bits: int) -> dict | None:
     if b < 1:
         return None
     with torch.no_grad():
-        mean = generator.encode(x).mean.cpu().numpy()
+        mean = generator.means(x).cpu().numpy()
         q = pc.dequantise(pc.quantise(mean, b, LATENT_RANGE), b, LATENT_RANGE)
-        decoded = generator.decode(torch.as_tensor(q).to(x.device))
+        decoded = generator.decode_all(torch.as_tensor(q).to(x.device))
     return {"chamfer": float(chamfer(x, decoded).mean()), "bits_per_coordinate": b}
 
 

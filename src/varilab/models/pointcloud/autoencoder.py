@@ -23,6 +23,7 @@ from ..vae.vae import mlp
 
 POINT_WIDTHS = (3, 64, 128, 256)  # the shared per-point MLP phi
 DECODERS = ("mlp", "fold")
+CHUNK = 256  # clouds encoded or decoded at once outside training: the point features are CHUNK x N x 256 floats
 
 
 def fibonacci_sphere(n: int) -> torch.Tensor:
@@ -91,6 +92,21 @@ class PointCloudAE(nn.Module):
 
     def prior(self) -> Independent:
         return self._prior(self.prior_loc, self.prior_scale)  # p(l) = N(0, I)
+
+    @torch.no_grad()
+    def means(self, x: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
+        """The posterior means of clouds x [B, N, 3] -> [B, latent], `batch` clouds at a time (the point features
+        take batch x N x 256 floats)."""
+        return torch.cat([self.encode(xb).mean for xb in check_points(x).split(batch)])
+
+    @torch.no_grad()
+    def decode_all(self, z: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
+        """G(z) for latents [B, latent], `batch` at a time (the folding decoder's features are batch x points x width)."""
+        return torch.cat([self.decode(zb) for zb in z.split(batch)])
+
+    def reconstruct(self, x: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
+        """G(mean of q(l|x)) for clouds x [B, N, 3], in chunks."""
+        return self.decode_all(self.means(x, batch), batch)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

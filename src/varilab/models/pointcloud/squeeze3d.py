@@ -19,7 +19,7 @@ from torch import nn
 
 from ...core.chamfer import chamfer
 from ..vae.vae import mlp
-from .autoencoder import check_points
+from .autoencoder import CHUNK
 
 MAX_BITS_PER_DIM = 16  # symbols and bin centres stay exact in float32
 
@@ -100,14 +100,15 @@ class Squeeze3D(nn.Module):
         return self.g(self._centres(symbols))
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> torch.Tensor:
-        """Point clouds [B, N, 3] -> symbols [B, code_dims]: Q(f(mean of E(x)))."""
-        return self.to_symbols(self.encoder.encode(check_points(x)).mean)
+    def compress(self, x: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
+        """Point clouds [B, N, 3] -> symbols [B, code_dims]: Q(f(mean of E(x))), `batch` shapes at a time (E's
+        per-point features take B x N x width floats)."""
+        return self.to_symbols(self.encoder.means(x, batch))
 
     @torch.no_grad()
-    def decompress(self, symbols: torch.Tensor) -> torch.Tensor:
-        """Symbols [B, code_dims] -> point clouds G(g(Q)) [B, points, 3]."""
-        return self.generator.decode(self.from_symbols(symbols))
+    def decompress(self, symbols: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
+        """Symbols [B, code_dims] -> point clouds G(g(Q)) [B, points, 3], `batch` shapes at a time."""
+        return self.generator.decode_all(self.from_symbols(symbols), batch)
 
     @torch.no_grad()
     def draw_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -116,7 +117,7 @@ class Squeeze3D(nn.Module):
 
 
 @torch.no_grad()
-def encoded_pairs(model: Squeeze3D, l: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+def encoded_pairs(model: Squeeze3D, l: torch.Tensor, batch: int = CHUNK) -> torch.Tensor:
     """Rows [n, l + e] of generator latents and E's means of their shapes, [l, mean of E(G(l))]: E and G are frozen,
     so a fixed sample set is encoded once instead of at every step."""
     parts = [torch.cat([lb, model.encoder.encode(model.generator.decode(lb)).mean], -1) for lb in l.split(batch)]
