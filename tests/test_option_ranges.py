@@ -19,7 +19,8 @@ from varilab.families.ranges import Range
 
 BEFORE = Path(__file__).parent / "fixtures" / "before32"  # one run folder per family
 VERB_NAMES = {"evaluate": "eval"}
-REQUIRED = {"solve": ["--task", "denoise"], "robustness": ["--classifier", "RUN2"]}  # a command's required options
+REQUIRED = {"solve": ["--task", "denoise"], "robustness": ["--classifier", "RUN2"],  # a command's required options
+            "unlearn": ["--forget", "class:0"]}
 VALUES = ("0", "-1", "1e9", "1000000000", "nan", "inf")
 
 
@@ -72,7 +73,7 @@ def sites(runs: Path, tmp: Path):
             for f, kind in _fields(cmd.options):
                 choice = next((c for c in choices if options.applies(f, c)), None)
                 words = [name, run] + ([options.flag(axis), choice] if has_axis else [])
-                words += ["--out", str(tmp / "o")] if cmd.writes else []
+                words += ["--out", str(tmp / "o")] if cmd.writes or cmd.writes_run else []
                 words += REQUIRED.get(name, [])
                 found.append((name, words, cmd.options, choice, f, kind))
     for where, words, args in (("sample", ["sample", str(runs / "vae")], verbs.SAMPLE_ARGS),

@@ -17,6 +17,10 @@ def _command_args(cmd: Command) -> list[tuple[str, dict]]:
     args = [("run", {"metavar": "RUN", "help": cmd.about_run}), JSON]
     if cmd.writes_file:
         args += [("--force", {"action": "store_true", "help": "replace an existing --out file"})]
+    if cmd.writes_run:
+        args += [("--out", {"required": True, "metavar": "DIR", "help": "the folder of the new run"}),
+                 ("--force", {"action": "store_true", "help": "replace a run already in --out"}),
+                 ("--quiet", {"action": "store_true", "help": "no progress bars"})]
     if cmd.writes:
         args += [("--out", {"required": True, "metavar": "DIR", "help": f"folder for {', '.join(cmd.writes)}"}),
                  ("--force", {"action": "store_true", "help": "overwrite an earlier result's files in --out"}),
@@ -70,7 +74,12 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
             opts, ns = parse_command(argv, cmd, name)
     if family.commands.get(name) is not cmd:
         raise ValueError(registry.refusal(name, family, ns.run if len(commands) == 1 else argv[0]))
-    if cmd.writes:
+    if cmd.writes_run:
+        out, run = Path(ns.out), registry.load(ns.run)
+        if out.resolve() == run.dir.resolve():
+            raise ValueError(f"--out {out} is the run that `varilab {name}` reads; write to another folder")
+        result, lines = cmd.run(run, opts, out, force=bool(ns.force), quiet=bool(ns.quiet))
+    elif cmd.writes:
         result, lines = _into_folder(name, cmd, opts, ns)
     elif cmd.writes_file and getattr(opts, "out", None):
         out = Path(opts.out)

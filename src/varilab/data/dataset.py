@@ -28,6 +28,7 @@ class Dataset:
     c_train: torch.Tensor | None = None  # [N, C] conditions, for conditional models
     c_test: torch.Tensor | None = None
     condition: str = "none"
+    train_rows: torch.Tensor | None = None  # [N] the source row of each training row (its index in the data as given)
 
     @property
     def x_dim(self) -> int:
@@ -94,11 +95,13 @@ def make_dataset(name: str, x: np.ndarray, y: np.ndarray | None = None, *, test_
         n_test = max(1, int(round(len(x) * test_fraction)))
         perm = np.random.default_rng(seed).permutation(len(x))
         test_idx, train_idx = perm[:n_test], perm[n_test:]
+        train_rows = torch.as_tensor(train_idx)
         x, x_test = x[train_idx], x[test_idx]
         if y is not None:
             y, y_test = y[train_idx], y[test_idx]
     else:
         x_test = check_array(x_test, f"{name} (test)")
+        train_rows = torch.arange(len(x))
     flat = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(len(a), -1)))  # noqa: E731
     to_t = lambda a: None if a is None else torch.as_tensor(np.asarray(a))  # noqa: E731
     xtr, xte = flat(x), flat(x_test)
@@ -110,7 +113,7 @@ def make_dataset(name: str, x: np.ndarray, y: np.ndarray | None = None, *, test_
     if binarize == "fixed":
         xtr, xte = binarize_fixed(xtr, seed), binarize_fixed(xte, seed + 1)
     return Dataset(name, xtr, xte, to_t(y), to_t(y_test), image_shape, binarize,
-                   tuple(factor_names) if factor_names else None)
+                   tuple(factor_names) if factor_names else None, train_rows=train_rows)
 
 
 CONDITIONS = ("none", "label", "top-half")

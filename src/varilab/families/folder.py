@@ -146,7 +146,7 @@ def settle(out: Path) -> str | None:
     keep = out / PREVIOUS
     if not keep.is_dir():
         return None
-    if (out / CHECKPOINT).exists():
+    if holds_run(out):
         shutil.rmtree(keep)
         return "replaced"
     for p in keep.iterdir():
@@ -219,6 +219,26 @@ def check_out_dir(out: Path, resume: bool, force: bool) -> None:
     if present and not force and holds_run(out):
         raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
                               "or --force to overwrite it")
+
+
+@contextlib.contextmanager
+def new_run(out: Path, family, force: bool, command: str):
+    """Write a new run into `out` as `varilab train` does, for a command that makes runs (`varilab unlearn`): the
+    folder locked; a run already there replaced only with --force, and kept aside until the new one holds weights;
+    a failed command leaves no part of its run behind."""
+    out = Path(out)
+    with lock(out, command):
+        settle(out)
+        check_out_dir(out, False, force)
+        set_aside(out, family)
+        try:
+            yield out
+        except BaseException:
+            if not holds_run(out):
+                discard(out, family)
+            raise
+        finally:
+            settle(out)
 
 
 def begin(out: str | Path, family, opts, resume: bool, **extra) -> Path:

@@ -29,7 +29,8 @@ class Command:
     `run(run, opts) -> (dict, lines)` prints the lines, or the dict with --json. With `writes` (the files it
     writes into a folder), the command also takes --out DIR, --force and --quiet, and is called
     `run(run, opts, out, quiet)`; an earlier result's files in --out are replaced only with --force. With
-    `writes_file`, the options' own `out` names the one file it writes, and --force is needed to replace one.
+    `writes_file`, the options' own `out` names the one file it writes, and --force is needed to replace one. With
+    `writes_run`, it makes runs as train does (`folder.new_run`) and takes --out DIR, --force and --quiet.
     """
     help: str  # one line, for `varilab --help`
     options: type  # a dataclass of its options, each declared once (an AXIS class attribute picks which apply)
@@ -38,6 +39,7 @@ class Command:
     about_run: str = "the run folder"  # what RUN must be, for --help
     writes: tuple[str, ...] = ()
     writes_file: bool = False  # its options' `out` names one file: an existing one is replaced only with --force
+    writes_run: bool = False  # it makes a run (or runs) in --out DIR: called run(run, opts, out, force, quiet)
 
 
 @dataclass

@@ -293,3 +293,23 @@ def xy_curves(panels: list[tuple[str, str, str, dict[str, tuple[list[float], lis
         ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return png(fig)
+
+
+def grouped_bars(panels: list[tuple[str, list[str], dict[str, list[float | None]], float | None]]) -> bytes:
+    """One panel per (title, group names, {series: a value per group (None: no bar)}, a reference line or None):
+    bars side by side within each group, each series one colour."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 2.9), squeeze=False)
+    for ax, (title, groups, series, ref) in zip(axes[0], panels):
+        width = 0.8 / max(len(series), 1)
+        for i, (label, values) in enumerate(series.items()):
+            xs = [g + (i - (len(series) - 1) / 2) * width for g, v in enumerate(values) if v is not None]
+            ax.bar(xs, [v for v in values if v is not None], width, label=label)
+        if ref is not None:
+            ax.axhline(ref, color="0.3", lw=0.8, ls="--")
+        ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=7.5)
+        ax.set_title(title, fontsize=8.5)
+        ax.grid(alpha=0.3, axis="y")
+        if len(series) > 1:
+            ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return png(fig)

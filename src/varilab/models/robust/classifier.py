@@ -23,6 +23,19 @@ class Classifier(nn.Module):
         """Logits [N, classes]."""
         return self.head(self.features(x.reshape(-1, 1, *self.image_shape)))
 
+    # The feature extractor phi (the convolutions and the hidden layer) and the last linear layer on top of it: what
+    # unlearning by representations (LAF) changes and what it leaves alone.
+    def represent(self, x: torch.Tensor) -> torch.Tensor:
+        """phi(x): the hidden layer's activations [N, 128]."""
+        return self.head[1](self.head[0](self.features(x.reshape(-1, 1, *self.image_shape))))
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [N, classes] of representations h [N, 128]: forward(x) == classify(represent(x))."""
+        return self.head[2](h)
+
+    def extractor_parameters(self) -> list[nn.Parameter]:
+        return [*self.features.parameters(), *self.head[0].parameters()]
+
 
 def classifier_loss(bound, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cross-entropy and accuracy for the trainer, which binds the one-hot labels as the condition

@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import folder, registry
-from .attack import ATTACK, fraction
-from .collapse import ActivityFlags, encoder_diagnosis
-from .options import (Range, TrainOptions, any_seed, between, ints, non_negative, option, positive, positive_int,
+from .. import folder, registry
+from ..attack import ATTACK, fraction
+from ..collapse import ActivityFlags, encoder_diagnosis
+from ..options import (Range, TrainOptions, any_seed, between, ints, non_negative, option, positive, positive_int,
                       positive_ints)
-from .protocol import Command, Family, Run
+from ..protocol import Command, Family, Run
+from .training import TRAIN_ROWS, fit_run, make_model
+from .unlearn import FORGET, UNLEARN, UNLEARN_COMMAND, VAES
 
 MODELS = {"classifier": "a small CNN image classifier (two convolutions, one hidden layer), trained by cross-entropy",
           "purifier": "a VAE with a spectrally normalised encoder and a quantised latent mean: purify(x) before any "
@@ -65,7 +67,7 @@ class RobustnessOptions:
 
 
 def load_data(opts: RobustOptions, spec: str | None = None):
-    from .. import data as vdata
+    from ... import data as vdata
 
     ds = vdata.load(spec or opts.data, test_fraction=opts.test_fraction, seed=opts.seed,
                     condition="label" if opts.model == "classifier" else "none")
@@ -78,33 +80,10 @@ def load_data(opts: RobustOptions, spec: str | None = None):
     return ds
 
 
-def make_model(opts: RobustOptions, ds):
-    import torch
-
-    from ..models.robust.classifier import Classifier
-    from ..models.robust.purifier import Purifier, PurifierConfig
-
-    torch.manual_seed(opts.seed)
-    if opts.model == "classifier":
-        return Classifier(ds.image_shape, ds.c_train.shape[1], opts.width)
-    return Purifier(PurifierConfig(ds.x_dim, opts.latent_dim, tuple(opts.hidden), opts.levels, opts.radius,
-                                   opts.input_noise, opts.lipschitz))
-
-
 def train(opts: RobustOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
-    import sys
-
-    from ..models.robust.classifier import classifier_loss
-    from ..train import fit
-
     ds = load_data(opts)
     folder.check_fits(lambda: make_model(opts, ds), f"a {opts.model} of these sizes")
-    print(ds.summary(), file=sys.stderr)
-    model = make_model(opts, ds)
-    folder.begin(out, FAMILY, opts, resume)
-    return fit(model, ds, out=out, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-               resume=resume, quiet=quiet, objective=classifier_loss if opts.model == "classifier" else None,
-               beta=opts.beta if opts.model == "purifier" else 1.0)
+    return fit_run(opts, ds, out, resume, quiet)
 
 
 def load(run_dir: Path, opts: RobustOptions, data: str | None = None, raw: dict | None = None) -> Run:
@@ -124,14 +103,16 @@ def evaluate(run: Run) -> dict:
     perturbation of L2 norm 0.1 could change, and how many code values each latent uses."""
     import torch
 
-    from ..core import elbo_terms
-    from ..models.robust.robustness import accuracy
-    from ..train import evaluate as mean_over
+    from ...core import elbo_terms
+    from ...models.robust.robustness import accuracy
+    from ...train import evaluate as mean_over
 
     x, y = _test(run)
     result = {"data": run.data.name, "n_test": len(x)}
     if run.options.model == "classifier":
-        return {**result, "accuracy": accuracy(run.model, x, y)}
+        from .unlearn import unlearned
+
+        return {**result, "accuracy": accuracy(run.model, x, y), **unlearned(run)}
     torch.manual_seed(0)
     m = mean_over(run.model, x, lambda mdl, xb: elbo_terms(mdl, xb, estimator="score"))
     bound = run.model.lipschitz_bound()
@@ -148,7 +129,7 @@ def evaluate(run: Run) -> dict:
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
-    from ..train import test_inputs
+    from ...train import test_inputs
 
     if run.options.model == "classifier":
         raise ValueError("a classifier has no latent posterior to diagnose; diagnose a purifier run")
@@ -157,8 +138,8 @@ def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
 
 
 def report(run: Run):
-    from ..report import Page, Section, img, table
-    from ..report import plots
+    from ...report import Page, Section, img, table
+    from ...report import plots
 
     e = evaluate(run)
     x, _ = _test(run, 10)
@@ -180,7 +161,7 @@ def report(run: Run):
 
 def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
     """Clean and robust accuracy of a classifier run with and without this purifier."""
-    from ..models.robust.robustness import robustness as score
+    from ...models.robust.robustness import robustness as score
 
     if run.options.model != "purifier":
         raise ValueError(f"{run.dir} is a {run.options.model} run; `varilab robustness` takes the purifier run first "
@@ -214,4 +195,5 @@ ROBUSTNESS = Command("a purifier run against FGSM, PGD and BPDA on a classifier 
                      about_run="the purifier run (the classifier is --classifier)")
 FAMILY = registry.register(Family("robust", MODELS, RobustOptions, train=train, load=load, evaluate=evaluate,
                                   diagnose=diagnose, report=report, flags={"diagnose": ActivityFlags},
-                                  commands={"attack": ATTACK, "robustness": ROBUSTNESS}))
+                                  commands={"attack": ATTACK, "robustness": ROBUSTNESS, "unlearn": UNLEARN_COMMAND},
+                                  files=(TRAIN_ROWS, UNLEARN, FORGET, *VAES)))
