@@ -71,7 +71,8 @@ compressai:
 		(rm -rf .venv-compressai; echo "CompressAI could not be installed: the codec comparisons report it missing")
 
 bench: fashion-mnist $(BENCH_STAMP) compressai test-slow
-	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py tests/test_library_encoders.py tests/test_sae_lens_interop.py
+	$(BENCH_VENV)/bin/python -m pytest -q tests/test_diffusers_interop.py tests/test_library_encoders.py tests/test_sae_lens_interop.py \
+		tests/test_infonce_interop.py
 	$(BENCH_VENV)/bin/python bench/run.py
 
 repro: fashion-mnist $(STAMP) compressai test-slow
