@@ -158,3 +158,24 @@ def test_an_unlearned_run_is_a_classifier_run_every_command_takes(clf, tmp_path,
     assert main(["unlearn", str(clf), "--forget", "class:3", "--method", "ascent", "--membership-rows", "0",
                  "--out", str(out), "--force", "--quiet"]) == 0
     assert json.loads((out / "unlearn.json").read_text())["method"] == "ascent"
+
+
+def test_a_failed_unlearn_keeps_the_run_it_was_replacing_and_leaves_no_part_of_its_own(clf, tmp_path, capsys,
+                                                                                        monkeypatch):
+    out = tmp_path / "u"
+    assert main(["unlearn", str(clf), "--forget", "class:2", "--method", "finetune", "--membership-rows", "0",
+                 "--out", str(out), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("killed mid-way")
+    monkeypatch.setattr(baselines, "ascent", broken)
+    with pytest.raises(RuntimeError):
+        main(["unlearn", str(clf), "--forget", "class:2", "--method", "ascent", "--membership-rows", "0",
+              "--out", str(out), "--force", "--quiet"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # the earlier run, whole
+    fresh = tmp_path / "v"
+    with pytest.raises(RuntimeError):
+        main(["unlearn", str(clf), "--forget", "class:2", "--method", "ascent", "--membership-rows", "0",
+              "--out", str(fresh), "--quiet"])
+    assert not fresh.exists() or not [p for p in fresh.iterdir() if not p.name.startswith(".")]
