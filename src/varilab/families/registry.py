@@ -35,7 +35,7 @@ def register(family: Family) -> Family:
 
 def builtin() -> dict[str, Family]:
     """Model name -> family, with every family of this package imported (each registers itself), varilab's first
-    families listed first, then the others in the order they registered."""
+    families listed first, then the others by name."""
     from .. import families
 
     for module in pkgutil.iter_modules(families.__path__):
@@ -45,8 +45,9 @@ def builtin() -> dict[str, Family]:
 
 
 def ordered() -> list[Family]:
-    """The registered families, varilab's first ones first."""
-    return [FAMILIES[n] for n in FIRST if n in FAMILIES] + [f for n, f in FAMILIES.items() if n not in FIRST]
+    """The registered families, varilab's first ones first, then the others by name (the same order whichever of
+    them a process happened to import first)."""
+    return [FAMILIES[n] for n in FIRST if n in FAMILIES] + [FAMILIES[n] for n in sorted(FAMILIES) if n not in FIRST]
 
 
 def family_of(model: str) -> Family:
