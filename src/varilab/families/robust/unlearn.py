@@ -27,7 +27,7 @@ METHODS = {"laf": "Label-Agnostic Forgetting: VAEs of the remaining and forgotte
 ORDER = ("retrain", "laf", "finetune", "ascent", "random-labels")  # retrain first: the others' times are against it
 UNLEARN, FORGET = "unlearn.json", "forget.npy"  # in an unlearned run: what it forgot and how; the rows (data as given)
 VAES = ("vae-remaining", "vae-forgotten")  # LAF's representation VAEs, ordinary VAE runs inside its run
-EPOCHS = {"laf": 3, "finetune": 1, "ascent": 1, "random-labels": 1}
+EPOCHS = {"finetune": 1, "ascent": 1, "random-labels": 1}  # LAF's own: LAFConfig.epochs
 LR = {"finetune": 1e-3, "ascent": 1e-4, "random-labels": 1e-3}
 
 
@@ -40,7 +40,7 @@ class UnlearnOptions:
                                 "drawn with --seed)", check=lambda v: None if v else "must be given, e.g. --forget class:0")
     labels: int = option(0, "LAF's supervised repair: this many labelled remaining rows (0: none, label-free)",
                          check=non_negative_int.upto(10**7), models=("laf", "all"))
-    epochs: int | None = option(None, "the method's epochs (laf: rounds of its two stages, 3; finetune, ascent, "
+    epochs: int | None = option(None, "the method's epochs (laf: rounds of its two stages, 10; finetune, ascent, "
                                 "random-labels: 1; retrain: the run's own)", check=positive_int.upto(10_000))
     lr: float | None = option(None, "the method's step size (laf: its own; finetune, random-labels 1e-3; ascent "
                               "1e-4; retrain: the run's)", check=positive.upto(10))
