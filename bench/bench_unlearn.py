@@ -1,7 +1,8 @@
 """Unlearning (CPU): LAF's wall time against retraining from scratch and fine-tuning, each forgetting class 0 of the
 same trained classifier (Fashion-MNIST, the CNN of `varilab train --model classifier --width 16`, 2 epochs), through
 `varilab.families.robust.unlearn.one` (what `varilab unlearn --method M` runs, without the membership attacks); and one
-LAF step (a stage-2 step on L_UE with both representation VAEs, then a stage-3 step on InfoNCE) against the same two
+LAF step (a stage-2 step on L_UE with both representation VAEs, then a stage-3 step on InfoNCE and the forgotten rows'
+cosine to their originals) against the same two
 losses and Adam steps written out by hand in plain PyTorch around the same modules (the ELBO of each VAE from its
 encoder and decoder, the KL in closed form, InfoNCE as a cross-entropy of cosines). Before timing, from the same weights
 and noise, the two steps must give the same losses. The methods run once each in alternating order over the rounds;
@@ -69,34 +70,37 @@ def _hand_elbo(vae, h):
     return log_px - kl
 
 
-def _hand_step(model, vae_r, vae_f, x_f, x_r, phi0_r, opt_ue, opt_ra, tau):
+def _hand_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, tau):
     """Stage 2 then stage 3, by hand: (L_UE, L_RA)."""
     h_f, h_r = model.represent(x_f), model.represent(x_r)
     d = h_f.shape[1]
-    forget = F.softplus((_hand_elbo(vae_f, h_f) - _hand_elbo(vae_r, h_f)) / d).mean()
     with torch.no_grad():
         before = _hand_elbo(vae_r, phi0_r)
-    ue = forget + F.relu((before - _hand_elbo(vae_r, h_r)) / d).mean()
+    likely_r = _hand_elbo(vae_r, h_f)
+    forget = (F.relu((_hand_elbo(vae_f, h_f) - likely_r) / d) + F.relu((before.mean() - likely_r) / d)).mean()
+    ue = forget + 10.0 * F.relu((before - _hand_elbo(vae_r, h_r)) / d).mean()  # keep_weight 10
     opt_ue.zero_grad(set_to_none=True)
     ue.backward()
     opt_ue.step()
     a = F.normalize(model.represent(x_r), dim=1)
     ra = F.cross_entropy(a @ F.normalize(phi0_r, dim=1).T / tau, torch.arange(len(a)))
+    ra = ra + F.cosine_similarity(model.represent(x_f), phi0_f, dim=1).mean()  # away_weight 1
     opt_ra.zero_grad(set_to_none=True)
     ra.backward()
     opt_ra.step()
     return float(ue), float(ra)
 
 
-def _lib_step(model, vae_r, vae_f, x_f, x_r, phi0_r, opt_ue, opt_ra, tau):
+def _lib_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, tau):
     """The same through varilab.models.unlearning.laf's losses."""
-    from varilab.models.unlearning.laf import alignment_loss, unlearning_loss
+    from varilab.models.unlearning.laf import LAFConfig, alignment_loss, unlearning_loss
 
-    ue = unlearning_loss(model, phi0_r, x_f, x_r, vae_r, vae_f)["loss"]
+    config = LAFConfig()
+    ue = unlearning_loss(model, phi0_r, x_f, x_r, vae_r, vae_f, keep_weight=config.keep_weight)["loss"]
     opt_ue.zero_grad(set_to_none=True)
     ue.backward()
     opt_ue.step()
-    ra = alignment_loss(model, x_r, phi0_r, tau)
+    ra = alignment_loss(model, x_r, phi0_r, tau, x_f, phi0_f, config.away_weight)
     opt_ra.zero_grad(set_to_none=True)
     ra.backward()
     opt_ra.step()
@@ -118,13 +122,13 @@ def _steps(run, steps: int, rounds: int):
     rows_f, rows_r = torch.randint(len(x), (steps, b), generator=g), torch.randint(len(x), (steps, b), generator=g)
     with torch.no_grad():
         phi0 = run.model.represent(x[rows_r.flatten()]).reshape(steps, b, -1)
+        phi0_f = run.model.represent(x[rows_f.flatten()]).reshape(steps, b, -1)
 
     def contender(step_fn):
         model = copy.deepcopy(run.model).train()
         params = model.extractor_parameters()
-        opt_ue = torch.optim.Adam(params, lr=config.lr * config.ue_weight)
-        opt_ra = torch.optim.Adam(params, lr=config.lr)
-        return lambda i: step_fn(model, vae_r, vae_f, x[rows_f[i]], x[rows_r[i]], phi0[i], opt_ue, opt_ra,
+        opt_ue, opt_ra = torch.optim.Adam(params, lr=config.lr), torch.optim.Adam(params, lr=config.lr)
+        return lambda i: step_fn(model, vae_r, vae_f, x[rows_f[i]], x[rows_r[i]], phi0_f[i], phi0[i], opt_ue, opt_ra,
                                  config.temperature)
 
     checks = [contender(_lib_step), contender(_hand_step)]

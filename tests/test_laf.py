@@ -190,9 +190,9 @@ def test_unlearning_and_alignment_losses_match_brute_force():
         t = unlearning_loss(model, phi0, x_f, x_r, vae_r, vae_f)
         ra = alignment_loss(model, x_r, phi0, temperature=0.5)
     with torch.no_grad():
-        softplus = lambda v: math.log1p(math.exp(v))
-        forget = sum(softplus((_elbo_by_hand(vae_f, h) - _elbo_by_hand(vae_r, h)) / 128)
-                     for h in model.represent(x_f)) / 4
+        typical = sum(_elbo_by_hand(vae_r, phi0[i]) for i in range(5)) / 5  # a remaining row's mean ELBO_r
+        forget = sum(max(0.0, (_elbo_by_hand(vae_f, h) - _elbo_by_hand(vae_r, h)) / 128)
+                     + max(0.0, (typical - _elbo_by_hand(vae_r, h)) / 128) for h in model.represent(x_f)) / 4
         drops = [(_elbo_by_hand(vae_r, phi0[i]) - _elbo_by_hand(vae_r, model.represent(x_r[i:i + 1])[0])) / 128
                  for i in range(5)]
     assert sum(d > 0 for d in drops) == 3  # the relu is active for some rows and not for others
@@ -205,6 +205,12 @@ def test_unlearning_and_alignment_losses_match_brute_force():
     cos = [[float(h[i] @ p[j] / (h[i].norm() * p[j].norm())) for j in range(5)] for i in range(5)]
     brute = sum(-(cos[i][i] / 0.5 - math.log(sum(math.exp(c / 0.5) for c in cos[i]))) for i in range(5)) / 5
     assert ra.item() == pytest.approx(brute, rel=1e-5)
+    with torch.no_grad():  # the forgotten rows' term: their mean cosine to their original representations
+        phi0_f = model.represent(x_f) * torch.tensor([1.0, -1.0] * 64)
+        away = alignment_loss(model, x_r, phi0, 0.5, x_f, phi0_f, away_weight=3.0)
+        h_f, p_f = model.represent(x_f).double(), phi0_f.double()
+    cos_f = sum(float(h_f[i] @ p_f[i] / (h_f[i].norm() * p_f[i].norm())) for i in range(4)) / 4
+    assert away.item() == pytest.approx(brute + 3.0 * cos_f, rel=1e-5)
 
 
 # --- laf: data discipline, freezing, no-op -------------------------------------------------------------------------
@@ -275,7 +281,7 @@ def test_laf_rejects_labelled_rows_among_the_forgotten():
 
 
 @pytest.mark.parametrize("field, value", [("batch_size", 0), ("epochs", -1), ("lr", 0.0), ("temperature", -0.2),
-                                          ("ue_weight", 0.0)])
+                                          ("keep_weight", -1.0), ("away_weight", -0.5)])
 def test_laf_config_rejects_values_out_of_range(field, value):
     with pytest.raises(ValueError, match=field):
         LAFConfig(**{field: value})
@@ -341,8 +347,9 @@ def _accuracy(model, x, y) -> float:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_laf_forgets_a_class_without_its_labels_and_keeps_the_others(seed):
-    """Forget every row of class 0 with LAFConfig's defaults and no labels at all (stages 2 and 3 only): the
-    forgotten rows' accuracy falls from ~1 to below 0.3 while each remaining class keeps above 0.8."""
+    """Forget every row of class 0 with LAFConfig's defaults (100 rows to forget: 8 batches of 13 a round) and no
+    labels at all (stages 2 and 3 only): the forgotten rows' accuracy falls from ~1 to below 0.1 (measured: 0
+    for seeds 0-2) while each remaining class keeps above 0.9 (measured: 0.98 or more)."""
     x, y = _blobs(300, seed)
     torch.manual_seed(seed)
     model = Classifier((8, 8), 3)
@@ -362,6 +369,6 @@ def test_laf_forgets_a_class_without_its_labels_and_keeps_the_others(seed):
     assert _accuracy(model, x[split.forget], y[split.forget]) > 0.85
     hist = laf(model, split, vae_r, vae_f, LAFConfig(), seed=seed)
     assert len(hist) == LAFConfig().epochs
-    assert _accuracy(model, x[split.forget], y[split.forget]) < 0.3
+    assert _accuracy(model, x[split.forget], y[split.forget]) < 0.1
     for c in (1, 2):
-        assert _accuracy(model, x[y == c], y[y == c]) > 0.8
+        assert _accuracy(model, x[y == c], y[y == c]) > 0.9

@@ -129,3 +129,19 @@ def test_squeeze3d_reproduction_quick(tmp_path):
         assert r["held_out"]["bytes_per_shape"] == int(bits) / 8 and r["out_of_distribution"]["shapes"] == 6
         assert r["held_out"]["coordinates_over_squeeze3d"] > 0
     assert (tmp_path / "squeeze3d_pointclouds.md").read_text().count("\n| ") == 5  # header and 2 x 2 rows
+
+
+@pytest.mark.slow
+def test_laf_unlearning_reproduction_quick(tmp_path):
+    """The LAF reproduction end to end on digits (its thresholds are for `make repro`): every method forgets class 0
+    and a random 10% of one classifier; retraining never predicts the class it never saw, the original does, and the
+    sweep of LAF's rounds and the table of accuracy by class are written."""
+    result = _quick("laf_unlearning", tmp_path)
+    c = result["results"]["class:0"]
+    assert set(c) == {"original", "retrain", "laf", "laf+labels", "finetune", "ascent", "random-labels"}
+    assert c["retrain"]["accuracy_forgotten"] <= 0.05 and c["original"]["accuracy_forgotten"] >= 0.8
+    assert c["retrain"]["time_vs_retrain"] == 1.0 and c["laf"]["time_vs_retrain"] > 0
+    assert [r["rounds"] for r in result["sweep"]] == [1, 4]
+    assert len(result["by_class"]["original"]) == 10
+    text = (tmp_path / "laf_unlearning.md").read_text()
+    assert "LAF's trade-off" in text and "Test accuracy by class" in text

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,8 +41,9 @@ class UnlearnOptions:
                                 "drawn with --seed)", check=lambda v: None if v else "must be given, e.g. --forget class:0")
     labels: int = option(0, "LAF's supervised repair: this many labelled remaining rows (0: none, label-free)",
                          check=non_negative_int.upto(10**7), models=("laf", "all"))
-    epochs: int | None = option(None, "the method's epochs (laf: rounds of its two stages, 10; finetune, ascent, "
-                                "random-labels: 1; retrain: the run's own)", check=positive_int.upto(10_000))
+    epochs: int | None = option(None, "the method's epochs (laf: rounds over the forgotten rows, by default as "
+                                "many as 80 steps need; finetune, ascent, random-labels: 1; retrain: the run's own)",
+                                check=positive_int.upto(10_000))
     lr: float | None = option(None, "the method's step size (laf: its own; finetune, random-labels 1e-3; ascent "
                               "1e-4; retrain: the run's)", check=positive.upto(10))
     membership_rows: int = option(2000, "rows each membership-inference attack fits on and scores (0: no attack)",
@@ -162,7 +164,8 @@ def _laf(run: Run, opts: UnlearnOptions, model, split, out: Path, quiet: bool):
 
     if len(split.forget) == 0:
         return [], {}
-    vaes = [representation_vae(model, split.x[rows], out / name, opts.seed, quiet)
+    g = torch.Generator().manual_seed(opts.seed)
+    vaes = [representation_vae(model, split.x[_at_most(rows, REPRESENTATION_ROWS, g)], out / name, opts.seed, quiet)
             for name, rows in zip(VAES, (split.remain, split.forget))]
     labelled = None
     if opts.labels:
@@ -173,6 +176,15 @@ def _laf(run: Run, opts: UnlearnOptions, model, split, out: Path, quiet: bool):
     return history, {"vaes": {name: str(out / name) for name in VAES}, "labels": opts.labels}
 
 
+def _at_most(rows, n: int, g):
+    """The rows, or a random n of them (sorted) where there are more."""
+    import torch
+
+    return rows if len(rows) <= n else rows[torch.randperm(len(rows), generator=g)[:n]].sort().values
+
+
+REPRESENTATION_ROWS = 10_000  # each representation VAE fits on at most this many rows, a random subset
+REPRESENTATION_STEPS = 1500  # and for at least this many steps (a VAE of a few hundred rows needs many epochs)
 REPRESENTATION_VAE = dict(model="vae", latent_dim=16, hidden=[256], likelihood="gaussian", obs_var=1.0, epochs=20,
                           batch_size=128, lr=1e-3, test_fraction=0.1)  # stage 1 of LAF: the same for both VAEs
 
@@ -186,7 +198,7 @@ def representation_vae(model, x, out: Path, seed: int, quiet: bool) -> Run:
     from ...checkpoint import atomic_write
 
     with torch.no_grad():
-        h = torch.cat([model.represent(xb) for xb in x.split(1024)]).cpu().numpy()
+        h = torch.cat([model.represent(xb) for xb in x.split(256)]).cpu().numpy()  # (faster on a CPU than 1024)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "representations.npy"
     buffer = io.BytesIO()
@@ -196,6 +208,8 @@ def representation_vae(model, x, out: Path, seed: int, quiet: bool) -> Run:
     size = dict(REPRESENTATION_VAE)
     if len(h) < 20:  # a handful of forgotten rows: a split still needs a test row
         size["test_fraction"] = 0.5
+    batches = math.ceil(len(h) * (1 - size["test_fraction"]) / size["batch_size"])
+    size["epochs"] = max(size["epochs"], math.ceil(REPRESENTATION_STEPS / batches))  # few rows: more epochs
     opts = family.options(data=str(path.resolve()), seed=seed, **size)
     with contextlib.redirect_stderr(io.StringIO()):  # its data line: the unlearn command prints its own
         family.train(opts, out, resume=False, quiet=True)

@@ -2,11 +2,12 @@
 without their labels, by moving its representations.
 
 Stage 1 (done by the caller): two VAEs on the original representations phi0(x), V_r on the remaining rows D_r and
-V_f on the rows to forget D_f. Stages 2 and 3 alternate epoch by epoch and move only the extractor phi (the last
-linear layer stays fixed):
+V_f on the rows to forget D_f. Then rounds of an epoch over D_f, each forget batch paired with a random remaining
+batch of its size, and two steps on the pair that move only the extractor phi (the last linear layer stays fixed):
   2. L_UE: forgotten representations should look typical under V_r and atypical under V_f, while remaining ones keep
      their likelihood under V_r (`unlearning_loss`);
-  3. L_RA: InfoNCE between phi(x_r) and phi0(x_r) of the same remaining sample (`alignment_loss`).
+  3. L_RA: InfoNCE between phi(x_r) and phi0(x_r) of the same remaining sample, plus the forgotten rows' cosine to
+     their own original representations, so that they leave them (`alignment_loss`).
 Stage 4 (optional): cross-entropy on a few labelled remaining rows, the only labels LAF ever reads.
 
 Every mini-batch is drawn by `split.batches` (kind "forgotten", "remaining" or "labelled"), so a record shows that
@@ -31,24 +32,29 @@ from .split import Split, batches
 
 @dataclass
 class LAFConfig:
-    epochs: int = 10  # rounds of (an epoch of stage 2 over the forgotten rows, an epoch of stage 3 over the remaining)
-    lr: float = 2e-3  # Adam's learning rate for the extractor in stage 3 (and, times ue_weight, in stage 2)
+    steps: int = 80  # steps of stage 2 (each followed by one of stage 3), in whole rounds over the forgotten rows
+    epochs: int | None = None  # rounds instead (an epoch over the forgotten rows each); None: as many as `steps` needs
+    lr: float = 1e-3  # Adam's learning rate for the extractor in stages 2 and 3
     batch_size: int = 128  # rows per step in every stage (a forget batch is paired with a remaining batch of its size)
+    min_steps: int = 8  # at least this many steps a round: smaller forget batches where the forgotten rows are few
     temperature: float = 0.2  # InfoNCE's temperature tau in stage 3
-    ue_weight: float = 10.0  # weight of L_UE; Adam ignores a loss's scale, so it multiplies stage 2's learning rate
-    repair_epochs: int = 1  # epochs of stage 4 (cross-entropy on the labelled rows) when labelled rows are given
-    repair_lr: float = 1e-4  # Adam's learning rate for the whole classifier in stage 4
-    chunk: int = 1024  # rows per forward pass when computing the original representations phi0
+    keep_weight: float = 10.0  # weight of L_UE's "keep" term (remaining representations keep their V_r likelihood)
+    away_weight: float = 1.0  # weight of L_RA's term that moves forgotten representations off their originals
+    repair_epochs: int = 5  # epochs of stage 4 (cross-entropy on the labelled rows) when labelled rows are given
+    repair_lr: float = 1e-3  # Adam's learning rate for the whole classifier in stage 4
     elbo_samples: int = 1  # latent samples per ELBO in L_UE (more: a less noisy loss, more compute)
 
     def __post_init__(self):
-        for name in ("batch_size", "chunk", "elbo_samples"):
+        for name in ("steps", "batch_size", "elbo_samples", "min_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LAFConfig.{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("epochs", "repair_epochs"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"LAFConfig.{name} must be at least 0, got {getattr(self, name)!r}")
-        for name in ("lr", "repair_lr", "temperature", "ue_weight"):
+        for name in ("keep_weight", "away_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"LAFConfig.{name} must be at least 0, got {getattr(self, name)!r}")
+        for name in ("lr", "repair_lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"LAFConfig.{name} must be positive, got {getattr(self, name)!r}")
 
@@ -59,40 +65,37 @@ def _elbo(vae: nn.Module, h: torch.Tensor, samples: int = 1) -> torch.Tensor:
 
 
 def unlearning_loss(model: Classifier, phi0_h_r: torch.Tensor, x_f: torch.Tensor, x_r: torch.Tensor,
-                    vae_r: nn.Module, vae_f: nn.Module, samples: int = 1) -> dict[str, torch.Tensor]:
+                    vae_r: nn.Module, vae_f: nn.Module, samples: int = 1,
+                    keep_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """L_UE for a forget batch x_f and a remaining batch x_r whose original representations are phi0_h_r.
 
-    Our reading of the paper's stage 2, in a bounded form (D the representation dimension):
-      L_UE = mean_f softplus((ELBO_f(h_f) - ELBO_r(h_f)) / D) + mean_r relu((ELBO_r(phi0_h_r) - ELBO_r(h_r)) / D)
-    with h_f = phi(x_f), h_r = phi(x_r). The first term ("forget") asks each forgotten representation to be more
-    likely under V_r than under V_f, and stops pushing once it clearly is (softplus -> 0): it is bounded below by 0
-    so no row can earn an unbounded reward; the second ("keep") penalises only a remaining representation that
-    became less likely under V_r than its original.
-    The VAEs are used as they are (the caller freezes them); gradients flow through them to phi. Each ELBO is
-    varilab's one-sample (or `samples`-sample) estimate, so the loss is stochastic.
-
-    A weakness of the difference form: "forget" can also fall by moving h_f where both VAEs find it unlikely, V_f
-    more so. Run alone (stage 2 only, 100 steps, a 3-class toy problem) it did so on one of the two seeds tried:
-    "forget" fell to 0.03 while ELBO_r(h_f) fell from -106 to -870, and 94% of the forgotten rows kept their class.
-    In the alternation with stage 3 the defaults forgot on 16 seeds of 16 of that problem. Adding
-    softplus((mean ELBO_r(phi0_h_r) - ELBO_r(h_f)) / D) (be as likely under V_r as a typical remaining row) stopped
-    that drift in stage 2 alone, but in the alternation it was not clearly better (16/16 and 15/16 seeds against
-    16/16 and 16/16 with stage-3 learning rates 2e-3 and 1e-3, ue_weight 10), so the form above is kept.
-    Returns {"loss", "forget", "keep"}, scalars.
+    Our reading of the paper's stage 2, in ELBOs per representation dimension d (ELBO_r under V_r, ELBO_f under V_f):
+      forget = mean_f [relu(ELBO_f(h_f) - ELBO_r(h_f)) + relu(mean_r ELBO_r(phi0 h_r) - ELBO_r(h_f))] / d
+      keep   = mean_r relu(ELBO_r(phi0 h_r) - ELBO_r(h_r)) / d,     loss = forget + keep_weight * keep.
+    Each hinge stops at its goal: a forgotten row needs to be no likelier under V_r than a typical remaining one.
+    Returns {"loss", "forget", "keep"}, scalars ("keep" unweighted).
     """
     h_f, h_r = model.represent(x_f), model.represent(x_r)
     d = h_f.shape[1]
-    forget = F.softplus((_elbo(vae_f, h_f, samples) - _elbo(vae_r, h_f, samples)) / d).mean()
+    likely_r = _elbo(vae_r, h_f, samples)  # ELBO_r(h_f)
     with torch.no_grad():
         before = _elbo(vae_r, phi0_h_r, samples)
+    forget = (F.relu((_elbo(vae_f, h_f, samples) - likely_r) / d)
+              + F.relu((before.mean() - likely_r) / d)).mean()
     keep = F.relu((before - _elbo(vae_r, h_r, samples)) / d).mean()
-    return {"loss": forget + keep, "forget": forget, "keep": keep}
+    return {"loss": forget + keep_weight * keep, "forget": forget, "keep": keep}
 
 
-def alignment_loss(model: Classifier, x_r: torch.Tensor, phi0_h_r: torch.Tensor,
-                   temperature: float = 0.2) -> torch.Tensor:
-    """L_RA: InfoNCE between phi(x_r) and the original phi0(x_r) of the same rows; the batch's others are negatives."""
-    return info_nce(model.represent(x_r), phi0_h_r, temperature)
+def alignment_loss(model: Classifier, x_r: torch.Tensor, phi0_h_r: torch.Tensor, temperature: float = 0.2,
+                   x_f: torch.Tensor | None = None, phi0_h_f: torch.Tensor | None = None,
+                   away_weight: float = 1.0) -> torch.Tensor:
+    """L_RA: InfoNCE between phi(x_r) and the original phi0(x_r) of the same rows (the batch's others are negatives),
+    plus away_weight * mean_f cos(phi(x_f), phi0(x_f)) when forgotten rows x_f are given: their original
+    representations are what the new ones move away from."""
+    loss = info_nce(model.represent(x_r), phi0_h_r, temperature)
+    if x_f is not None and away_weight:
+        loss = loss + away_weight * F.cosine_similarity(model.represent(x_f), phi0_h_f, dim=1).mean()
+    return loss
 
 
 @contextmanager
@@ -119,9 +122,9 @@ def laf(model: Classifier, split: Split, vae_r: nn.Module, vae_f: nn.Module, con
         on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Unlearn `split.forget` from `model` in place by LAF; returns one dict of mean losses per epoch.
 
-    Rounds of stage 2 (an epoch over the forgotten rows, each forget batch paired with a random remaining batch of
-    the same size; keys "ue", "forget", "keep") and stage 3 (an epoch over the remaining rows; key "ra"), one dict
-    per round with "stage": "unlearn"; then `config.repair_epochs` epochs of stage 4 (cross-entropy on the rows
+    Rounds of an epoch over the forgotten rows (batches of config.batch_size, or smaller so that a round has
+    config.min_steps steps), each forget batch paired with a random remaining batch of the same size and a step of stage 2 (keys "ue", "forget", "keep") then one of stage 3 (key "ra") on the pair, one dict of
+    mean losses per round with "stage": "unlearn"; then `config.repair_epochs` epochs of stage 4 (cross-entropy on the rows
     `labelled`, indices into split.x of remaining rows; key "ce"), one dict each with "stage": "repair". The labels
     split.y are read at the labelled rows only. With no row to forget, returns [] and leaves the model unchanged.
     The VAEs are frozen (eval mode, no gradient to their parameters) while LAF runs. `seed` fixes the batches and the
@@ -141,7 +144,12 @@ def laf(model: Classifier, split: Split, vae_r: nn.Module, vae_f: nn.Module, con
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=_rng_devices(device)), _frozen(vae_r, vae_f):
         torch.manual_seed(seed)
-        phi0, where = _original(model, split, config.chunk, device)
+        original = copy.deepcopy(model).eval().requires_grad_(False)  # phi0, computed a batch at a time
+
+        def phi0(rows: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return original.represent(split.x[rows].to(device))
+
         history: list[dict] = []
 
         def report(m: dict) -> None:
@@ -151,44 +159,31 @@ def laf(model: Classifier, split: Split, vae_r: nn.Module, vae_f: nn.Module, con
                 on_epoch(m)
 
         params = model.extractor_parameters()
-        opt_ue = torch.optim.Adam(params, lr=config.lr * config.ue_weight)
-        opt_ra = torch.optim.Adam(params, lr=config.lr)
+        opt_ue, opt_ra = torch.optim.Adam(params, lr=config.lr), torch.optim.Adam(params, lr=config.lr)  # one a stage
+        size = forget_batch(len(split.forget), config)
         model.train()
-        for _ in range(config.epochs):
-            sums = {"ue": 0.0, "forget": 0.0, "keep": 0.0}
+        for _ in range(rounds(len(split.forget), config)):
+            sums = {"ue": 0.0, "forget": 0.0, "keep": 0.0, "ra": 0.0}
             steps = 0
-            for b_f in batches(split, "forgotten", split.forget, config.batch_size, gen):
+            for b_f in batches(split, "forgotten", split.forget, size, gen):
                 b_r = next(batches(split, "remaining", split.remain, len(b_f), gen))  # a random remaining batch
-                t = unlearning_loss(model, phi0[where[b_r]], split.x[b_f].to(device), split.x[b_r].to(device),
-                                    vae_r, vae_f, config.elbo_samples)
-                opt_ue.zero_grad(set_to_none=True)
-                t["loss"].backward()
-                opt_ue.step()
+                x_f, x_r, h0_r = split.x[b_f].to(device), split.x[b_r].to(device), phi0(b_r)
+                t = unlearning_loss(model, h0_r, x_f, x_r, vae_r, vae_f, config.elbo_samples, config.keep_weight)
+                _step(opt_ue, t["loss"])
+                ra = alignment_loss(model, x_r, h0_r, config.temperature, x_f, phi0(b_f), config.away_weight)
+                _step(opt_ra, ra)
+                for k in ("forget", "keep"):
+                    sums[k] += t[k].item()
                 sums["ue"] += t["loss"].item()
-                sums["forget"] += t["forget"].item()
-                sums["keep"] += t["keep"].item()
+                sums["ra"] += ra.item()
                 steps += 1
-            m = {"stage": "unlearn", **{k: v / steps for k, v in sums.items()}}
-            ra, steps = 0.0, 0
-            for b_r in batches(split, "remaining", split.remain, config.batch_size, gen):
-                loss = alignment_loss(model, split.x[b_r].to(device), phi0[where[b_r]], config.temperature)
-                opt_ra.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_ra.step()
-                ra += loss.item()
-                steps += 1
-            m["ra"] = ra / steps
-            report(m)
+            report({"stage": "unlearn", **{k: v / steps for k, v in sums.items()}})
         if labelled is not None and len(labelled) and config.repair_epochs > 0:
             opt = torch.optim.Adam(model.parameters(), lr=config.repair_lr)
             for _ in range(config.repair_epochs):
                 ce, steps = 0.0, 0
                 for b in batches(split, "labelled", labelled, config.batch_size, gen):
-                    loss = F.cross_entropy(model(split.x[b].to(device)), split.y[b].to(device).long())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    ce += loss.item()
+                    ce += _step(opt, F.cross_entropy(model(split.x[b].to(device)), split.y[b].to(device).long()))
                     steps += 1
                 report({"stage": "repair", "ce": ce / steps})
         model.zero_grad(set_to_none=True)
@@ -196,13 +191,21 @@ def laf(model: Classifier, split: Split, vae_r: nn.Module, vae_f: nn.Module, con
     return history
 
 
-@torch.no_grad()
-def _original(model: Classifier, split: Split, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """phi0 of the remaining rows [R, D], from a frozen copy of the model, in chunks (remaining rows only), and the
-    position of each row of split.x in it ([N]; -1 for a row to forget)."""
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    rows = split.remain
-    phi0 = torch.cat([frozen.represent(split.x[r].to(device)) for r in rows.split(chunk)])
-    where = torch.full((len(split.x),), -1, dtype=torch.long)
-    where[rows] = torch.arange(len(rows))
-    return phi0, where
+def forget_batch(forgotten: int, config: LAFConfig) -> int:
+    """Rows of a forget batch: config.batch_size, or fewer so that a round has config.min_steps steps."""
+    return min(config.batch_size, -(-forgotten // config.min_steps))  # ceil(|D_f| / min_steps) at most
+
+
+def rounds(forgotten: int, config: LAFConfig) -> int:
+    """LAF's rounds over `forgotten` rows: config.epochs, or the fewest whole rounds that make config.steps steps."""
+    if config.epochs is not None:
+        return config.epochs
+    per_round = -(-forgotten // forget_batch(forgotten, config))
+    return max(1, -(-config.steps // per_round))  # ceil(steps / steps a round)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
