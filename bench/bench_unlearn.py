@@ -74,9 +74,9 @@ def _hand_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, ta
     """Stage 2 then stage 3, by hand: (L_UE, L_RA)."""
     h_f, h_r = model.represent(x_f), model.represent(x_r)
     d = h_f.shape[1]
+    likely_r = _hand_elbo(vae_r, h_f)
     with torch.no_grad():
         before = _hand_elbo(vae_r, phi0_r)
-    likely_r = _hand_elbo(vae_r, h_f)
     forget = (F.relu((_hand_elbo(vae_f, h_f) - likely_r) / d) + F.relu((before.mean() - likely_r) / d)).mean()
     ue = forget + 10.0 * F.relu((before - _hand_elbo(vae_r, h_r)) / d).mean()  # keep_weight 10
     opt_ue.zero_grad(set_to_none=True)
@@ -88,7 +88,7 @@ def _hand_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, ta
     opt_ra.zero_grad(set_to_none=True)
     ra.backward()
     opt_ra.step()
-    return float(ue), float(ra)
+    return ue.item(), ra.item()
 
 
 def _lib_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, tau):
@@ -104,7 +104,7 @@ def _lib_step(model, vae_r, vae_f, x_f, x_r, phi0_f, phi0_r, opt_ue, opt_ra, tau
     opt_ra.zero_grad(set_to_none=True)
     ra.backward()
     opt_ra.step()
-    return float(ue), float(ra)
+    return ue.item(), ra.item()
 
 
 def _steps(run, steps: int, rounds: int):
@@ -167,7 +167,11 @@ def run(quick: bool) -> dict:
         "baselines": ["unlearn / retrain", "LAF step / plain PyTorch"],
         "contenders": rows + step_rows,
         "notes": [f"Seconds per call for the methods (one call forgets class 0 of {len(clf.data.x_train):,} training "
-                  "rows); seconds per step for the LAF step (stage 2 and stage 3, batches of 128)."],
+                  "rows); seconds per step for the LAF step (stage 2 and stage 3, batches of 128).",
+                  "Equal work: from the same weights and noise, the first three steps' (L_UE, L_RA) are "
+                  + ", ".join(f"({a[0]:.5g}, {a[1]:.5g})" for a in equal["losses_varilab"]) + " through varilab and "
+                  + ", ".join(f"({a[0]:.5g}, {a[1]:.5g})" for a in equal["losses_plain"]) + " by hand: "
+                  + ("they agree (relative tolerance 1e-4)." if equal["ok"] else "**they do not agree**.")],
         "checks": {"other_cpu_busy_while_timing": other_busy, "equal_work_steps": equal},
         "settings": {**plan, "threads": threads},
         "seconds": time.perf_counter() - t_start,
