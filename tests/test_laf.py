@@ -12,7 +12,7 @@ from torch.distributions import MultivariateNormal
 from varilab.core import elbo_terms
 from varilab.models.robust.classifier import Classifier
 from varilab.models.unlearning.infonce import info_nce
-from varilab.models.unlearning.laf import LAFConfig, alignment_loss, laf, unlearning_loss
+from varilab.models.unlearning.laf import LAFConfig, alignment_loss, forget_batch, laf, rounds, unlearning_loss
 from varilab.models.unlearning.split import Split
 from varilab.models.vae.linear_vae import LinearVAE, LinearVAEConfig
 from varilab.models.vae.vae import VAE, VAEConfig
@@ -287,6 +287,15 @@ def test_laf_config_rejects_values_out_of_range(field, value):
         LAFConfig(**{field: value})
 
 
+def test_laf_rounds_make_its_steps_in_whole_rounds_with_at_least_min_steps_each():
+    c = LAFConfig()  # 80 steps, batches of 128, at least 8 steps a round
+    assert (forget_batch(6000, c), rounds(6000, c)) == (128, 2)  # 47 batches a round: 2 rounds, 94 steps
+    assert (forget_batch(931, c), rounds(931, c)) == (117, 10)  # ceil(931 / 8) rows: 8 batches a round
+    assert (forget_batch(100, c), rounds(100, c)) == (13, 10)
+    assert (forget_batch(3, c), rounds(3, c)) == (1, 27)  # 3 batches of one row a round
+    assert rounds(6000, LAFConfig(epochs=5)) == 5 and rounds(6000, LAFConfig(steps=1)) == 1
+
+
 def test_laf_with_nothing_to_forget_returns_nothing_and_changes_nothing():
     record = []
     model, split, labelled, vae_r, vae_f = _tiny(record=record)
@@ -368,7 +377,7 @@ def test_laf_forgets_a_class_without_its_labels_and_keeps_the_others(seed):
     vae_r, vae_f = _representation_vae(h[split.remain], seed), _representation_vae(h[split.forget], seed + 100)
     assert _accuracy(model, x[split.forget], y[split.forget]) > 0.85
     hist = laf(model, split, vae_r, vae_f, LAFConfig(), seed=seed)
-    assert len(hist) == LAFConfig().epochs
+    assert len(hist) == rounds(len(split.forget), LAFConfig()) == 10  # 80 steps of 8 a round
     assert _accuracy(model, x[split.forget], y[split.forget]) < 0.1
     for c in (1, 2):
         assert _accuracy(model, x[y == c], y[y == c]) > 0.9
