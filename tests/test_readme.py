@@ -13,7 +13,7 @@ from varilab.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = ROOT / "docs" / "families"
-FAMILIES = {"vae", "sae", "diffusion", "robust", "sequence", "sde", "codec", "pointcloud"}
+FAMILIES = {"vae", "sae", "diffusion", "robust", "sequence", "sde", "codec", "pointcloud", "multimodal"}
 ADDING = "Adding a family"  # its example uses the family API of design 32 and is run by its own test
 FAMILY_COMMANDS = ("solve", "attack", "robustness", "predict", "compress", "decompress")
 
