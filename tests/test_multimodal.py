@@ -141,3 +141,35 @@ def test_train_and_eval_on_scenes_and_on_a_users_npz(tmp_path, capsys):
                  str(tmp_path / "bad"), "--quiet"]) == 2
     assert "task modality 'depth' is missing" in capsys.readouterr().err
     assert math.isfinite(r["member_variance"])
+
+
+def test_distillation_loss_is_the_cross_entropy_to_the_soft_targets():
+    from varilab.models.multimodal.student import distill_loss
+
+    model, (rows, _) = _model(), _rows(2)
+    target = torch.softmax(torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0)), 1)
+    with torch.no_grad():
+        t = distill_loss(model, torch.cat([rows, target.reshape(2, -1)], 1))
+        logp = model(model.split(rows), model.all_inputs(2))["semantic"].log_softmax(1)
+    by_hand = sum(-(target[b, :, i, j] * logp[b, :, i, j]).sum() for b in range(2) for i in range(32)
+                  for j in range(32)) / (2 * 32 * 32)
+    assert t["loss"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_a_student_learns_from_an_mm_mae_run_and_refuses_anything_else(tmp_path, capsys):
+    import json
+
+    assert main(["train", "--model", "mm-mae", "--scenes", "40", "--epochs", "1", "--width", "4", "--out",
+                 str(tmp_path / "teacher"), "--quiet"]) == 0
+    assert main(["train", "--model", "mm-student", "--teacher", str(tmp_path / "teacher"), "--ensemble", "2",
+                 "--epochs", "1", "--width", "2", "--out", str(tmp_path / "student"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "student"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["teacher"] == str(tmp_path / "teacher") and r["scenes"] == 8 and 0 <= r["miou_all_inputs"] <= 1
+    assert r["parameters"] < 5_000 and not any(k.startswith("squared_error") for k in r)
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["scenes"] == 40  # the teacher's data, whatever the student's own options said
+    assert main(["train", "--model", "mm-student", "--teacher", str(tmp_path / "student"), "--out",
+                 str(tmp_path / "s2"), "--quiet"]) == 2
+    assert "not an mm-mae" in capsys.readouterr().err
