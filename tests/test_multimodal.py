@@ -173,3 +173,30 @@ def test_a_student_learns_from_an_mm_mae_run_and_refuses_anything_else(tmp_path,
     assert main(["train", "--model", "mm-student", "--teacher", str(tmp_path / "student"), "--out",
                  str(tmp_path / "s2"), "--quiet"]) == 2
     assert "not an mm-mae" in capsys.readouterr().err
+
+
+def test_predict_writes_probabilities_never_feeds_the_task_and_refuses_a_file_without_an_input(tmp_path, capsys):
+    import json
+
+    assert main(["train", "--model", "mm-mae", "--scenes", "30", "--epochs", "1", "--width", "4", "--out",
+                 str(tmp_path / "mm"), "--quiet"]) == 0
+    s = scenes(6, seed=3)
+    np.savez(tmp_path / "with.npz", **s)
+    np.savez(tmp_path / "without.npz", rgb=s["rgb"], depth=s["depth"], edges=s["edges"])
+    np.savez(tmp_path / "short.npz", rgb=s["rgb"], depth=s["depth"])
+    outs = []
+    for name in ("with", "without"):
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / "mm"), "--input", str(tmp_path / f"{name}.npz"), "--ensemble", "3",
+                     "--out", str(tmp_path / f"p-{name}.npz"), "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert "miou" in outs[0] and "miou" not in outs[1] and outs[0]["scenes"] == 6
+    with np.load(tmp_path / "p-with.npz") as a, np.load(tmp_path / "p-without.npz") as b:
+        assert a["probabilities"].shape == (6, 4, 32, 32) and a["classes"].shape == a["variance"].shape == (6, 32, 32)
+        np.testing.assert_allclose(a["probabilities"].sum(1), 1.0, rtol=1e-5)
+        assert np.array_equal(a["probabilities"], b["probabilities"])  # the task's pixels changed nothing
+    assert main(["predict", str(tmp_path / "mm"), "--input", str(tmp_path / "short.npz")]) == 2
+    assert "input modality 'edges' is missing" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "mm"), "--input", str(tmp_path / "with.npz"), "--out",
+                 str(tmp_path / "p-with.npz")]) == 2
+    assert "--force" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def _parses(site, text: str) -> bool:
         elif where == "train" or where in VERB_NAMES or where in ("evaluate", "diagnose", "sample", "report"):
             options.parse(cls, model, [_flag(site), text], prog="varilab")
         else:
-            cmd = next(fam.commands[where] for fam in registry.ordered() if where in fam.commands)
+            cmd = registry.family_of_run(words[1]).commands[where]  # the run's family's version of the command
             parse_command(words[1:] + [_flag(site), text], cmd, where)
     except (ValueError, argparse.ArgumentTypeError):
         return False

@@ -58,7 +58,7 @@ def _shape(kind: int, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
 
 def read_modalities(path: str | Path, task: str) -> dict[str, np.ndarray]:
     """A user's `.npz` of named modalities, each [N, C, H, W] (or [N, H, W] for one channel), checked in one line
-    each: one N and one H x W for all, finite numbers, and the task modality among them."""
+    each: one N and one H x W for all, finite numbers, and the task modality among them, one channel of classes."""
     path = Path(path)
     if path.suffix != ".npz" or not path.is_file():
         raise ValueError(f"{path}: expected a .npz file of named modalities [N, C, H, W]")
@@ -68,18 +68,24 @@ def read_modalities(path: str | Path, task: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: the task modality {task!r} is missing; it holds {', '.join(sorted(arrays))}")
     if len(arrays) < 2:
         raise ValueError(f"{path}: needs the task and at least one input modality, found only {task!r}")
-    shape = None
-    for name, a in arrays.items():
-        a = arrays[name] = a[:, None] if a.ndim == 3 else a
-        if a.ndim != 4:
-            raise ValueError(f"{path}: modality {name!r} has shape {a.shape}; expected [N, C, H, W] or [N, H, W]")
-        if shape is not None and (a.shape[0], *a.shape[2:]) != shape:
-            raise ValueError(f"{path}: modality {name!r} is {a.shape[0]} x {a.shape[2]} x {a.shape[3]} (N x H x W) "
-                             f"but the others are {shape[0]} x {shape[1]} x {shape[2]}")
-        shape = (a.shape[0], *a.shape[2:])
-        if not np.isfinite(a).all():
-            raise ValueError(f"{path}: modality {name!r} holds NaN or infinite values")
+    arrays = check_modalities(arrays, str(path))
     t = arrays[task]
     if t.shape[1] != 1 or (t != np.round(t)).any() or t.min() < 0:
         raise ValueError(f"{path}: the task modality {task!r} must be one channel of class indices 0, 1, 2, ...")
     return arrays
+
+
+def check_modalities(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Named modalities [N, C, H, W] (a [N, H, W] one gains its channel axis), one N and one H x W for all, finite."""
+    shape, out = None, {}
+    for name, a in arrays.items():
+        a = out[name] = a[:, None] if a.ndim == 3 else a
+        if a.ndim != 4:
+            raise ValueError(f"{where}: modality {name!r} has shape {a.shape}; expected [N, C, H, W] or [N, H, W]")
+        if shape is not None and (a.shape[0], *a.shape[2:]) != shape:
+            raise ValueError(f"{where}: modality {name!r} is {a.shape[0]} x {a.shape[2]} x {a.shape[3]} (N x H x W) "
+                             f"but the others are {shape[0]} x {shape[1]} x {shape[2]}")
+        shape = (a.shape[0], *a.shape[2:])
+        if not np.isfinite(a).all():
+            raise ValueError(f"{where}: modality {name!r} holds NaN or infinite values")
+    return out

@@ -15,6 +15,7 @@ from ..options import TrainOptions, option, positive_int
 from ..ranges import between
 from ..protocol import Family, Run
 from ..registry import register
+from .predict import PREDICT
 
 MODELS = {"mm-mae": "a convolutional masked autoencoder over modalities: each training pass keeps a random subset of "
                     "the input modalities and predicts them all and the task; at inference an ensemble over subsets",
@@ -147,4 +148,4 @@ def evaluate(run: Run, ensemble: int = 8, aggregate: str = "mean") -> dict:
 
 
 FAMILY = register(Family("multimodal", MODELS, MultiModalOptions, train=train, load=load, evaluate=evaluate,
-                         flags={"evaluate": EnsembleFlags}))
+                         flags={"evaluate": EnsembleFlags}, commands={"predict": PREDICT}))
