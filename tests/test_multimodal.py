@@ -200,3 +200,17 @@ def test_predict_writes_probabilities_never_feeds_the_task_and_refuses_a_file_wi
     assert main(["predict", str(tmp_path / "mm"), "--input", str(tmp_path / "with.npz"), "--out",
                  str(tmp_path / "p-with.npz")]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_the_report_shows_subsets_the_ensemble_size_and_scenes(tmp_path):
+    assert main(["train", "--model", "mm-mae", "--scenes", "30", "--epochs", "1", "--width", "2", "--out",
+                 str(tmp_path / "mm"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "mm")]) == 0
+    text = (tmp_path / "mm" / "report.html").read_text()
+    for title in ("By subset of the inputs", "Ensemble size", "Test scenes", "mIoU, rgb+depth+edges"):
+        assert title in text
+    assert text.count("data:image/png;base64,") >= 4  # the bars, the curve, the scenes and a training curve
+    assert main(["train", "--model", "mm-student", "--teacher", str(tmp_path / "mm"), "--ensemble", "2", "--epochs",
+                 "1", "--width", "2", "--out", str(tmp_path / "student"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "student")]) == 0
+    assert "distilled from" in (tmp_path / "student" / "report.html").read_text()

@@ -147,5 +147,11 @@ def evaluate(run: Run, ensemble: int = 8, aggregate: str = "mean") -> dict:
                                                     seed=run.options.seed)}
 
 
+def report(run: Run):
+    from .page import page
+
+    return page(run, evaluate(run))
+
+
 FAMILY = register(Family("multimodal", MODELS, MultiModalOptions, train=train, load=load, evaluate=evaluate,
-                         flags={"evaluate": EnsembleFlags}, commands={"predict": PREDICT}))
+                         report=report, flags={"evaluate": EnsembleFlags}, commands={"predict": PREDICT}))
