@@ -145,3 +145,14 @@ def test_laf_unlearning_reproduction_quick(tmp_path):
     assert len(result["by_class"]["original"]) == 10
     text = (tmp_path / "laf_unlearning.md").read_text()
     assert "LAF's trade-off" in text and "Test accuracy by class" in text
+
+
+@pytest.mark.slow
+def test_phg_mae_reproduction_quick(tmp_path):
+    """The PHG-MAE reproduction end to end on a few scenes (its thresholds are for `make repro`): a teacher, its
+    ensembles of 4, 8 and 16, every subset and a student under 50,000 parameters are measured."""
+    result = _quick("phg_mae", tmp_path)
+    mean = result["results"]["mean"]
+    assert {"miou_all_inputs", "miou_ensemble_4", "miou_ensemble_8", "miou_ensemble_16", "student_miou"} <= set(mean)
+    assert mean["student_parameters"] <= 50_000 and len(result["results"]["per_seed"][0]["subsets"]) == 7
+    assert all(0 <= mean[k] <= 1 for k in mean if "miou" in k or k.startswith("subset_"))
