@@ -15,7 +15,7 @@ from ..options import TrainOptions, option, positive_int
 from ..ranges import between
 from ..protocol import Family, Run
 from ..registry import register
-from .predict import PREDICT
+from .predict import PREDICT, EnsembleFlags
 
 MODELS = {"mm-mae": "a convolutional masked autoencoder over modalities: each training pass keeps a random subset of "
                     "the input modalities and predicts them all and the task; at inference an ensemble over subsets",
@@ -44,14 +44,6 @@ class MultiModalOptions(TrainOptions):
                                  check=_teacher_given, models=STUDENT)
     ensemble: int = option(8, "members of the teacher's ensemble behind each soft target",
                            check=positive_int.upto(1024), models=STUDENT)
-
-
-@dataclass
-class EnsembleFlags:
-    """`varilab eval`'s flags of a multi-modal run."""
-    ensemble: int = option(8, "members of the inference ensemble: subsets of the inputs drawn per scene",
-                           check=positive_int.upto(1024))
-    aggregate: str = option("mean", "how members' class probabilities are combined", choices=("mean", "median"))
 
 
 def load_scenes(opts: MultiModalOptions, spec: str | None = None):

@@ -12,12 +12,17 @@ from ..protocol import Command, Run
 
 
 @dataclass
-class PredictOptions:
+class EnsembleFlags:
+    """`varilab eval`'s flags of a multi-modal run (and `varilab predict`'s, which adds its own)."""
+    ensemble: int = option(8, "members of the inference ensemble: subsets of the inputs drawn per scene (a student: "
+                           "one pass)", check=positive_int.upto(1024))
+    aggregate: str = option("mean", "how members' class probabilities are combined", choices=("mean", "median"))
+
+
+@dataclass
+class PredictOptions(EnsembleFlags):
     input: str | None = option(None, "scenes to predict: a .npz with the run's input modalities by name, [N, C, H, W] "
                                "(a task modality in it is only scored); default: the run's test scenes")
-    ensemble: int = option(8, "members of the ensemble: subsets of the inputs drawn per scene (a student: 1 pass)",
-                           check=positive_int.upto(1024))
-    aggregate: str = option("mean", "how members' class probabilities are combined", choices=("mean", "median"))
     out: str | None = option(None, "save probabilities [N, classes, H, W], classes [N, H, W] and the members' "
                              "variance [N, H, W] to this .npz")
     seed: int = option(0, "random seed of the subsets", check=any_seed)
