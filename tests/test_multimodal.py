@@ -107,6 +107,15 @@ def test_scenes_are_seeded_and_their_modalities_agree():
     assert np.all(a["edges"][:, 0][:, 1:][sem[:, 1:] != sem[:, :-1]] == 1)  # a class boundary is an edge
 
 
+def test_noisy_scenes_are_the_clean_scenes_with_expert_like_inputs_and_an_exact_task():
+    clean, noisy = scenes(40, seed=3), scenes(40, seed=3, noise=0.2)
+    assert np.array_equal(clean["semantic"], noisy["semantic"])
+    for name in ("rgb", "depth"):  # Gaussian noise of the scale asked for (rgb's own 0.02 and its clipping aside)
+        assert np.std(noisy[name] - clean[name]) == pytest.approx(0.2, rel=0.05)
+    flipped = np.mean(noisy["edges"] != clean["edges"])
+    assert flipped == pytest.approx(0.1, abs=0.01) and set(np.unique(noisy["edges"])) == {0.0, 1.0}
+
+
 def test_a_users_npz_is_refused_in_one_line_each(tmp_path):
     good = {"image": np.zeros((4, 3, 8, 8)), "label": np.zeros((4, 8, 8))}
     cases = {"missing": ({"image": good["image"]}, "task modality 'label' is missing"),

@@ -156,3 +156,8 @@ def test_phg_mae_reproduction_quick(tmp_path):
     assert {"miou_all_inputs", "miou_ensemble_4", "miou_ensemble_8", "miou_ensemble_16", "student_miou"} <= set(mean)
     assert mean["student_parameters"] <= 50_000 and len(result["results"]["per_seed"][0]["subsets"]) == 7
     assert all(0 <= mean[k] <= 1 for k in mean if "miou" in k or k.startswith("subset_"))
+    assert set(result["results"]["disagreement"]) == {"all_inputs", "ensemble_8"}  # two seeds' predictions compared
+    assert all(0 <= v <= 1 for v in result["results"]["disagreement"].values())
+    held = result["checks"]["ensemble of 8 gains at least 1 mIoU point"] or result["checks"][
+        "or: within 1 point, and the seeds' predictions disagree less with the ensemble"]
+    assert result["held"] == (held and mean["miou_ensemble_8"] - mean["student_miou"] <= 0.02)

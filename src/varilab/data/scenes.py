@@ -18,8 +18,11 @@ MODALITIES = {"rgb": 3, "depth": 1, "edges": 1, "semantic": 1}  # name -> channe
 CLASSES = ("background", "disk", "square", "triangle")
 
 
-def scenes(n: int, size: int = 32, seed: int = 0, shapes: tuple[int, int] = (2, 5)) -> dict[str, np.ndarray]:
-    """n scenes of `size` x `size` pixels, each of shapes[0] to shapes[1] shapes: {modality: float32 [n, C, H, W]}."""
+def scenes(n: int, size: int = 32, seed: int = 0, shapes: tuple[int, int] = (2, 5),
+           noise: float = 0.0) -> dict[str, np.ndarray]:
+    """n scenes of `size` x `size` pixels, each of shapes[0] to shapes[1] shapes: {modality: float32 [n, C, H, W]}.
+    noise > 0 makes the inputs read like experts' outputs: rgb and depth gain Gaussian noise of that scale, and each
+    edge pixel is flipped with probability noise / 2 (the task stays exact)."""
     if n < 1 or size < 8:
         raise ValueError(f"scenes need n >= 1 and size >= 8, got n={n}, size={size}")
     rng = np.random.default_rng(seed)
@@ -44,6 +47,11 @@ def scenes(n: int, size: int = 32, seed: int = 0, shapes: tuple[int, int] = (2, 
         edge[:, :-1] |= instance[:, :-1] != instance[:, 1:]
         out["rgb"][i] = np.clip(rgb + rng.normal(0.0, 0.02, rgb.shape), 0.0, 1.0)
         out["depth"][i, 0], out["edges"][i, 0], out["semantic"][i, 0] = depth, edge, semantic
+    if noise > 0:  # drawn after every scene, so a noisy set has the clean set's scenes
+        for name in ("rgb", "depth"):
+            out[name] += rng.normal(0.0, noise, out[name].shape).astype(np.float32)
+        flip = rng.random(out["edges"].shape) < noise / 2
+        out["edges"][flip] = 1.0 - out["edges"][flip]
     return out
 
 
