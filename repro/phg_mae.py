@@ -7,12 +7,14 @@ ensembles of E = 4, 8 and 16 subsets, of each fixed subset, and of the student; 
 spread (standard deviation) over 3 seeds.
 
 Consistency: every seed's teacher also predicts one shared set of 600 scenes, and the share of pixels on which two
-seeds' predictions differ is measured for one pass and for the ensemble of 8 (mean over the pairs of seeds).
+seeds' predictions differ is measured for one pass and for the ensemble of 8 (mean over the pairs of seeds), with a
+95% bootstrap interval over the scenes of the difference.
 Why, measured beside: an ensemble of 8 drawn with p_mask 0.25 (more inputs a member), the mean of the four
 subsets of two or more inputs, and seed 0's teacher after a quarter of the steps.
 
 The finding holds here when, on the means, the ensemble of 8 gains at least 1 mIoU point over one pass with every
-input (or is within 1 point of it and the seeds' predictions disagree less: the consistency the paper claims), and
+input (or is within 1 point of it and the seeds' predictions disagree less, the interval above zero: the
+consistency the paper claims), and
 the student is within 2 points of that ensemble.
 """
 from __future__ import annotations
@@ -31,6 +33,9 @@ from varilab.families import multimodal as M
 from varilab.families import registry
 
 SIZES = (4, 8, 16)
+WHY = (" Measured beside the table (docs/families/multimodal.md): with expert-like noisy inputs (--scene-noise 0.1) "
+       "the ensemble of 8 gains 0.26 points, and with six input modalities (63 subsets) 0.07: on these scenes the "
+       "view from every input is the best member, and averaging one network's weaker views does not add a point.")
 SHARED_SEED = 10_000  # the scenes every seed's teacher predicts, for consistency between seeds
 PAPER = ("modality masking plus ensembles improves prediction and consistency on UAV scenes; distillation keeps the "
          "gain under 1M parameters")
@@ -47,7 +52,12 @@ def run(quick: bool = False) -> dict:
     try:
         for seed in seeds:
             opts = M.MultiModalOptions(model="mm-mae", scenes=scenes, epochs=epochs, batch_size=32, seed=seed)
-            M.train(opts, root / f"mae-{seed}", quiet=True)
+            if seed == seeds[0]:  # measured a quarter of the way, then resumed (exactly) to the end
+                M.train(replace(opts, epochs=max(1, epochs // 4)), root / f"mae-{seed}", quiet=True)
+                e = _measure(registry.load(root / f"mae-{seed}"), seed)
+                early = {"epochs": max(1, epochs // 4), "miou_all_inputs": e["miou_all_inputs"],
+                         "miou_ensemble_8": e["miou_ensemble_8"]}
+            M.train(opts, root / f"mae-{seed}", resume=seed == seeds[0], quiet=True)
             teacher = registry.load(root / f"mae-{seed}")
             r = _measure(teacher, seed)
             predictions.append(_predict(teacher.model, shared, seed))
@@ -60,21 +70,18 @@ def run(quick: bool = False) -> dict:
             per.append(r)
             print(f"[phg_mae] seed {seed}: one pass {r['miou_all_inputs']:.4f}, E=8 {r['miou_ensemble_8']:.4f}, "
                   f"student {r['student_miou']:.4f} ({r['student_parameters']:,} parameters)", flush=True)
-        early = max(1, epochs // 4)  # the same teacher a quarter of the way
-        M.train(M.MultiModalOptions(model="mm-mae", scenes=scenes, epochs=early, batch_size=32, seed=seeds[0]),
-                root / "mae-early", quiet=True)
-        e = _measure(registry.load(root / "mae-early"), seeds[0])
-        early = {"epochs": early, "miou_all_inputs": e["miou_all_inputs"], "miou_ensemble_8": e["miou_ensemble_8"]}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     mean = {k: statistics.fmean(r[k] for r in per) for k in per[0] if isinstance(per[0][k], (int, float))}
     spread = {k: statistics.stdev(r[k] for r in per) if len(per) > 1 else 0.0 for k in mean}
     gain = mean["miou_ensemble_8"] - mean["miou_all_inputs"]
-    disagree = {kind: statistics.fmean(float((a[kind] != b[kind]).float().mean())
-                                       for a, b in itertools.combinations(predictions, 2)) for kind in predictions[0]}
+    per_scene = {kind: torch.stack([(a[kind] != b[kind]).float().mean((1, 2)) for a, b in
+                                    itertools.combinations(predictions, 2)]).mean(0) for kind in predictions[0]}
+    disagree = {kind: float(v.mean()) for kind, v in per_scene.items()}
+    low, high = _bootstrap(per_scene["all_inputs"] - per_scene["ensemble_8"])
     checks = {"ensemble of 8 gains at least 1 mIoU point": gain >= 0.01,
               "or: within 1 point, and the seeds' predictions disagree less with the ensemble":
-              abs(gain) < 0.01 and disagree["ensemble_8"] < disagree["all_inputs"],
+              abs(gain) < 0.01 and low > 0,
               "student within 2 points of the ensemble of 8": mean["miou_ensemble_8"] - mean["student_miou"] <= 0.02,
               "student of at most 50,000 parameters": mean["student_parameters"] <= 50_000}
     held = (checks["ensemble of 8 gains at least 1 mIoU point"]
@@ -95,17 +102,27 @@ def run(quick: bool = False) -> dict:
               f"{early['miou_all_inputs']:.4f} / {early['miou_ensemble_8']:.4f} |",
               "", f"| consistency on {shared_n} shared scenes | pixels on which two seeds' predictions differ |",
               "|---|---|", f"| one pass, every input | {disagree['all_inputs']:.4f} |",
-              f"| ensemble of 8 subsets | {disagree['ensemble_8']:.4f} |"]
+              f"| ensemble of 8 subsets | {disagree['ensemble_8']:.4f} |",
+              f"| one pass less the ensemble (95% interval over scenes, bootstrap) | "
+              f"{disagree['all_inputs'] - disagree['ensemble_8']:+.5f} ({low:+.5f}, {high:+.5f}) |"]
     notes = (f"Data: {scenes:,} procedural scenes a seed (`--scenes`), a fifth held out. mm-mae: width 24 (267k "
              f"parameters), p_mask 0.5, {epochs} epochs of batches of 32 ({epochs * -(-int(scenes * 0.8) // 32):,} "
              f"steps). Student: width 10, {epochs} epochs on the teacher's ensemble of 8 drawn once per scene. mIoU: "
              f"torchmetrics' multiclass Jaccard index per class, averaged over the classes present. Ensemble gain "
-             f"of 8 over one pass: {100 * gain:+.2f} points. Paper: {PAPER}.")
+             f"of 8 over one pass: {100 * gain:+.2f} points. Paper: {PAPER}." + WHY)
     return {"title": "PHG-MAE: ensembles over modality subsets and a distilled student (procedural scenes)",
             "finding": "An ensemble of 8 subsets of the input modalities beats one pass with every input by at least "
                        "1 mIoU point, and a student of at most 50,000 parameters distilled from it is within 2 points.",
             "held": held, "checks": checks, "table": "\n".join(table), "notes": notes,
-            "results": {"mean": mean, "spread": spread, "per_seed": per, "disagreement": disagree, "early": early}}
+            "results": {"mean": mean, "spread": spread, "per_seed": per, "disagreement": disagree,
+                        "disagreement_drop_interval": [low, high], "early": early}}
+
+
+def _bootstrap(diff: torch.Tensor, draws: int = 2000) -> tuple[float, float]:
+    """The 95% interval of mean(diff) over scenes, from `draws` resamples of the scenes (percentiles)."""
+    g = torch.Generator().manual_seed(0)
+    means = diff[torch.randint(len(diff), (draws, len(diff)), generator=g)].mean(1)
+    return float(means.quantile(0.025)), float(means.quantile(0.975))
 
 
 def _shared_rows(n: int) -> torch.Tensor:
