@@ -22,6 +22,8 @@ DATASETS = {
     "faces": "scikit-image's 200 grey 25x25 images of its LFW subset",
     "linear-gaussian": "generated x ~ N(0, Q diag(spectrum) Q^T); options spectrum, dim, n",
     "shapes": "generated dSprites-like shapes with factors shape, scale, rotation, x, y; options n, size",
+    "disks": "generated grey disks with three continuous factors x, y, radius (a 3-dimensional manifold); options n, "
+             "size",
 }
 DEFAULT_SPECTRUM = (9.0, 6.0, 4.0, 2.5, 1.5, 0.6, 0.3)
 
@@ -69,6 +71,9 @@ def _load(spec, binarize, test_fraction, seed, n, spectrum, dim, size) -> Datase
     if spec == "shapes":
         x, idx, _ = synthetic.shapes(n or 10_000, size or 32, seed)
         return make_dataset(spec, x, idx, factor_names=synthetic.SHAPE_FACTORS, **common)
+    if spec == "disks":
+        x, val = synthetic.disks(n or 10_000, size or 32, seed)
+        return make_dataset(spec, x, val, factor_names=synthetic.DISK_FACTORS, **common)
     if is_path(spec):
         x, y = read_array(spec)
         return make_dataset(Path(spec).name, x, y, **common)

@@ -1,5 +1,6 @@
-"""Generated data with known structure: linear-Gaussian data of a chosen covariance spectrum, and
-dSprites-like shapes with known factors (shape, scale, rotation, x, y)."""
+"""Generated data with known structure: linear-Gaussian data of a chosen covariance spectrum, dSprites-like shapes
+with known factors (shape, scale, rotation, x, y), and disks whose three factors (x, y, radius) are all continuous
+and none circular, so the images lie on a manifold of dimension exactly 3."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import math
 import numpy as np
 
 SHAPE_FACTORS = ("shape", "scale", "rotation", "x", "y")
+DISK_FACTORS = ("x", "y", "radius")
 
 
 def linear_gaussian(n: int, spectrum, dim: int | None = None, seed: int = 0):
@@ -61,3 +63,19 @@ def shapes(n: int = 10_000, size: int = 32, seed: int = 0):
     v = -np.sin(rot) * dx + np.cos(rot) * dy
     images = _inside(np.broadcast_to(shape, u.shape), u, v).astype(np.float32)
     return images, idx, val
+
+
+def disks(n: int = 10_000, size: int = 32, seed: int = 0):
+    """Grey size x size images of one disk, its centre x, y uniform in [0.3, 0.7] and its radius uniform in
+    [0.1, 0.2] (image units), all continuous. A pixel's value is the disk's cover of it, read from a one-pixel
+    linear ramp across the border: clip(0.5 + (radius - distance) * size, 0, 1), so an image moves smoothly with
+    every factor. Returns (images [n, size, size], factor values [n, 3] in DISK_FACTORS' order)."""
+    if size < 8:
+        raise ValueError(f"disks: size must be at least 8 pixels, got {size}")
+    rng = np.random.default_rng(seed)
+    val = np.stack([rng.uniform(0.3, 0.7, n), rng.uniform(0.3, 0.7, n), rng.uniform(0.1, 0.2, n)], axis=1)
+    coords = (np.arange(size) + 0.5) / size
+    cx, cy, r = (val[:, k, None, None] for k in range(3))
+    dist = np.sqrt((coords[None, None, :] - cx) ** 2 + (coords[None, :, None] - cy) ** 2)
+    images = np.clip(0.5 + (r - dist) * size, 0.0, 1.0).astype(np.float32)
+    return images, val
