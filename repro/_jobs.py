@@ -21,27 +21,18 @@ def train_then_eval(out: str, *train_args: str) -> str:
 
 
 def run_all(lines: dict, workers: int = 2) -> dict:
-    """{key: the JSON its shell line printed last}, the lines run `workers` at a time, one thread each; a failure
-    raises with the line's last error."""
+    """{key: the JSON its shell line printed last}, the lines run `workers` at a time, one thread each, the next line
+    starting as soon as any running one ends; a failure raises with the line's last error."""
+    from concurrent.futures import ThreadPoolExecutor
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending, running, results = list(lines.items()), [], {}
-    while pending or running:
-        while pending and len(running) < workers:
-            key, line = pending.pop(0)
-            running.append((key, subprocess.Popen(["sh", "-c", line], env=env, stdout=subprocess.PIPE,
-                                                  stderr=subprocess.PIPE, text=True)))
-        key, proc = running.pop(0)
-        stdout, stderr = proc.communicate()
+
+    def one(line):
+        return subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = dict(zip(lines, pool.map(one, lines.values())))
+    for key, proc in done.items():
         if proc.returncode:
-            raise RuntimeError(f"{key}: {(stderr.strip().splitlines() or ['failed'])[-1]}")
-        results[key] = json.loads(stdout.strip().splitlines()[-1])
-    return results
-
-
-def codec_split(path) -> tuple:
-    """(train, test) images [N, H, W] of an .npy file as the codec family splits it (seed 0, 20% held out)."""
-    from varilab.data import load
-
-    ds = load(str(path), test_fraction=0.2, seed=0)
-    shape = ds.image_shape
-    return ds.x_train.numpy().reshape(-1, *shape), ds.x_test.numpy().reshape(-1, *shape)
+            raise RuntimeError(f"{key}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
+    return {key: json.loads(proc.stdout.strip().splitlines()[-1]) for key, proc in done.items()}

@@ -1,10 +1,10 @@
-"""PV-RNN's meta-prior (Ahmadi & Tani, 2019): what w does to generation and to generalisation.
+"""PV-RNN's meta-prior (Ahmadi & Tani, 2019): what w does to generation and to generalisation, and which convention
+of public PV-RNN code decides the direction of sigma_p.
 
 Data: the switching process (`varilab.data.sequences.switching`): 2-D sequences of 10-step cycles, each a circle
 with probability 0.7 or a figure-eight; 16 training and 8 test sequences of 100 steps. Model: `varilab train
---model pvrnn` with 2 layers, d = (20, 8), z = (2, 1), tau = (2, 8), one meta-prior w for both layers, Adam at 1e-2 for 1,000 epochs of one batch (at 1e-3 for 600 epochs,
-the settings of the public code's experiment, the training error stayed 100 times higher and sigma_p near 1).
-For each w in the sweep {1e-4, 1e-3, 1e-2, 1e-1, 1} (the issue's three values and the decades between them):
+--model pvrnn` with 2 layers, d = (20, 8), z = (2, 1), tau = (2, 8), one meta-prior w for both layers, Adam at 1e-2
+for 1,000 epochs of one batch. For each w in the sweep {1e-4, 1e-3, 1e-2, 1e-1, 1}:
 
 - sigma_p: the prior's mean standard deviation over 20 generated sequences of 1,000 steps (both layers, t > 1);
 - |P(circle) - 0.7|: over the same generations, the share of circle cycles estimated as mean(x) / 0.4 (a circle
@@ -12,9 +12,13 @@ For each w in the sweep {1e-4, 1e-3, 1e-2, 1e-1, 1} (the issue's three values an
 - P(circle) with the noise off (z_t the prior's mean): deterministic chaos that imitates the switching shows here
   as a share between 0 and 1; a network that needs the noise to switch stays on one pattern (0 or 1);
 - the squared error of the prediction 1 to 10 steps ahead on the 8 test sequences (summed over the 2 dimensions,
-  mean over sequences, steps and k), with error regression (window 20, 30 Adam steps per time step) and without
-  (the network on its prior's means, never seeing the sequence). Every prediction goes through `varilab predict`'s
-  code path.
+  mean over sequences, steps and k), with error regression (window 20, 30 Adam steps per time step) and without.
+
+Why sigma_p rises with w here, by experiment: every convention in which public PV-RNN code differs from the
+defaults, each on its own and all together, at w in {1e-4, 1e-2, 1} (sigma_p and the KL per layer); a training
+set small enough to memorise (4 sequences); and sigma_p against training length (100 to 3,000 epochs) for the
+three w of the sweep's defaults. Every run is a job of this script (`python repro/pvrnn_meta_prior.py JOB`), two at
+a time, one thread each.
 
 The finding holds here when sigma_p falls as w rises (1e-4 > 1e-2 > 1), an intermediate w (neither end of the
 sweep) is best on both generalisation metrics (|P(circle) - 0.7| and the error-regression prediction error), and
@@ -22,74 +26,139 @@ error regression beats no error regression at every w.
 """
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
-from varilab.families import registry
-from varilab.data.sequences import p_circle_estimate
-from varilab.families import sequence as S
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _jobs import run_all  # noqa: E402
 
 WS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-QUICK_WS = (1e-4, 1e-2, 1.0)  # --quick: the issue's three values
+THREE = (1e-4, 1e-2, 1.0)  # the issue's three values; --quick runs only these
+CURVE = (100, 300, 1000, 3000)  # epochs at which the three w's runs are measured on their way
 PAPER = "robot imitation: high w gives deterministic chaos imitating randomness, low w a random process, " \
         "intermediate w generalises best; error regression beats a VB-RNN"
+PAPER_SIGMA = "high w: q close to p with small sigma_p (deterministic chaos); low w: large sigma_p (a random process)"
+VARIANTS = {  # name: options of `varilab train --model pvrnn` changed from the defaults
+    "biases N(0, 10), fixed": {"bias_variance": 10.0},
+    "half of each layer's units 2x slower": {"slow_share": 0.5},
+    "squared error per output dimension": {"recon": "per-dim"},
+    "q = p before training": {"posterior_init": "prior"},
+    "all four": {"bias_variance": 10.0, "slow_share": 0.5, "recon": "per-dim", "posterior_init": "prior"},
+    "4 training sequences (memorisable)": {"n": 6},
+}
 
 
-def run(quick: bool = False) -> dict:
-    ws = QUICK_WS if quick else WS
-    if quick:
-        data, epochs, lr, gen_n, gen_len, er = dict(n=12, length=30), 40, 0.03, 5, 200, dict(window=5, iterations=3)
-    else:
-        data, epochs, lr, gen_n, gen_len, er = dict(n=24, length=100), 1000, 1e-2, 20, 1000, dict(window=20, iterations=30)
-    root = Path(tempfile.mkdtemp(prefix="varilab-repro-pvrnn-"))
-    rows = {}
+def job(spec: dict) -> dict:
+    """Train one run, measuring generation at each of spec["checkpoints"] epochs (resumed, exact), and predict with
+    and without error regression at spec["predict_at"] if given."""
+    import torch
+
+    from varilab.data.sequences import p_circle_estimate
+    from varilab.families import registry
+    from varilab.families import sequence as S
+
+    torch.set_num_threads(1)
+    quick, w, root = spec["quick"], spec["w"], Path(tempfile.mkdtemp(prefix="varilab-repro-pvrnn-"))
+    data = dict(n=12, length=30) if quick else dict(n=24, length=100)
+    data.update({k: v for k, v in spec["options"].items() if k in ("n",)})
+    options = {k: v for k, v in spec["options"].items() if k != "n"}
+    gen_n, gen_len = (5, 200) if quick else (20, 1000)
+    er = dict(window=5, iterations=3) if quick else dict(window=20, iterations=30)
+    rows, out = [], {}
     try:
-        for w in ws:
-            opts = S.SequenceOptions(meta_prior=[w], epochs=epochs, lr=lr, batch_size=16, **data)
-            S.train(opts, root / f"w{w:g}", quiet=True)
-            r = registry.load(root / f"w{w:g}")
+        for i, epochs in enumerate(spec["checkpoints"]):
+            opts = S.SequenceOptions(meta_prior=[w], epochs=epochs, lr=spec["lr"], batch_size=16, **data, **options)
+            S.train(opts, root / "run", resume=i > 0, quiet=True)
+            r = registry.load(root / "run")
             gen = S.generation(r, gen_n, gen_len, seed=1)
             with torch.no_grad():
                 mean_only = r.model.run(None, steps=gen_len, batch=gen_n, sample=False, sigma=False)["x_hat"].cpu()
-            pred, _ = S.predict(r, S.PredictOptions(ahead=10, **er))
-            rows[w] = {"sigma_p": float(gen["sigma_p"][:, :, 1:].mean()),
-                       "sigma_p_layers": gen["sigma_p"][:, :, 1:].mean((0, 2)).tolist(),
-                       "p_circle": p_circle_estimate(gen["x"].numpy()),
-                       "p_circle_noise_off": p_circle_estimate(mean_only.numpy()),
-                       "error_er": sum(pred["error_regression_error"]) / 10, "error_free": sum(pred["free_error"]) / 10,
-                       **{k: v for k, v in S.evaluate(r).items() if k.startswith("kl_") or k == "train_recon"}}
-            rows[w]["p_circle_gap"] = abs(rows[w]["p_circle"] - 0.7)
-            print(f"[pvrnn_meta_prior] w {w:g}: sigma_p {rows[w]['sigma_p']:.4f}, P(circle) {rows[w]['p_circle']:.3f}, "
-                  f"prediction error {rows[w]['error_er']:.4f} with error regression, {rows[w]['error_free']:.4f} "
-                  "without", flush=True)
+            rows.append({"epochs": epochs, "sigma_p": float(gen["sigma_p"][:, :, 1:].mean()),
+                         "sigma_p_layers": gen["sigma_p"][:, :, 1:].mean((0, 2)).tolist(),
+                         "p_circle": p_circle_estimate(gen["x"].numpy()),
+                         "p_circle_noise_off": p_circle_estimate(mean_only.numpy()),
+                         **{k: v for k, v in S.evaluate(r).items() if k.startswith("kl_") or k == "train_recon"}})
+            if epochs == spec.get("predict_at"):
+                pred, _ = S.predict(r, S.PredictOptions(ahead=10, **er))
+                out = {"error_er": sum(pred["error_regression_error"]) / 10, "error_free": sum(pred["free_error"]) / 10}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return {"curve": rows, **out}
 
+
+def run(quick: bool = False) -> dict:
+    epochs, lr = (40, 0.03) if quick else (1000, 1e-2)
+    curve = (10, 40) if quick else CURVE
+    ws = THREE if quick else WS
+
+    def line(w, options=None, checkpoints=(epochs,), predict_at=None):
+        spec = {"w": w, "options": options or {}, "checkpoints": list(checkpoints), "predict_at": predict_at,
+                "lr": lr, "quick": quick}
+        return " ".join(map(shlex.quote, [sys.executable, __file__, json.dumps(spec)]))
+
+    lines = {("sweep", w): line(w, checkpoints=curve if w in THREE else (epochs,), predict_at=epochs) for w in ws}
+    lines.update({(name, w): line(w, options) for name, options in VARIANTS.items() for w in THREE})
+    done = run_all(lines)
+
+    rows = {}
+    for w in ws:
+        r = done[("sweep", w)]
+        at = next(c for c in r["curve"] if c["epochs"] == epochs)
+        rows[w] = {**at, "error_er": r["error_er"], "error_free": r["error_free"],
+                   "p_circle_gap": abs(at["p_circle"] - 0.7)}
+        print(f"[pvrnn_meta_prior] w {w:g}: sigma_p {at['sigma_p']:.4f}, P(circle) {at['p_circle']:.3f}, prediction "
+              f"error {r['error_er']:.4f} with error regression, {r['error_free']:.4f} without", flush=True)
     lo, mid, hi = rows[1e-4], rows[1e-2], rows[1.0]
     best_gap, best_er = (min(ws, key=lambda w: rows[w][k]) for k in ("p_circle_gap", "error_er"))
     checks = {"sigma_p_falls_as_w_rises": lo["sigma_p"] > mid["sigma_p"] > hi["sigma_p"],
               "intermediate_w_best_p_circle": best_gap not in (ws[0], ws[-1]),
               "intermediate_w_best_prediction": best_er not in (ws[0], ws[-1]),
               "error_regression_beats_free_at_every_w": all(r["error_er"] < r["error_free"] for r in rows.values())}
+
+    def falls(s):  # sigma_p at 1e-4 > 1e-2 > 1
+        return "falls" if s[0] > s[1] > s[2] else ("rises" if s[0] < s[1] < s[2] else "neither")
+
+    why = {"as built (the defaults)": [rows[w] for w in THREE]}
+    why.update({name: [done[(name, w)]["curve"][-1] for w in THREE] for name in VARIANTS})
+    length = {w: done[("sweep", w)]["curve"] for w in THREE}
     table = ["| w | sigma_p in generation (layer 1, 2) | P(circle) (truth 0.7) | P(circle), noise off | prediction error, "
              "error regression | without | training error per step and dim | KL layer 1, 2 |",
              "|---|---|---|---|---|---|---|---|"]
     for w, r in rows.items():
         table.append(f"| {w:g} | {r['sigma_p']:.4f} ({r['sigma_p_layers'][0]:.4f}, {r['sigma_p_layers'][1]:.4f}) | "
-                     f"{r['p_circle']:.3f} | {r['p_circle_noise_off']:.3f} | {r['error_er']:.4f} | {r['error_free']:.4f} | {r['train_recon']:.4f} | "
-                     f"{r['kl_layer1']:.2f}, {r['kl_layer2']:.2f} |")
-    notes = (f"`varilab train --model pvrnn --n {data['n']} --length {data['length']} --meta-prior W --epochs {epochs} "
-             f"--lr {lr:g} --batch-size 16` (test fraction 1/3: {data['n'] * 2 // 3} training and {data['n'] // 3} "
-             f"test sequences). Generation: {gen_n} sequences of {gen_len} steps from the prior. Prediction: "
-             f"`varilab predict RUN --window {er['window']} --iterations {er['iterations']} --ahead 10` on the test "
-             f"sequences; errors are means over k = 1 .. 10. KL: per latent unit, summed over steps, per training "
-             f"sequence. Paper: {PAPER}.")
+                     f"{r['p_circle']:.3f} | {r['p_circle_noise_off']:.3f} | {r['error_er']:.4f} | {r['error_free']:.4f} | "
+                     f"{r['train_recon']:.4f} | {r['kl_layer1']:.2f}, {r['kl_layer2']:.2f} |")
+    table += ["", f"Why: sigma_p in generation at w = 1e-4 / 1e-2 / 1 under each convention of public PV-RNN code "
+              f"({epochs} epochs; KL per latent unit and training sequence, layer 1 / layer 2; paper: {PAPER_SIGMA}).", "",
+              "| variant | sigma_p at w = 1e-4 / 1e-2 / 1 | trend | KL at w = 1, layer 1 / 2 | P(circle), noise off, at w = 1 "
+              "| training error at w = 1e-4 / 1 |", "|---|---|---|---|---|---|"]
+    for name, (a, b, c) in why.items():
+        table.append(f"| {name} | {a['sigma_p']:.3f} / {b['sigma_p']:.3f} / {c['sigma_p']:.3f} | "
+                     f"{falls([a['sigma_p'], b['sigma_p'], c['sigma_p']])} | {c['kl_layer1']:.2f} / {c['kl_layer2']:.2f} | "
+                     f"{c['p_circle_noise_off']:.3f} | {a['train_recon']:.4f} / {c['train_recon']:.4f} |")
+    table += ["", "Training length: sigma_p in generation (the defaults) after each number of epochs.", "",
+              "| epochs | " + " | ".join(f"w = {w:g}" for w in THREE) + " | trend |", "|---|---|---|---|---|"]
+    for i, e in enumerate(curve):
+        s = [length[w][i]["sigma_p"] for w in THREE]
+        table.append(f"| {e:,} | " + " | ".join(f"{v:.3f}" for v in s) + f" | {falls(s)} |")
+    notes = (f"`varilab train --model pvrnn --n 24 --length 100 --meta-prior W --epochs {epochs} --lr {lr:g} "
+             f"--batch-size 16` (test fraction 1/3: 16 training and 8 test sequences). Generation: 20 sequences of "
+             f"1,000 steps from the prior. Prediction: `varilab predict RUN --window 20 --iterations 30 --ahead 10` on "
+             f"the test sequences; errors are means over k = 1 .. 10. Variants: --bias-variance 10, --slow-share 0.5, "
+             f"--recon per-dim, --posterior-init prior, all four, and --n 6 (4 training sequences). Paper: {PAPER}.")
     return {"title": "PV-RNN: the meta-prior w and error regression (switching circle / figure-eight sequences)",
             "finding": "sigma_p falls as w rises; an intermediate w generalises best (the probability of the "
                        "patterns in generation and the prediction of new sequences); error regression predicts "
                        "better than running free at every w.",
             "held": all(checks.values()), "checks": checks, "table": "\n".join(table), "notes": notes,
-            "results": {f"{w:g}": r for w, r in rows.items()}}
+            "results": {f"{w:g}": r for w, r in rows.items()},
+            "why": {name: {f"{w:g}": r for w, r in zip(THREE, rs)} for name, rs in why.items()},
+            "training_length": {f"{w:g}": c for w, c in length.items()}}
+
+
+if __name__ == "__main__":  # one job: python repro/pvrnn_meta_prior.py '{"w": ..., ...}' prints its JSON last
+    print(json.dumps(job(json.loads(sys.argv[1]))))

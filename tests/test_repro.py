@@ -107,12 +107,18 @@ def _quick(name: str, out) -> dict:
 @pytest.mark.slow
 def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
     """The PV-RNN reproduction end to end on short sequences (its thresholds are for `make repro`): every w is
-    trained, generated from and followed by error regression, which beats running free at every w."""
+    trained, generated from and followed by error regression, which beats running free at every w; every convention
+    of public PV-RNN code is run at the three w, and the defaults' runs are measured on their way."""
     result = _quick("pvrnn_meta_prior", tmp_path)
     assert set(result["results"]) == {"0.0001", "0.01", "1"}
     assert result["checks"]["error_regression_beats_free_at_every_w"] is True
     assert all(0 < r["sigma_p"] < 2 and 0 <= r["p_circle_gap"] <= 1.5 for r in result["results"].values())
-    assert (tmp_path / "pvrnn_meta_prior.md").read_text().count("\n| ") == 4  # header and three w rows
+    assert len(result["why"]) == 7 and all(set(r) == {"0.0001", "0.01", "1"} for r in result["why"].values())
+    assert result["why"]["as built (the defaults)"]["1"]["sigma_p"] == result["results"]["1"]["sigma_p"]
+    assert [len(c) for c in result["training_length"].values()] == [2, 2, 2]
+    assert result["training_length"]["1"][-1]["sigma_p"] == result["results"]["1"]["sigma_p"]  # the last is the sweep's
+    page = (tmp_path / "pvrnn_meta_prior.md").read_text()
+    assert page.count("\n| 0.0001 |") == 1 and "| all four |" in page and "| 4 training sequences" in page
 
 
 def test_latent_sde_hurst_reproduction_quick(tmp_path):

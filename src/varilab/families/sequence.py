@@ -15,6 +15,10 @@ from .registry import register
 MODELS = {"pvrnn": "PV-RNN: multiple-timescale RNN layers, a posterior of free adaptive vectors per training sequence "
                    "and step, the KL weighted by the meta-prior w"}
 
+RECON = {"sum": "sum_t ||x_t - x_hat_t||^2, summed over dimensions", "per-dim": "the same divided by dim(x)"}
+POSTERIOR_INIT = {"zero": "A = 0: q = N(0, 1) at every step", "prior": "q = p at every step, along the network's run "
+                  "on the prior's means"}
+
 
 @dataclass
 class SequenceOptions(TrainOptions):
@@ -37,6 +41,13 @@ class SequenceOptions(TrainOptions):
                                      "for every layer, or one per layer", parse=floats,
                                      check=Range(0, 1e4, below="non-negative", each=True))
     w1: float = option(1.0, "the weight of the KL at t = 1 (against N(0, I))", check=non_negative.upto(1e4))
+    bias_variance: float = option(0.0, "variance of the deterministic units' biases, drawn once and never trained "
+                                  "(large values give rich autonomous dynamics); 0: trained biases",
+                                  check=non_negative.upto(1e4))
+    slow_share: float = option(0.0, "share of each layer's units whose time constant is twice the layer's tau",
+                               check=between(0, 1))
+    recon: str = option("sum", "the squared error's normalisation", choices=RECON)
+    posterior_init: str = option("zero", "the adaptive vectors before training", choices=POSTERIOR_INIT)
 
 
 def check(opts: SequenceOptions) -> tuple[float, ...]:
@@ -63,8 +74,12 @@ def make_model(opts: SequenceOptions, data):
     from ..models.pvrnn import PVRNN, PVRNNConfig
 
     torch.manual_seed(opts.seed)
-    return PVRNN(PVRNNConfig(x_dim=data.x_dim, sequences=len(data.x_train), length=data.length, d=tuple(opts.d),
-                             z=tuple(opts.z), tau=tuple(opts.tau), w=check(opts), w1=opts.w1))
+    model = PVRNN(PVRNNConfig(x_dim=data.x_dim, sequences=len(data.x_train), length=data.length, d=tuple(opts.d),
+                              z=tuple(opts.z), tau=tuple(opts.tau), w=check(opts), w1=opts.w1,
+                              bias_variance=opts.bias_variance, slow_share=opts.slow_share, recon=opts.recon))
+    if opts.posterior_init == "prior":
+        model.posterior_from_prior()
+    return model
 
 
 def train(opts: SequenceOptions, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
@@ -133,7 +148,7 @@ def evaluate(run: Run) -> dict:
         free = m.run(None, steps=seqs.length, batch=len(test), sample=False, sigma=False)["x_hat"]
     gen = generation(run)
     return {"data": seqs.name, "train_sequences": len(seqs.x_train), "test_sequences": len(test),
-            "train_recon": float(fit["recon"]) / (seqs.length * seqs.x_dim),
+            "train_recon": float(fit["squared_error"]) / (seqs.length * seqs.x_dim),
             **{f"kl_layer{l + 1}": float(fit[f"kl_layer{l + 1}"]) for l in range(m.layers)},
             "test_free_running_mse": float((test - free).pow(2).mean()),
             **{f"sigma_p_layer{l + 1}": float(gen["sigma_p"][:, l, 1:].mean()) for l in range(m.layers)}}

@@ -11,8 +11,12 @@ Per layer l (the top layer first at every step, so each layer reads the one abov
 
     loss = sum_t ||x_t - x_hat_t||^2 + sum_l w_l sum_{t > 1} KL_t^l / dim(z^l) + w_1 sum_l KL_1^l / dim(z^l)
 
-The meta-prior w weighs the KL; `error_regression` re-fits fresh adaptive vectors on a sliding window of a new
-sequence with the weights frozen, then predicts ahead from the prior.
+The meta-prior w weighs the KL; conventions of public PV-RNN code are options of the config: biases of the
+deterministic units drawn with a large variance and kept fixed (`bias_variance`), a share of each layer's units
+twice as slow (`slow_share`), the squared error divided by the output's dimension (`recon="per-dim"`), and the
+adaptive vectors set to the prior's trajectory before training (`posterior_from_prior`). `error_regression`
+re-fits fresh adaptive vectors on a sliding window of a new sequence with the weights frozen, then predicts ahead
+from the prior.
 """
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ class PVRNNConfig:
     tau: tuple[float, ...] = (2.0, 8.0)  # time constant per layer
     w: tuple[float, ...] = (0.01, 0.01)  # meta-prior per layer
     w1: float = 1.0  # the weight of the t = 1 KL (against N(0, I))
+    bias_variance: float = 0.0  # > 0: the deterministic units' biases b ~ N(0, bias_variance), fixed; 0: trained
+    slow_share: float = 0.0  # share of each layer's units (the last ones) with time constant 2 tau
+    recon: str = "sum"  # "sum": sum_t ||x_t - x_hat_t||^2; "per-dim": divided by dim(x)
+
+
+RECON = ("sum", "per-dim")
 
 
 def kl_normal(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
@@ -45,20 +55,28 @@ def kl_normal(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
 class MTRNNCell(nn.Module):
     """One multiple-timescale layer: h_t = (1 - 1/tau) h_{t-1} + (1/tau)(W_dd d_{t-1} + W_dz z_t + W_up d_up + b)."""
 
-    def __init__(self, d: int, z: int, up: int, tau: float):
+    def __init__(self, d: int, z: int, up: int, tau: float, slow_share: float = 0.0, bias_variance: float = 0.0):
         super().__init__()
         if tau < 1:
             raise ValueError(f"a time constant must be at least 1, got {tau}")
-        self.tau = float(tau)
+        if not 0 <= slow_share <= 1 or bias_variance < 0:
+            raise ValueError(f"need 0 <= slow_share <= 1 and bias_variance >= 0, got {slow_share} and {bias_variance}")
+        slow = round(d * slow_share)
+        self.tau = float(tau)  # the fast units'; the last `slow` units have 2 tau
+        self.register_buffer("inv_tau", torch.tensor([1 / tau] * (d - slow) + [1 / (2 * tau)] * slow), persistent=False)
         self.dd = nn.Linear(d, d)
         self.dz = nn.Linear(z, d, bias=False)
         self.up = nn.Linear(up, d, bias=False) if up else None
+        if bias_variance > 0:  # rich autonomous dynamics: b ~ N(0, v), never trained
+            with torch.no_grad():
+                self.dd.bias.normal_(0.0, bias_variance ** 0.5)
+            self.dd.bias.requires_grad_(False)
 
     def forward(self, h, d, z, d_up=None):
         u = F.linear(d, self.dd.weight, self.dd.bias) + F.linear(z, self.dz.weight)  # weights read directly: the
         if self.up is not None:                                                       # unrolled loop calls this often
             u = u + F.linear(d_up, self.up.weight)
-        h = (1 - 1 / self.tau) * h + u / self.tau
+        h = h + self.inv_tau * (u - h)  # (1 - 1/tau) h + u / tau, tau per unit
         return h, torch.tanh(h)
 
 
@@ -69,9 +87,12 @@ class PVRNN(nn.Module):
         if not (len(c.d) == len(c.z) == len(c.tau) == len(c.w)):
             raise ValueError(f"d, z, tau and w need one entry per layer, got {len(c.d)}, {len(c.z)}, {len(c.tau)} and "
                              f"{len(c.w)}")
+        if c.recon not in RECON:
+            raise ValueError(f"recon must be one of {RECON}, got {c.recon!r}")
         self.config, self.layers = c, len(c.d)
         ups = [c.d[i + 1] if i + 1 < self.layers else 0 for i in range(self.layers)]
-        self.cells = nn.ModuleList(MTRNNCell(d, z, up, tau) for d, z, up, tau in zip(c.d, c.z, ups, c.tau))
+        self.cells = nn.ModuleList(MTRNNCell(d, z, up, tau, c.slow_share, c.bias_variance)
+                                   for d, z, up, tau in zip(c.d, c.z, ups, c.tau))
         self.prior_mu = nn.ModuleList(nn.Linear(d, z) for d, z in zip(c.d, c.z))
         self.prior_log_sigma = nn.ModuleList(nn.Linear(d, z) for d, z in zip(c.d, c.z))
         self.out = nn.Linear(c.d[0], c.x_dim)
@@ -128,6 +149,20 @@ class PVRNN(nn.Module):
         out = {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "state": (h, d, started)}
         return {**out, "sigma_p": torch.stack(sigmas, 2)} if sigma else out
 
+    @torch.no_grad()
+    def posterior_from_prior(self) -> None:
+        """Set every training sequence's adaptive vectors to the prior along the network's run on the prior's means:
+        A_mu_t = atanh(mu_p,t), A_sig_t = ln sigma_p,t, so that q = p at every step before training."""
+        n, edge = self.config.sequences, 1 - 1e-6
+        h, d, started = self.initial_state(n)
+        for t in range(self.config.length):
+            new_d = [None] * self.layers
+            for l in reversed(range(self.layers)):  # the top layer first, as in run()
+                mu, ls = self.prior(l, d[l] if started else None, n)
+                self.a_mu[l][:, t], self.a_log_sigma[l][:, t] = torch.atanh(mu.clamp(-edge, edge)), ls
+                h[l], new_d[l] = self.cells[l](h[l], d[l], mu, new_d[l + 1] if l + 1 < self.layers else None)
+            d, started = new_d, True
+
     def adaptive(self, index: torch.Tensor):
         """The posterior of training sequences `index` from their adaptive vectors (gathered once, [B, T, z])."""
         mu, log_sigma = [a[index] for a in self.a_mu], [a[index] for a in self.a_log_sigma]
@@ -147,12 +182,15 @@ class PVRNN(nn.Module):
 
 
 def objective(x: torch.Tensor, r: dict, config: PVRNNConfig) -> dict[str, torch.Tensor]:
-    """sum_t ||x_t - x_hat_t||^2 + sum_l w_l sum_{t>1} KL_t^l + w_1 sum_l KL_1^l (KLs already per latent unit)."""
-    recon = (x - r["x_hat"]).pow(2).sum((1, 2))  # [B]
+    """sum_t ||x_t - x_hat_t||^2 (/ dim(x) with recon="per-dim") + sum_l w_l sum_{t>1} KL_t^l + w_1 sum_l KL_1^l
+    (KLs already per latent unit); "squared_error" is sum_t ||x_t - x_hat_t||^2 under either normalisation."""
+    error = (x - r["x_hat"]).pow(2).sum((1, 2))  # [B]
+    recon = error / x.shape[2] if config.recon == "per-dim" else error
     kl = r["kl"]  # [B, layers, T]
     w = torch.tensor(config.w, device=kl.device)
     weighted = (w[None, :] * kl[:, :, 1:].sum(-1)).sum(-1) + config.w1 * kl[:, :, 0].sum(-1)
-    return {"loss": (recon + weighted).mean(), "recon": recon.mean(), "kl": kl.sum((1, 2)).mean(),
+    return {"loss": (recon + weighted).mean(), "recon": recon.mean(), "squared_error": error.mean(),
+            "kl": kl.sum((1, 2)).mean(),
             **{f"kl_layer{l + 1}": kl[:, l].sum(-1).mean() for l in range(kl.shape[1])}}
 
 
@@ -169,6 +207,7 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
     b, T, _ = x.shape
     cfg, device = model.config, model.out.weight.device
     weights = torch.tensor(cfg.w if w is None else w, device=device)
+    norm = x.shape[2] if cfg.recon == "per-dim" else 1  # the training loss's normalisation of the error
     flags = [p.requires_grad for p in model.parameters()]  # restored afterwards
     model.requires_grad_(False)
     a_mu = [torch.zeros(b, T, z, device=device) for z in cfg.z]
@@ -189,7 +228,7 @@ def error_regression(model: PVRNN, x: torch.Tensor, window: int = 20, iterations
                 r = model.run(lambda l, i: (params[l][:, i], params[n + l][:, i]), steps=t + 1 - s, batch=b, state=state,
                               sigma=False)
                 kl = r["kl"]  # [B, layers, window]
-                loss = ((x[:, s:t + 1] - r["x_hat"]).pow(2).sum((1, 2))
+                loss = ((x[:, s:t + 1] - r["x_hat"]).pow(2).sum((1, 2)) / norm
                         + (weights[None, :] * kl.sum(-1)).sum(-1)).sum()  # the window's error plus w KL
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
