@@ -1,7 +1,7 @@
 """varilab's VP schedule, ancestral (DDPM) and DDIM samplers against diffusers' schedulers, on the same inputs.
 
-diffusers is a peer of the benchmark environment (.venv-bench, bench/requirements.txt), never a dependency of
-varilab: without it these tests are skipped.
+diffusers is a peer of the benchmark environment (.venv-bench, bench/requirements.txt) and varilab's `ldm` extra (the
+latent diffusion model's autoencoder): without it these tests are skipped.
 
 The mappings these tests establish (T = 1000, linear betas 1e-4 .. 0.02):
 

@@ -1,5 +1,6 @@
 """The report page of a diffusion run: samples from two samplers beside test data, the denoising chain,
-DiffuseVAE's VAE outputs beside their refinements, and the DDPM's bound in bits per dimension."""
+DiffuseVAE's VAE outputs beside their refinements, and the DDPM's bound in bits per dimension; an ldm's page shows
+reconstructions and edits of test images instead of the chain and the bound."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,3 +66,53 @@ def page(run, sample, bound_bits_per_dim) -> Page:
         verdict += f": {what} {b['bits_per_dim']:.3f} bits per dimension"
     sections.insert(0, Section("Summary", table(rows), BOUND_NOTE if opts.model != "flow" else ""))
     return Page(f"{opts.model} diffusion model", verdict + ".", sections)
+
+
+EDIT_STRENGTHS = (0.3, 0.5, 0.7)
+
+
+def ldm_page(run, sample, autoencoder_errors) -> Page:
+    """The page of a latent diffusion run: test images, their reconstructions and DDIM edits at three strengths (one
+    noise draw), samples from two samplers, and the autoencoder's errors beside the DDPM's losses."""
+    import torch
+
+    opts, shape, model = run.options, run.data.image_shape, run.model
+    metrics = read_jsonl(run.dir / METRICS)
+    stage = read_jsonl(run.dir / "vae" / METRICS)  # the autoencoder's own log (RUN/vae)
+    device = next(model.parameters()).device
+    x = run.data.x_test[:N_SHOW].to(device)
+    noise = torch.randn(len(x), model.autoencoder.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rows = [("test data", x), ("reconstruction", model.reconstruct(x))]
+        rows += [(f"edit, strength {s}", model.edit(x, noise.to(device), strength=s, steps=20)) for s in EDIT_STRENGTHS]
+    sections = [Section("Reconstructions and edits", img(_rows_figure([(k, v.cpu().numpy()) for k, v in rows], shape),
+                                                         "edits"),
+                        "Each column: a test image, its reconstruction D(E[z|x]), and SDEdit-style edits: the scaled "
+                        "latent mean noised to time t (the strength) with one noise draw, taken back to 0 by 20 DDIM "
+                        "steps and decoded. The larger t, the more the DDPM redraws the image.")]
+    rows = [("test data", run.data.x_test[N_SHOW:2 * N_SHOW].numpy()),
+            ("DDIM, 50 steps", sample(run, N_SHOW, seed=0, sampler="ddim", steps=50)["samples"].numpy()),
+            ("ancestral, 100 steps", sample(run, N_SHOW, seed=1, sampler="ddpm", steps=100)["samples"].numpy())]
+    sections.append(Section("Samples", img(_rows_figure(rows, shape), "samples"),
+                            "Test images above samples: scaled latents drawn by the DDPM, then decoded."))
+    ae = model.autoencoder.config
+    errors = autoencoder_errors(model, run.data.x_test[:1000].to(device))
+    table_rows = [("model", "ldm: AutoencoderKL, then a DDPM on its scaled latents"),
+                  ("data", f"{run.data.name}: images {shape[0]} x {shape[1]}"),
+                  ("autoencoder", f"widths {list(ae.widths)}, {ae.groups} GroupNorm groups, latents "
+                                  f"{' x '.join(map(str, ae.latent_shape))}, KL weight {ae.kl_weight:g}"),
+                  ("autoencoder parameters", sum(p.numel() for p in model.autoencoder.parameters())),
+                  ("DDPM parameters", sum(p.numel() for p in model.denoiser.parameters() if p.requires_grad)),
+                  ("scaling factor c = 1 / std(z), training latents", errors["scale"]),
+                  ("reconstruction error per pixel, 1,000 test images", errors["reconstruction_mse"]),
+                  ("KL(q(z|x) || N(0, I)) per image, nats", errors["latent_kl"])]
+    if stage:
+        table_rows += [("autoencoder epochs", stage[-1]["epoch"]),
+                       ("autoencoder test loss (squared error + weighted KL, [-1, 1])", stage[-1].get("test_loss"))]
+    if metrics:
+        table_rows += [("DDPM epochs", metrics[-1]["epoch"]), ("DDPM final train loss", metrics[-1]["loss"]),
+                       ("DDPM final test loss", metrics[-1].get("test_loss", float("nan")))]
+    sections.insert(0, Section("Summary", table(table_rows), "Errors are on the images' [0, 1] range."))
+    verdict = (f"ldm on {run.data.name}: reconstruction error {errors['reconstruction_mse']:.4f} per pixel, latents "
+               f"{' x '.join(map(str, ae.latent_shape))} scaled by {errors['scale']:.3g}.")
+    return Page("ldm latent diffusion model", verdict, sections)

@@ -127,8 +127,10 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
 
     model = run.model
     if not isinstance(model, Denoiser):
+        why = {"ldm": "its denoiser models the autoencoder's latents, not the images"}.get(
+            run.options.model, "its denoiser is conditioned on its VAE's output")
         raise ValueError(f"solve takes an unconditional ddpm or flow run as the prior; {run.dir} is a "
-                         f"{run.options.model} (its denoiser is conditioned on its VAE's output)")
+                         f"{run.options.model} ({why})")
     if opts.noise == 0 and opts.method == "smc":
         raise ValueError("smc weighs particles by the likelihood N(y; H x, sigma_y^2 I): --noise must be positive")
     g = torch.Generator().manual_seed(opts.seed)
