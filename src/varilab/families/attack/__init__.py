@@ -1,7 +1,8 @@
 """`varilab attack`: the posterior collapse attack on a run's encoder, beside random noise of the same
 L-infinity size, measured on what the model makes of the images (a VAE's reconstruction, a DiffuseVAE's
-reconstruction and its refinement by the diffusion model, a purifier's output), and optionally on a second
-run's model (transfer). Writes the perturbed images, metrics.json and a page into a folder."""
+reconstruction and its refinement by the diffusion model, a latent diffusion model's reconstruction and its
+SDEdit-style edit, a purifier's output), and optionally on a second run's model (transfer). Writes the perturbed
+images, metrics.json and a page into a folder."""
 from __future__ import annotations
 
 import json
@@ -44,8 +45,10 @@ class AttackOptions:
     n: int = option(200, "attack the first n images", check=positive_int)
     target: str | None = option(None, "a second run folder: measure the same perturbed images on its model "
                                 "(transfer)")
-    refine_steps: int = option(20, "diffusevae: DDIM steps of the refinement (from the same noise for every "
-                               "variant of an image)", check=positive_int.upto(100_000))
+    refine_steps: int = option(20, "diffusevae: DDIM steps of the refinement; ldm: of the edit (from the same noise "
+                               "for every variant of an image)", check=positive_int.upto(100_000))
+    edit_strength: float = option(0.5, "ldm: the edit's strength, the time t in (0, 1] its latent is noised to before "
+                                  "DDIM takes it back to 0 (SDEdit)", check=between(0, 1, open_lo=True))
     seed: int = option(0, "seed of the random control and of the refinement's noise",
                      check=any_seed)
 
@@ -55,6 +58,14 @@ def surface(run, opts: AttackOptions):
     import torch
 
     model = run.model
+    if hasattr(model, "edit") and hasattr(model, "autoencoder"):  # latent diffusion: reconstruction, then an edit
+
+        def edit(x):
+            g = torch.Generator().manual_seed(opts.seed)
+            noise = torch.randn(len(x), model.autoencoder.config.latent_dim, generator=g).to(x.device)  # the same draw
+            return model.edit(x, noise, strength=opts.edit_strength, steps=opts.refine_steps)  # for every variant
+
+        return model.encode, {"reconstruction": model.reconstruct, "edit": edit}
     if hasattr(model, "vae") and hasattr(model, "denoiser"):  # DiffuseVAE: reconstruction, then its refinement
         vae = model.vae
 
@@ -73,7 +84,7 @@ def surface(run, opts: AttackOptions):
         return model.encode, {"reconstruction": _reconstruction(model)}
     raise ValueError(f"{run.dir}: a {run.options.model} has no encoder to attack"
                      + ("; `varilab robustness` attacks a classifier" if run.options.model == "classifier" else
-                        "; attack a VAE, diffusevae or purifier run"))
+                        "; attack a VAE, diffusevae, ldm or purifier run"))
 
 
 def _reconstruction(vae):
@@ -176,15 +187,17 @@ def attack(run, opts: AttackOptions, out: Path, quiet: bool = False) -> tuple[di
     from .page import page
 
     page(run, opts, metrics, x, adv, ctl, shown, out)
-    name = next(iter(outputs))
+    name, *others = outputs
     return metrics, [
         f"{opts.direction} attack at eps {opts.eps:.4g} ({opts.steps} steps) on {len(x)} images: {name} error "
             f"against the clean {name} {metrics[f'{name}_mse_vs_clean_adversarial']:.4g}, random noise "
             f"{metrics[f'{name}_mse_vs_clean_control']:.4g} ({metrics[f'{name}_effect_over_control']:.1f}x)"
+            + "".join(f"; {o} {metrics[f'{o}_effect_over_control']:.1f}x" for o in others)
             + (f"; on --target {metrics[f'target_{name}_effect_over_control']:.1f}x" if opts.target and
                f"target_{name}_effect_over_control" in metrics else "") + f"; written to {out}"]
 
 
 ATTACK = Command("the posterior collapse attack on a run's encoder, beside random noise", AttackOptions, attack,
-                 choices=DIRECTIONS, about_run="the run whose encoder is attacked (a VAE, diffusevae or purifier run)",
+                 choices=DIRECTIONS, about_run="the run whose encoder is attacked (a VAE, diffusevae, ldm or purifier "
+                 "run)",
                  writes=FILES)

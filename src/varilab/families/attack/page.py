@@ -57,10 +57,11 @@ def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Pat
             ("mean L2 norm, attack", metrics["l2_adversarial"]), ("mean L2 norm, control", metrics["l2_control"]),
             ("model", f"{run.options.model} run {run.dir}")]
     sections += [Section("Cost and size", table(cost)), Section("Options", table(settings(opts)))]
-    name = next(iter(outputs))
+    name, *others = outputs
     verdict = (f"The {opts.direction} attack at eps {opts.eps:.4g} changes the {name} {metrics[f'{name}_effect_over_control']:.1f} "
                f"times as much as random noise of the same size (mean squared error against the clean {name}: "
-               f"{metrics[f'{name}_mse_vs_clean_adversarial']:.4g} against {metrics[f'{name}_mse_vs_clean_control']:.4g}).")
+               f"{metrics[f'{name}_mse_vs_clean_adversarial']:.4g} against {metrics[f'{name}_mse_vs_clean_control']:.4g})"
+               + "".join(f"; the {o} {metrics[f'{o}_effect_over_control']:.1f} times" for o in others) + ".")
     path = out / "report.html"
     atomic_write(path, html_page(Page(f"Posterior collapse attack ({opts.direction})", verdict, sections),
                                  f"folder <code>{html.escape(str(out))}</code>", out.name))
