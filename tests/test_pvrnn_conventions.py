@@ -121,3 +121,27 @@ def test_the_error_per_dimension_is_the_sums_meta_prior_times_the_dimension_unde
         runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     assert torch.allclose(runs[0], runs[1], atol=1e-5)
     assert not torch.allclose(runs[0], runs[2], atol=1e-3)  # at the same w, the two normalisations differ
+
+
+def test_the_noise_reaching_the_units_is_sigma_p_through_w_dz():
+    """noise = sqrt(mean_i sum_j W_dz,ij^2 sigma_p,j^2): a closed form with a constant prior, the spread of W_dz z over
+    draws of z, and unchanged when z's scale is traded against W_dz's (sigma_p alone is not)."""
+    m = model()
+    with torch.no_grad():
+        for head in m.prior_log_sigma:
+            head.weight.zero_()
+            head.bias.fill_(math.log(0.5))  # sigma_p = 0.5 at every t > 1
+        m.cells[0].dz.weight.copy_(torch.arange(40.0).reshape(20, 2) / 40)
+    r = m.run(None, steps=5, batch=3)
+    w = m.cells[0].dz.weight.detach()
+    expected = float(((w ** 2).sum(1) * 0.25).mean().sqrt())
+    assert torch.allclose(r["noise"][:, 0, 1:], torch.full((3, 4), expected), atol=1e-6)
+    assert torch.allclose(r["sigma_p"][:, :, 1:], torch.full((3, 2, 4), 0.5), atol=1e-6)
+    draws = torch.randn(200_000, 2) * 0.5 @ w.T  # W_dz z for z ~ N(0, 0.5^2 I): its per-unit spread
+    assert abs(float(draws.var(0).mean().sqrt()) - expected) < 0.01 * expected
+    with torch.no_grad():  # z twice as wide, W_dz half as large: the same network input, sigma_p doubled
+        m.prior_log_sigma[0].bias.fill_(math.log(1.0))
+        m.cells[0].dz.weight.mul_(0.5)
+    r2 = m.run(None, steps=5, batch=3)
+    assert torch.allclose(r2["noise"][:, 0, 1:], r["noise"][:, 0, 1:], atol=1e-6)
+    assert torch.allclose(r2["sigma_p"][:, 0, 1:], 2 * r["sigma_p"][:, 0, 1:], atol=1e-6)

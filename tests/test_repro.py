@@ -83,7 +83,11 @@ def test_attack_and_purifier_reproductions_quick(tmp_path):
     assert a["reconstruction_effect_over_control"] > 3 and a["linf_adversarial"] <= 8 / 255 + 1e-6
     assert a["target_reconstruction_mse_vs_clean_adversarial"] > a["target_reconstruction_mse_vs_clean_control"]
     assert pca["results"]["DiffuseVAE/collapse/8"]["refinement_effect_over_control"] > 1
-    assert (tmp_path / "posterior_collapse_attack.md").read_text().count("/255 |") == 2  # collapse and push rows
+    assert (tmp_path / "posterior_collapse_attack.md").read_text().count("/255 |") == 4  # collapse and push, VAEs and ldm
+    ldm = pca["results"]["LDM/collapse/8"]
+    assert ldm["edit_effect_over_control"] > 0 and ldm["linf_adversarial"] <= 8 / 255 + 1e-6
+    assert pca["checks"]["ldm_edit_collapse_effect_3x_random_at_8 (one model)"] == (ldm["edit_effect_over_control"] >= 3)
+    assert 0 < pca["results"]["ldm"]["reconstruction_mse"] < 0.1
     seeds = pca["results"]["collapse_8_by_seed"]
     assert seeds["seeds"] == [0, 1] and seeds["effect"][0] == pytest.approx(a["reconstruction_effect_over_control"])
     low, high = seeds["interval_95"]
@@ -113,12 +117,12 @@ def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
     assert set(result["results"]) == {"0.0001", "0.01", "1"}
     assert result["checks"]["error_regression_beats_free_at_every_w"] is True
     assert all(0 < r["sigma_p"] < 2 and 0 <= r["p_circle_gap"] <= 1.5 for r in result["results"].values())
-    assert len(result["why"]) == 7 and all(set(r) == {"0.0001", "0.01", "1"} for r in result["why"].values())
+    assert len(result["why"]) == 6 and all(set(r) == {"0.0001", "0.01", "1"} for r in result["why"].values())
     assert result["why"]["as built (the defaults)"]["1"]["sigma_p"] == result["results"]["1"]["sigma_p"]
     assert [len(c) for c in result["training_length"].values()] == [2, 2, 2]
     assert result["training_length"]["1"][-1]["sigma_p"] == result["results"]["1"]["sigma_p"]  # the last is the sweep's
     page = (tmp_path / "pvrnn_meta_prior.md").read_text()
-    assert page.count("\n| 0.0001 |") == 1 and "| all four |" in page and "| 4 training sequences" in page
+    assert page.count("\n| 0.0001 |") == 1 and "| all four (with --recon per-dim) |" in page and "| 4 training sequences" in page
 
 
 def test_latent_sde_hurst_reproduction_quick(tmp_path):

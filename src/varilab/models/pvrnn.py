@@ -118,14 +118,16 @@ class PVRNN(nn.Module):
         """Unroll the network for `steps` steps from `state` (default: the start). `posterior(layer, t) -> (mu_pre,
         log_sigma)` [B, z] gives q (z_t drawn from it), else z_t comes from the prior; `sample=False` takes the mean
         instead of a draw. Returns x_hat [B, T, x_dim], kl [B, layers, T] (zeros without a posterior), with `sigma`
-        sigma_p [B, layers, T] (the prior's mean standard deviation), and the state after the last step."""
+        sigma_p [B, layers, T] (the prior's mean standard deviation) and noise [B, layers, T] (the standard deviation
+        that a draw from the prior adds to the units' input W_dz z, root mean square over the units: sigma_p's scale is
+        traded against W_dz's, this is not), and the state after the last step."""
         device = self.out.weight.device
         h, d, started = self.initial_state(batch) if state is None else state
         h, d = list(h), list(d)
-        xs, kls, sigmas = [], [], []
+        xs, kls, sigmas, noises = [], [], [], []
         cells = list(self.cells)
         for t in range(steps):
-            kl_t, sig_t, new_d = [], [], [None] * self.layers
+            kl_t, sig_t, noise_t, new_d = [], [], [], [None] * self.layers
             for l in reversed(range(self.layers)):  # the top layer first
                 mu_p, ls_p = self.prior(l, d[l] if started else None, batch)
                 if posterior is not None:
@@ -139,6 +141,8 @@ class PVRNN(nn.Module):
                     kl_t.append(torch.zeros(batch, device=device))
                 if sigma:
                     sig_t.append(ls_p.exp().mean(-1))
+                    w_dz2 = cells[l].dz.weight ** 2  # [d, z]
+                    noise_t.append(((2 * ls_p).exp() @ w_dz2.T).mean(-1).sqrt())  # sqrt(mean_i sum_j W_ij^2 s_j^2)
                 up = new_d[l + 1] if l + 1 < self.layers else None
                 h[l], new_d[l] = cells[l].forward(h[l], d[l], z, up)
             d, started = new_d, True
@@ -146,8 +150,9 @@ class PVRNN(nn.Module):
             kls.append(torch.stack(kl_t[::-1], 1))
             if sigma:
                 sigmas.append(torch.stack(sig_t[::-1], 1))
+                noises.append(torch.stack(noise_t[::-1], 1))
         out = {"x_hat": torch.stack(xs, 1), "kl": torch.stack(kls, 2), "state": (h, d, started)}
-        return {**out, "sigma_p": torch.stack(sigmas, 2)} if sigma else out
+        return {**out, "sigma_p": torch.stack(sigmas, 2), "noise": torch.stack(noises, 2)} if sigma else out
 
     @torch.no_grad()
     def posterior_from_prior(self) -> None:
@@ -176,9 +181,9 @@ class PVRNN(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, length: int, generator: torch.Generator | None = None) -> dict:
-        """n sequences of `length` steps from the prior (z_t ~ p(z_t | d_{t-1})): x_hat and sigma_p."""
+        """n sequences of `length` steps from the prior (z_t ~ p(z_t | d_{t-1})): x_hat, sigma_p and noise."""
         r = self.run(None, steps=length, batch=n, generator=generator)
-        return {"x": r["x_hat"], "sigma_p": r["sigma_p"]}
+        return {"x": r["x_hat"], "sigma_p": r["sigma_p"], "noise": r["noise"]}
 
 
 def objective(x: torch.Tensor, r: dict, config: PVRNNConfig) -> dict[str, torch.Tensor]:
