@@ -180,3 +180,19 @@ def test_bad_autoencoder_sizes_are_refused_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ae-groups 8 must divide every --ae-widths value" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_continues_the_ddpm_on_the_same_latents_and_refuses_a_longer_first_stage(run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    scale = float(registry.load(out).model.scale)
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2] and float(registry.load(out).model.scale) == scale
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--vae-epochs", "3", "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--vae-epochs 3 cannot continue the autoencoder now" in err[0]
+    assert json.loads((out / "config.json").read_text())["vae_epochs"] == 2

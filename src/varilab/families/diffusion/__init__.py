@@ -212,6 +212,10 @@ def train(opts: DiffusionOptions, out: Path, resume: bool = False, quiet: bool =
     ds = load_data(opts)
     build = (lambda: make_ldm(opts, ds)) if opts.model == "ldm" else (lambda: make_denoiser(opts, ds))
     folder.check_fits(build, f"a {opts.model} network of these sizes")
+    if (opts.model == "ldm" and resume and (out / CHECKPOINT).exists()
+            and not _stage_done(out / VAE_DIR, opts.vae_epochs)):  # stage 2's latents came from the autoencoder as it is
+        raise ValueError(f"{out}: the DDPM has trained on this autoencoder's latents, so --vae-epochs {opts.vae_epochs} "
+                         "cannot continue the autoencoder now; train a new run for a longer first stage")
     print(ds.summary(), file=sys.stderr)
     common = dict(batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, quiet=quiet, precision=opts.precision)
     if opts.model == "ldm":
