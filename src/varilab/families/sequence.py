@@ -155,18 +155,22 @@ def evaluate(run: Run) -> dict:
 
 
 def diagnose(run: Run) -> tuple[dict, list[str]]:
-    """KL per layer and per time step of the training sequences, and the mean prior standard deviation in
-    generation per layer and step."""
+    """KL per layer and per time step of the training sequences; in generation, the mean prior standard deviation
+    per layer and step, and the noise a draw from the prior adds to the units' input (sigma_p through W_dz)."""
     m = run.model
     r = fitted(run)
     kl = r["kl"].mean(0).cpu()  # [layers, T], per latent unit
-    sigma = generation(run)["sigma_p"].mean(0)  # [layers, T]
+    gen = generation(run)
+    sigma, noise = gen["sigma_p"].mean(0), gen["noise"].mean(0)  # [layers, T]
     result = {"kl_per_layer": kl.sum(-1).tolist(), "kl_per_step": kl.tolist(),
               "sigma_p_per_layer": sigma[:, 1:].mean(-1).tolist(), "sigma_p_per_step": sigma.tolist(),
-              "meta_prior": list(m.config.w)}
-    lines = [f"{'layer':>5} {'w':>8} {'KL per unit and sequence':>25} {'mean sigma_p in generation':>27}"]
-    lines += [f"{l + 1:>5} {m.config.w[l]:>8.3g} {result['kl_per_layer'][l]:>25.4f} {result['sigma_p_per_layer'][l]:>27.4f}"
-              for l in range(m.layers)]
+              "noise_per_layer": noise[:, 1:].mean(-1).tolist(), "meta_prior": list(m.config.w)}
+    lines = [f"{'layer':>5} {'w':>8} {'KL per unit and sequence':>25} {'mean sigma_p in generation':>27} "
+             f"{'noise reaching the units':>25}"]
+    lines += [f"{l + 1:>5} {m.config.w[l]:>8.3g} {result['kl_per_layer'][l]:>25.4f} {result['sigma_p_per_layer'][l]:>27.4f} "
+              f"{result['noise_per_layer'][l]:>25.4f}" for l in range(m.layers)]
+    lines.append("noise reaching the units: sqrt(mean_i sum_j W_dz,ij^2 sigma_p,j^2), what a draw from the prior adds to "
+                 "the units' input; a broad sigma_p behind small W_dz is a latent the network does not listen to")
     return result, lines
 
 
@@ -274,9 +278,13 @@ def report(run: Run):
                                                        "steps ahead k", errors)]), "sigma_p, KL and prediction"),
                         f"Prediction on the first {opts.n} test sequences, error regression with window {opts.window} "
                         f"and {opts.iterations} Adam steps per time step (`varilab predict` runs any setting)."),
-                Section("Per layer", table([(f"layer {l + 1}: w, KL per sequence, sigma_p in generation",
-                                             f"{run.model.config.w[l]:g}, {diag['kl_per_layer'][l]:.3f}, "
-                                             f"{diag['sigma_p_per_layer'][l]:.4f}") for l in range(layers)])),
+                Section("Per layer", table([(f"layer {l + 1}", run.model.config.w[l], diag["kl_per_layer"][l],
+                                             diag["sigma_p_per_layer"][l], diag["noise_per_layer"][l])
+                                            for l in range(layers)],
+                                           ("layer", "w", "KL per sequence", "sigma_p in generation",
+                                            "noise reaching the units")),
+                        "The noise reaching the units is sigma_p through W_dz: a broad sigma_p behind small W_dz is a "
+                        "latent the network does not listen to."),
                 Section("Final metrics", table(list(e.items())))]
     verdict = (f"Training error {e['train_recon']:.4f} per step and dimension under the adaptive vectors; 1 step ahead "
                f"on test sequences the prediction error is {pred['error_regression_error'][0]:.4f} with error regression "
