@@ -83,14 +83,26 @@ def train(argv: list[str]) -> str:
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
             + f"; run in {out}")
-    note = still_improving(history, read_jsonl(out / STEPS))
+    note = still_improving(history, read_jsonl(out / STEPS), key=family.improving_on)
     return line + (f"; {note}" if note else "")
 
 
-def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01) -> str:
+def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01,
+                    key: str = "test_loss") -> str:
     """A note when the loss still fell by more than `threshold` (relative) over the last `share` of training:
     the test loss per epoch when there are at least 1 / share epochs, else the training loss logged every
-    few steps (its mean over the last share against the share before)."""
+    few steps (its mean over the last share against the share before). With `key` another logged quantity per
+    epoch (a family whose test loss does not measure the fit: PV-RNN's runs free), its mean over the last share of
+    the epochs against the share before, so that epoch-to-epoch noise does not read as progress."""
+    if key != "test_loss":
+        values = [m[key] for m in history if key in m]
+        back = round(share * len(values))
+        if back < 2:
+            return ""
+        before, last = sum(values[-2 * back:-back]) / back, sum(values[-back:]) / back
+        what = f"the mean {key.replace('_', ' ')} over the last {back} of its {len(values)} epochs"
+        drop = (before - last) / max(abs(before), 1e-12)
+        return f"still improving: {what} fell {drop:.1%}, so more epochs would likely help" if drop > threshold else ""
     losses = [m["test_loss"] for m in history if "test_loss" in m]
     if len(losses) >= round(1 / share):
         back = round(share * len(losses))

@@ -84,7 +84,7 @@ def report(argv: list[str]) -> str:
             ("--force", {"action": "store_true", "help": "overwrite an existing report"})]
     run, ns, flags = _verb("report", "report", "write the run's self-contained HTML report", args, argv)
     page = run.family.report(run, **flags)
-    note = still_improving(read_jsonl(run.dir / METRICS), read_jsonl(run.dir / STEPS))
+    note = still_improving(read_jsonl(run.dir / METRICS), read_jsonl(run.dir / STEPS), key=run.family.improving_on)
     if note and not page.warning:
         page.warning = f"This run stopped while {note}."
     with folder.lock(run.dir, "report"):

@@ -60,6 +60,7 @@ class Family:
     files: tuple[str, ...] = ()  # files or folders of its own in a run folder, replaced with the run
     facts: tuple[str, ...] = ()  # keys its config.json records beside the options (sizes derived from the data)
     upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones
+    improving_on: str = "test_loss"  # the logged quantity that says whether a run stopped while still improving
 
     def answers(self, name: str) -> bool:
         """Whether the family has the verb or command `name`."""

@@ -180,19 +180,26 @@ def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, i
 
 def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
                   steps: list[dict] | None = None) -> bytes:
-    """One panel per logged quantity (a key, or (key, title)): train and, where logged, test per epoch. With
+    """One panel per logged quantity (a key, (key, title) or (key, title, with_test)): train and, where logged and
+    with_test (the default), test per epoch on the same axes; a "test_" key drawn alone is the test series. With
     `steps` (lines logged every few steps, each with a fractional "epoch"), the train curve is drawn from
     them, so a run of one or two epochs still shows its course."""
     epochs = [m["epoch"] for m in metrics]
-    panels = [(p, p) if isinstance(p, str) else p for p in panels]
+    panels = [(p, p, True) if isinstance(p, str) else (*p, True)[:3] for p in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.7), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
+    for ax, (key, title, with_test) in zip(axes[0], panels):
+        if key.startswith("test_"):
+            ax.plot(epochs, [m[key] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            continue
         fine = [s for s in steps or [] if key in s]
         if fine:
             ax.plot([s["epoch"] for s in fine], [s[key] for s in fine], label="train", color="#1f5fa8", lw=1)
         else:
             ax.plot(epochs, [m[key] for m in metrics], label="train", color="#1f5fa8", marker="o", ms=3)
-        if f"test_{key}" in metrics[0]:
+        if with_test and f"test_{key}" in metrics[0]:
             ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
