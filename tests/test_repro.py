@@ -123,6 +123,7 @@ def test_pvrnn_meta_prior_reproduction_quick(tmp_path):
     assert result["training_length"]["1"][-1]["sigma_p"] == result["results"]["1"]["sigma_p"]  # the last is the sweep's
     page = (tmp_path / "pvrnn_meta_prior.md").read_text()
     assert page.count("\n| 0.0001 |") == 1 and "| all four (with --recon per-dim) |" in page and "| 4 training sequences" in page
+    assert "Cause. sigma_p" in page and "noise reaching the units goes from" in page
 
 
 def test_latent_sde_hurst_reproduction_quick(tmp_path):
