@@ -40,6 +40,7 @@ class Command:
     writes: tuple[str, ...] = ()
     writes_file: bool = False  # its options' `out` names one file: an existing one is replaced only with --force
     writes_run: bool = False  # it makes a run (or runs) in --out DIR: called run(run, opts, out, force, quiet)
+    models: tuple[str, ...] | None = None  # the models of its families it serves (None: every one)
 
 
 @dataclass

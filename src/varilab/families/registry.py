@@ -66,7 +66,11 @@ def having(name: str) -> list[Family]:
 def refusal(name: str, family: Family, run_dir) -> str:
     """One line: why `varilab NAME` does not apply to a run of `family`, and which families it applies to."""
     which = having(name)
-    where = "; it applies to " + ", ".join(f"{f.name} runs ({', '.join(f.models)})" for f in which) if which else ""
+
+    def served(f: Family) -> list[str]:
+        command = f.commands.get(name)
+        return [m for m in f.models if command is None or command.models is None or m in command.models]
+    where = "; it applies to " + ", ".join(f"{f.name} runs ({', '.join(served(f))})" for f in which) if which else ""
     hint = f"; {family.why_not[name]}" if name in family.why_not else ""
     return f"`varilab {name}` does not apply to {family.name} runs" + (f" ({run_dir})" if run_dir else "") + hint + where
 

@@ -276,4 +276,5 @@ def scores(truth, estimate, view, shape) -> dict:
 
 
 SOLVE = Command("recover images from degraded observations, the diffusion run the prior", SolveOptions, solve,
-                choices=METHODS, about_run="the diffusion run folder whose model is the prior", writes=FILES)
+                choices=METHODS, about_run="the diffusion run folder whose model is the prior", writes=FILES,
+                models=("ddpm", "flow", "diffusevae"))
