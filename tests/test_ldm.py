@@ -115,14 +115,18 @@ def test_the_edit_is_one_ddim_step_in_closed_form_and_the_reconstruction_at_stre
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ldm") / "ldm"
-    assert main(["train", "--model", "ldm", "--data", "digits", "--ae-widths", "8,16", "--ae-groups", "4",
+    root = tmp_path_factory.mktemp("ldm")
+    out = root / "ldm"
+    from sklearn.datasets import load_digits
+
+    np.save(root / "digits.npy", (load_digits().images[:200] / 16).astype(np.float32))  # 200 of them: a fast run
+    assert main(["train", "--model", "ldm", "--data", str(root / "digits.npy"), "--ae-widths", "8,16", "--ae-groups", "4",
                  "--vae-epochs", "2", "--epochs", "1", "--channels", "8", "--mults", "1", "--timesteps", "100",
                  "--batch-size", "64", "--quiet", "--out", str(out)]) == 0
     return out
 
 
-def test_a_run_saves_loads_samples_and_reports(run, capsys):
+def test_a_run_saves_loads_samples_and_evaluates(run, capsys):
     assert (run / "vae" / "model.safetensors").exists() and (run / "model.safetensors").exists()
     from safetensors.torch import load_file
 
@@ -139,6 +143,11 @@ def test_a_run_saves_loads_samples_and_reports(run, capsys):
     assert main(["eval", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"test_loss", "reconstruction_mse", "latent_kl", "scale"} <= set(result) and result["scale"] == float(a.scale)
+
+
+@pytest.mark.slow
+def test_a_run_reports(run):
+    """The page (edits at three strengths, 150 sampling steps: about a minute on two busy cores)."""
     assert main(["report", str(run)]) == 0
     assert "Reconstructions and edits" in (run / "report.html").read_text()
 
