@@ -1,15 +1,17 @@
 """Image codecs (megapixels per second, CPU, one thread): encoding images to a .vlc file and decoding it back with
-`vq-codec` and the `factorized` baseline (`varilab.families.codec`: network, quantisation, range coding by
-constriction, the container), against JPEG through Pillow.
+`vq-codec`, the `factorized` baseline and the mean-scale `hyperprior` (`varilab.families.codec`: network, quantisation,
+range coding by constriction, the container), against JPEG and WebP through Pillow.
 
 Images: 512 Fashion-MNIST test images (28 x 28) in [0, 1], or, where the Debian package is missing, 512 generated
 28 x 28 images (smooth stripes with noise), named in the result. Both learned codecs have hidden 64, 8 latent channels
 and two stride-2 convolutions (a 7 x 7 latent grid), as in the rate-distortion reproduction, where vq-codec at m = 4,
 K = 64 (1.43 bits per pixel on Fashion-MNIST) lies 0.31 dB above the factorized front, whose nearest run is latent 8
 at 1.41 bits per pixel: vq-codec quantises each latent vector with m = 4 codebooks of K = 64 codes, the factorized
-model each latent to an integer in [-15, 15] under a density per channel. Their weights
-are freshly initialised (speed does not depend on training; random codes are the coder's worst case, about 6 bits
-each) and their integer tables frozen. JPEG codes each image on its own at quality 75.
+model each latent to an integer in [-15, 15] under a density per channel. The hyperprior runs at its defaults (GDN
+transforms of four convolutions, hidden 64, 32 latent channels on the 7 x 7 grid, codes in [-63, 63] under 64 Gaussian
+scale tables, its hyper latent one stride coarser). Their weights are freshly initialised (speed does not depend on
+training; random codes are the coder's worst case, about 6 bits each) and their integer tables frozen. JPEG (quality
+75) and WebP (quality 50) code each image on its own.
 
 Encoding runs the encoder, quantises, range-codes and packs the file; decoding checks and unpacks the file,
 range-decodes and runs the decoder. The contenders alternate (ABBA) after one warm-up each; figures are medians over
@@ -51,21 +53,23 @@ def _images(n: int) -> tuple[torch.Tensor, str]:
         return torch.as_tensor(np.clip(x, 0, 1)[:, None], dtype=torch.float32), "generated stripes (Fashion-MNIST missing)"
 
 
-JPEG = "JPEG (Pillow, quality 75)"
+JPEG, WEBP = "JPEG (Pillow, quality 75)", "WebP (Pillow, quality 50)"
+CLASSIC = {JPEG: ("JPEG", 75), WEBP: ("WEBP", 50)}
 
 
-def _jpeg_encode(grey: np.ndarray) -> list[bytes]:
+def _classic_encode(grey: np.ndarray, name: str = JPEG) -> list[bytes]:
     from PIL import Image
 
+    fmt, quality = CLASSIC[name]
     out = []
     for img in np.rint(grey * 255).astype(np.uint8):
         buf = io.BytesIO()
-        Image.fromarray(img, mode="L").save(buf, "JPEG", quality=75)
+        Image.fromarray(img, mode="L").save(buf, fmt, quality=quality)
         out.append(buf.getvalue())
     return out
 
 
-def _jpeg_decode(files: list[bytes]) -> np.ndarray:
+def _classic_decode(files: list[bytes]) -> np.ndarray:
     from PIL import Image
 
     return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("L"), dtype=np.float32) / 255 for b in files])
@@ -78,7 +82,8 @@ def _run(model_name: str, x: torch.Tensor, out: Path):
     from varilab.families.folder import WEIGHTS
     from varilab.families.protocol import Run
 
-    opts = replace(family.CodecOptions(model=model_name), latent=8, hidden=64, downsample=2, groups=4, codes=64)
+    own = {"latent": 32, "support": 63} if model_name == "hyperprior" else {"latent": 8}  # the hyperprior's defaults
+    opts = replace(family.CodecOptions(model=model_name), hidden=64, downsample=2, groups=4, codes=64, **own)
     model = family.make_model(opts, None).eval()  # the data set only shapes INR codecs
     model.freeze_tables()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,17 +108,17 @@ def run(quick: bool) -> dict:
         x, source = _images(plan["images"])
         megapixels = x.numel() / 1e6
         tmp = Path(tempfile.mkdtemp(prefix="varilab-bench-codec-"))
-        runs = {name: _run(name, x, tmp / name) for name in ("vq-codec", "factorized")}
+        runs = {name: _run(name, x, tmp / name) for name in ("vq-codec", "factorized", "hyperprior")}
         files = {name: family.encode(r, x)[0] for name, r in runs.items()}
         grey = x[:, 0].numpy()
         fns = {}
         for name, r in runs.items():
             fns[("encode", name)] = lambda arg, r=r: family.encode(r, x)
             fns[("decode", name)] = lambda arg, r=r, data=files[name]: family.decode(r, data)
-        jpeg = _jpeg_encode(grey)
-        fns[("encode", JPEG)] = lambda arg: _jpeg_encode(grey)
-        fns[("decode", JPEG)] = lambda arg: _jpeg_decode(jpeg)
-        jpeg_bytes = sum(len(b) for b in jpeg)
+        classic_files = {name: _classic_encode(grey, name) for name in CLASSIC}
+        for name, coded in classic_files.items():
+            fns[("encode", name)] = lambda arg, name=name: _classic_encode(grey, name)
+            fns[("decode", name)] = lambda arg, coded=coded: _classic_decode(coded)
         with torch.no_grad():
             times, other_busy = timing.other_cpu_busy(lambda: timing.abba(fns, None, None, plan["rounds"], megapixels))
     finally:
@@ -121,13 +126,16 @@ def run(quick: bool) -> dict:
     rows, ratios = timing.per_group(times, ("encode", "decode"), baseline="factorized")
     for row in rows:
         row["megapixels_per_s"] = 1 / row["median_s"]
-    peer, peer_note = _compressai(x, tmp)
-    if peer:
-        base = {r["name"].split(" / ")[0]: r["median_s"] for r in rows if r["name"].endswith(" / factorized")}
-        for group in ("encode", "decode"):
-            median = 1 / peer[f"{group}_mp_s"]
-            rows.append({"name": f"{group} / CompressAI bmshj2018 (own process, one run)", "median_s": median,
-                         "ratio": median / base[group], "megapixels_per_s": peer[f"{group}_mp_s"]})
+    peer_notes = []
+    for model, label in (("factorized", "bmshj2018"), ("mean-scale", "mbt2018-mean")):
+        peer, note = _compressai(x, tmp, model, label)
+        peer_notes.append(note)
+        if peer:
+            base = {r["name"].split(" / ")[0]: r["median_s"] for r in rows if r["name"].endswith(" / factorized")}
+            for group in ("encode", "decode"):
+                median = 1 / peer[f"{group}_mp_s"]
+                rows.append({"name": f"{group} / CompressAI {label} (own process, one run)", "median_s": median,
+                             "ratio": median / base[group], "megapixels_per_s": peer[f"{group}_mp_s"]})
     rate = {name: 8 * len(data) / (megapixels * 1e6) for name, data in files.items()}
     faster = ratios["decode / vq-codec"] < 1
     print(f"[bench] codec: decode vq-codec / factorized {ratios['decode / vq-codec']:.3f}", file=sys.stderr)
@@ -142,7 +150,8 @@ def run(quick: bool) -> dict:
         "notes": ["Ratios: each group (encode, decode) against its own factorized row; megapixels per second are "
                   "1 / median.", f"Images: {source}.",
                   "Bits per pixel of these untrained models' files: " + ", ".join(f"{k} {v:.3f}" for k, v in rate.items())
-                  + f"; JPEG at quality 75: {8 * jpeg_bytes / (megapixels * 1e6):.3f}.", peer_note],
+                  + "; " + ", ".join(f"{name}: {8 * sum(map(len, coded)) / (megapixels * 1e6):.3f}"
+                                     for name, coded in classic_files.items()) + ".", *peer_notes],
         "checks": {"other_cpu_busy_while_timing": other_busy},
         "settings": {**plan, "threads": 1},
         "seconds": time.perf_counter() - t_start,
@@ -152,7 +161,7 @@ def run(quick: bool) -> dict:
 PEER_ENV = Path(__file__).resolve().parent.parent / ".venv-compressai" / "bin" / "python"
 
 
-def _compressai(x: torch.Tensor, tmp: Path) -> tuple[dict | None, str]:
+def _compressai(x: torch.Tensor, tmp: Path, model: str = "factorized", label: str = "bmshj2018") -> tuple[dict | None, str]:
     """CompressAI's encode and decode megapixels per second on images x, or None and why not."""
     import json
     import os
@@ -165,12 +174,12 @@ def _compressai(x: torch.Tensor, tmp: Path) -> tuple[dict | None, str]:
     np.save(images, x[:, 0].numpy())
     proc = subprocess.run([str(PEER_ENV), str(Path(__file__).resolve().parent / "compressai" / "bmshj2018.py"),
                            "--train", str(images), "--test", str(images), "--rate-weight", "0.01", "--steps", "0",
-                           "--n", "64", "--m", "32"], capture_output=True, text=True,
+                           "--n", "64", "--m", "32", "--model", model], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         return None, f"CompressAI: failed ({(proc.stderr.strip().splitlines() or ['no message'])[-1]})."
     peer = json.loads(proc.stdout.strip().splitlines()[-1])
-    return peer, (f"CompressAI bmshj2018 (untrained, N 64, M 32, {peer['parameters']:,} parameters): "
+    return peer, (f"CompressAI {label} (untrained, N 64, M 32, {peer['parameters']:,} parameters): "
                   f"{peer['bpp_file']:.3f} bits per pixel; timed once in its own process, after one warm-up call on 8 images.")
 
 

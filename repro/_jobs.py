@@ -36,3 +36,12 @@ def run_all(lines: dict, workers: int = 2) -> dict:
         if proc.returncode:
             raise RuntimeError(f"{key}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
     return {key: json.loads(proc.stdout.strip().splitlines()[-1]) for key, proc in done.items()}
+
+
+def codec_split(path) -> tuple:
+    """(train, test) images [N, H, W] of an .npy file as the codec family splits it (seed 0, 20% held out)."""
+    from varilab.data import load
+
+    ds = load(str(path), test_fraction=0.2, seed=0)
+    shape = ds.image_shape
+    return ds.x_train.numpy().reshape(-1, *shape), ds.x_test.numpy().reshape(-1, *shape)

@@ -33,6 +33,27 @@ def test_round_trip_is_exact_and_the_length_is_the_cross_entropy():
     assert ideal <= 8 * len(stream) <= ideal * 1.001 + 64 * len(counts)
 
 
+def test_parts_under_indexed_tables_round_trip_at_their_cross_entropy():
+    """A stream of rows, then symbols each under the table its index picks (a hyperprior's scales), read back in
+    order; its length is the sum of -log2 p of each symbol under its own table."""
+    rows, counts = _symbols(rows=2, n=500, seed=2)
+    tabs = tables.quantise(np.random.default_rng(3).dirichlet(np.full(64, 0.3), size=5))
+    rng = np.random.default_rng(4)
+    index = rng.integers(0, 5, 3000)
+    symbols = np.array([rng.choice(64, p=tabs[i] / tabs[i].sum()) for i in index])
+    writer = entropy.Writer()
+    writer.rows(rows, counts)
+    writer.indexed(symbols, index, tabs)
+    stream = writer.stream()
+    reader = entropy.Reader(stream)
+    np.testing.assert_array_equal(reader.rows(counts, 500), rows)
+    np.testing.assert_array_equal(reader.indexed(index, tabs), symbols)
+    ideal = tables.code_length(rows, counts) + tables.code_length(symbols[:, None], tabs[index])
+    assert ideal <= 8 * len(stream) <= ideal * 1.001 + 64 * 7
+    with pytest.raises(ValueError, match="one table index"):
+        writer.indexed(symbols, index + 5, tabs)
+
+
 def test_the_same_tables_give_the_same_bytes():
     symbols, counts = _symbols(seed=1)
     assert entropy.encode(symbols, counts) == entropy.encode(symbols.copy(), counts.copy())
@@ -126,3 +147,23 @@ def test_the_front_keeps_only_points_no_other_beats():
     rates, psnr = front([2.0, 0.5, 1.0, 1.5, 1.0], [21.0, 20.0, 22.5, 22.0, 21.0], pad=True)
     assert rates == [0.5, 1.0, 2.0] and psnr == [20.0, 22.5, 22.5]  # flat out to the costliest run: padding
     assert front([0.5, 1.0], [20.0, 22.0], pad=True) == ([0.5, 1.0], [20.0, 22.0])  # the best run is the costliest
+
+
+def test_bd_rate_against_hand_computed_examples():
+    from varilab.codec.rd import bd_rate
+
+    psnr = [30, 33, 36, 39]
+    ref = [1, 2, 4, 8]  # ln r = ln 2 (q - 30) / 3
+    assert bd_rate(ref, psnr, [0.5, 1, 2, 4], psnr) == pytest.approx(-50, abs=1e-9)  # half the rate everywhere
+    # the same curve 1.5 dB better: at every q its rate is 2^(-1/2) the reference's, on the overlap [31.5, 39]
+    assert bd_rate(ref, psnr, ref, [31.5, 34.5, 37.5, 40.5]) == pytest.approx(100 * (2 ** -0.5 - 1), abs=1e-9)
+    # ln r = ln r_ref + 0.01 (q - 30)^2 on [30, 36]: mean offset 0.01 * 6^3 / 3 / 6 = 0.12
+    q = np.array([30.0, 32, 34, 36])
+    base = np.log(2) * (q - 30) / 3
+    assert bd_rate(np.exp(base), q, np.exp(base + 0.01 * (q - 30) ** 2), q) == pytest.approx(100 * np.expm1(0.12),
+                                                                                                abs=1e-9)
+    assert bd_rate(ref, psnr, ref, psnr) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="share no quality range"):
+        bd_rate(ref, psnr, ref, [40, 41, 42, 43])
+    with pytest.raises(ValueError, match="positive rates"):
+        bd_rate(ref, psnr, [0, 1, 2, 3], psnr)

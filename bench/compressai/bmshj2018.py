@@ -1,10 +1,13 @@
-"""CompressAI's factorized-prior model (Balle et al., 2018, `bmshj2018-factorized`) trained at varilab's scale, run
-in .venv-compressai (bench/compressai/setup.sh), printing one JSON line.
+"""CompressAI's factorized-prior model (Balle et al., 2018, `bmshj2018-factorized`), or its mean-scale hyperprior
+(Minnen et al., 2018, `mbt2018-mean`), trained at varilab's scale, run in .venv-compressai (bench/compressai/setup.sh),
+printing one JSON line.
 
-usage: bmshj2018.py --train X.npy --test Y.npy --rate-weight L [--steps S] [--n N] [--m M] [--seed 0]
+usage: bmshj2018.py --train X.npy --test Y.npy --rate-weight L [--model factorized|mean-scale] [--steps S] [--n N]
+       [--m M] [--seed 0]
 
-Images are grey [N, H, W] in [0, 1], padded (edge pixels repeated) to a multiple of 16 for the four stride-2 layers;
-the decoded images are cropped back. The objective is varilab's, MSE + L * bpp (CompressAI's lmbda * 255^2 MSE + bpp
+Images are grey [N, H, W] in [0, 1], padded (edge pixels repeated) to a multiple of 16 for the four stride-2 layers
+(mean-scale: of 32, its hyper transforms keeping one of their two stride-2 layers, so that 28-pixel images are not
+padded to 64); the decoded images are cropped back. The objective is varilab's, MSE + L * bpp (CompressAI's lmbda * 255^2 MSE + bpp
 with lmbda = 1 / (255^2 L)). Bits per pixel count the bytes of CompressAI's strings over the original pixels (the
 latent shape, known to both sides, is not counted). Timing: one thread, the whole test set in one batch.
 """
@@ -28,23 +31,30 @@ def main():
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--m", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", choices=("factorized", "mean-scale"), default="factorized")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     from compressai.losses import RateDistortionLoss
-    from compressai.models import FactorizedPrior
+    from compressai.models import FactorizedPrior, MeanScaleHyperprior
     from compressai.models.utils import conv, deconv
 
     xtr = torch.as_tensor(np.load(a.train), dtype=torch.float32)[:, None]
     xte = torch.as_tensor(np.load(a.test), dtype=torch.float32)[:, None]
     h, w = xte.shape[-2:]
-    ph, pw = (-h) % 16, (-w) % 16
+    side = 16 if a.model == "factorized" else 32
+    ph, pw = (-h) % side, (-w) % side
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
 
     def padded(x):
         return F.pad(x, pad, mode="replicate")
 
-    net = FactorizedPrior(a.n, a.m)
+    if a.model == "factorized":
+        net = FactorizedPrior(a.n, a.m)
+    else:  # h_a's last convolution and h_s's first at stride 1: the hyper latent one stride-2 below y, as varilab's
+        net = MeanScaleHyperprior(a.n, a.m)
+        net.h_a[4] = conv(a.n, a.n, stride=1, kernel_size=5)
+        net.h_s[0] = conv(a.n, a.m, stride=1, kernel_size=5)
     net.g_a[0], net.g_s[-1] = conv(1, a.n), deconv(a.n, 1)  # grey images: one channel in and out
     main_params = [q for n, q in net.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [q for n, q in net.named_parameters() if n.endswith(".quantiles")]
@@ -77,8 +87,9 @@ def main():
     xhat = dec["x_hat"].clamp(0, 1)[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
     mse = float(F.mse_loss(xhat, xte))
     pixels = xte.numel()
-    nbytes = sum(len(s) for s in enc["strings"][0])
-    np.save(a.test.replace(".npy", f"-bmshj2018-{a.rate_weight:g}.npy"), xhat[:, 0].numpy())
+    nbytes = sum(len(s) for part in enc["strings"] for s in part)  # the hyperprior's side strings counted too
+    tag = "bmshj2018" if a.model == "factorized" else "mbt2018-mean"
+    np.save(a.test.replace(".npy", f"-{tag}-{a.rate_weight:g}.npy"), xhat[:, 0].numpy())
     print(json.dumps({"bpp_file": 8 * nbytes / pixels, "psnr": -10 * math.log10(max(mse, 1e-12)), "mse": mse,
                       "bytes": nbytes, "encode_mp_s": pixels / enc_s / 1e6, "decode_mp_s": pixels / dec_s / 1e6,
                       "train_seconds": train_s, "parameters": sum(q.numel() for q in net.parameters())}))

@@ -41,3 +41,26 @@ def front(rates, qualities, pad: bool = False) -> tuple[list[float], list[float]
     if pad and points[-1][0] > kept[-1][0]:
         kept.append((points[-1][0], kept[-1][1]))
     return [r for r, _ in kept], [q for _, q in kept]
+
+
+def bd_rate(rates_ref, qualities_ref, rates, qualities) -> float:
+    """The Bjontegaard delta rate of a curve against a reference, in percent: the mean difference of log rate over
+    the qualities both curves reach, each curve's log rate fitted as a polynomial of quality (cubic from four points,
+    else of degree points - 1, as in VCEG-M33). Negative: the curve needs that much less rate for the same quality.
+
+    BD-rate = 100 (exp((1 / (b - a)) int_a^b (P(q) - P_ref(q)) dq) - 1), P a curve's fit of ln rate on [a, b],
+    the overlap of the two quality ranges."""
+    fits, ranges = [], []
+    for r, q in ((rates_ref, qualities_ref), (rates, qualities)):
+        r, q = np.asarray(r, dtype=np.float64), np.asarray(q, dtype=np.float64)
+        if r.shape != q.shape or r.ndim != 1 or len(np.unique(q)) < 2 or (r <= 0).any():
+            raise ValueError(f"a curve needs two or more qualities and positive rates: rates {r.tolist()}, "
+                             f"qualities {q.tolist()}")
+        fits.append(np.polynomial.Polynomial.fit(q, np.log(r), min(3, len(np.unique(q)) - 1)).convert())
+        ranges.append((q.min(), q.max()))
+    lo, hi = max(a for a, _ in ranges), min(b for _, b in ranges)
+    if hi <= lo:
+        raise ValueError(f"the curves share no quality range: {ranges[0]} and {ranges[1]}")
+    ref, own = (f.integ() for f in fits)
+    mean = ((own(hi) - own(lo)) - (ref(hi) - ref(lo))) / (hi - lo)
+    return float(100 * np.expm1(mean))

@@ -83,8 +83,9 @@ def train(argv: list[str]) -> str:
     line = (f"trained {opts.model} for {m.get('epoch', 0)} epochs: train loss {m.get('loss', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
             + f"; run in {out}")
-    note = still_improving(history, read_jsonl(out / STEPS), key=family.improving_on)
-    return line + (f"; {note}" if note else "")
+    notes = [still_improving(history, read_jsonl(out / STEPS), key=family.improving_on),
+             family.trends(history) if family.trends else ""]
+    return line + "".join(f"; {n}" for n in notes if n)
 
 
 def still_improving(history: list[dict], steps: list[dict] = (), share: float = 0.1, threshold: float = 0.01,

@@ -84,9 +84,13 @@ def report(argv: list[str]) -> str:
             ("--force", {"action": "store_true", "help": "overwrite an existing report"})]
     run, ns, flags = _verb("report", "report", "write the run's self-contained HTML report", args, argv)
     page = run.family.report(run, **flags)
-    note = still_improving(read_jsonl(run.dir / METRICS), read_jsonl(run.dir / STEPS), key=run.family.improving_on)
+    history = read_jsonl(run.dir / METRICS)
+    note = still_improving(history, read_jsonl(run.dir / STEPS), key=run.family.improving_on)
     if note and not page.warning:
         page.warning = f"This run stopped while {note}."
+    trend = run.family.trends(history) if run.family.trends else ""
+    if trend:
+        page.warning = f"{page.warning} {trend[0].upper()}{trend[1:]}.".strip()
     with folder.lock(run.dir, "report"):
         return str(write_report(run, page, ns.out, ns.force))
 

@@ -50,10 +50,23 @@ def encoded(run: Run, x, medium: Medium | None = None):
     from ..codec import container, entropy
 
     medium = medium or DEFAULT
-    rows, grid, bits = medium.symbols(run, x.to(_device(run)))
-    stream = entropy.encode(rows.cpu().numpy(), medium.table_rows(run).cpu().numpy())
-    meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits}  # "images":
-    return container.pack(identity(run), meta, stream), meta, rows.cpu()  # the inputs' shape (the name of format 1)
+    if hasattr(run.model, "write"):  # tables picked by what was coded before it (a hyperprior): the model writes parts
+        writer = entropy.Writer()
+        rows, grid, bits = run.model.write(x.to(_device(run)), writer)
+        stream, check = writer.stream(), {"symbols_crc32": symbols_crc(rows)}
+    else:
+        rows, grid, bits = medium.symbols(run, x.to(_device(run)))
+        stream, check = entropy.encode(rows.cpu().numpy(), medium.table_rows(run).cpu().numpy()), {}
+    meta = {"model": run.options.model, "images": list(x.shape), "grid": grid, "estimated_bits": bits, **check}
+    return container.pack(identity(run), meta, stream), meta, rows.cpu()  # "images": the inputs' shape (format 1)
+
+
+def symbols_crc(rows) -> int:
+    """CRC32 of symbol rows as little-endian int64: a model that reads its tables from decoded values (its scales
+    computed in floating point) is checked to have read back the symbols it wrote."""
+    import zlib
+
+    return zlib.crc32(rows.cpu().numpy().astype("<i8").tobytes())
 
 
 def encode(run: Run, x, medium: Medium | None = None) -> tuple[bytes, dict]:
@@ -73,12 +86,18 @@ def decode(run: Run, data: bytes, item: list[int], medium: Medium | None = None)
     tables = medium.table_rows(run).cpu().numpy()
     n = check_header(meta, item, len(tables), medium.noun)
     try:
-        symbols = entropy.decode(stream, tables, n)
+        if hasattr(run.model, "read"):
+            x, rows = run.model.read(entropy.Reader(stream), meta["grid"])
+        else:
+            rows = torch.as_tensor(entropy.decode(stream, tables, n), dtype=torch.long)
+            x = medium.from_symbols(run, rows.to(_device(run)), meta["grid"])
     except Exception:  # the range decoder's own assertion on a stream shorter than the header promises
         raise ValueError(f"its stream does not hold the {n:,} symbols per row its header promises; the file is "
                          "damaged or was not written by varilab") from None
-    rows = torch.as_tensor(symbols, dtype=torch.long)
-    return medium.from_symbols(run, rows.to(_device(run)), meta["grid"]).cpu(), rows
+    if "symbols_crc32" in meta and symbols_crc(rows) != meta["symbols_crc32"]:
+        raise ValueError("the codes read back differ from those written (their checksum): a scale fell on the other "
+                         "side of a table boundary in this machine's arithmetic; decode on the machine that wrote it")
+    return x.cpu(), rows.cpu()
 
 
 def check_header(meta, item: list[int], table_rows: int, noun: str = "inputs") -> int:

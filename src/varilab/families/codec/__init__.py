@@ -16,6 +16,7 @@ from ..protocol import Family, Run
 from ..registry import register
 from .files import COMPRESS, DECOMPRESS, CompressOptions, DecompressOptions, decode, encode, images
 from .metrics import evaluated
+from .trends import rate_trend
 
 __all__ = ["CodecOptions", "CompressOptions", "DecompressOptions", "FAMILY", "decode", "encode", "images"]
 
@@ -23,12 +24,17 @@ MODELS = {"vq-codec": "convolutional codec: m codebooks of K codes per latent ve
                       "frequencies, objective D + lambda R",
           "factorized": "the baseline: scalar quantisation of each latent, a learned density per channel (Balle et "
                         "al., 2017), objective D + lambda R",
+          "hyperprior": "mean-scale hyperprior (Balle et al., 2018; Minnen et al., 2018): GDN transforms, each latent "
+                        "coded under a Gaussian whose mean and scale come from a coded hyper latent, objective D + "
+                        "lambda R with the side information counted",
           "recombiner": "RECOMBINER: a posterior over an INR's weights w = A h (A shared, learned) with latent grids, "
                         "coded by relative entropy coding at about KL bits",
           "combiner": "COMBINER, the mean-field variant: a factorised posterior over the INR's weights, no grids"}
 VQ = ("vq-codec",)
 FACTORIZED = ("factorized",)
-CONV = VQ + FACTORIZED
+HYPER = ("hyperprior",)
+SCALAR = FACTORIZED + HYPER  # latents rounded to integers under a learned density
+CONV = VQ + SCALAR
 INR = ("recombiner", "combiner")
 RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel; recombiner: "
                     "R = KL(q || p), beta)")
@@ -38,7 +44,8 @@ RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R:
 class CodecOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 30, "batch_size": 64, "lr": 2e-3}
     # INR codecs: an epoch is one Adam step of every training posterior; a batch, every training image
-    PER_MODEL = {m: {"epochs": 1000, "batch_size": None, "lr": 1e-2} for m in INR}
+    PER_MODEL = {**{m: {"epochs": 1000, "batch_size": None, "lr": 1e-2} for m in INR},
+                 "hyperprior": {"latent": 32, "downsample": 2, "support": 63, "lr": 1e-3}}
     HELP = {"data": "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]",
             "test_fraction": "share of the images held out as the test split",
             "batch_size": "images per batch (recombiner, combiner: every training image when not given)",
@@ -52,11 +59,16 @@ class CodecOptions(TrainOptions):
     stages: int = option(1, "residual quantisation stages", check=positive_int.upto(16), models=VQ)
     latent: int = option(32, "channels of a latent vector (vq-codec: a multiple of --groups)", check=positive_int.upto(4096),
                          models=CONV)
-    support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int.upto(10_000), models=FACTORIZED)
-    mixtures: int = option(3, "logistics in each channel's density", check=positive_int.upto(64), models=FACTORIZED)
+    support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int.upto(10_000), models=SCALAR)
+    mixtures: int = option(3, "logistics in each channel's density (hyperprior: of the hyper latent's)",
+                           check=positive_int.upto(64), models=SCALAR)
+    transform: str = option("relu", "the convolutional transforms", models=FACTORIZED, choices={
+        "relu": "--downsample stride-2 convolutions with ReLU between (the vq-codec's)",
+        "gdn": "four convolutions of kernel 5 per side with GDN between, the first --downsample strided (the "
+               "hyperprior's, Balle et al.)"})
     hidden: int = option(64, "channels of the convolutions", check=positive_int.upto(4096), models=CONV)
-    downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image)",
-                             check=positive_int.upto(10), models=CONV)
+    downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image; 0 with "
+                             "the GDN transforms: none)", check=non_negative_int.upto(10), models=CONV)
     units: int = option(24, "units of each of the INR's hidden layers", check=positive_int.upto(4096), models=INR)
     layers: int = option(2, "the INR's hidden layers", check=positive_int.upto(64), models=INR)
     fourier: int = option(8, "frequencies of the INR's Fourier features (1 to the Nyquist rate)", check=positive_int.upto(1024),
@@ -106,6 +118,8 @@ def load_data(opts: CodecOptions):
     side = 2 ** opts.downsample if opts.model in CONV else 1
     if any(s % side for s in ds.image_shape):
         raise ValueError(f"--downsample {opts.downsample} needs image sides divisible by {side}, got {ds.image_shape}")
+    if opts.model in CONV and opts.downsample == 0 and not (opts.model in HYPER or opts.transform == "gdn"):
+        raise ValueError("--downsample 0 needs the GDN transforms: --model hyperprior, or factorized --transform gdn")
     if ds.x_train.min() < 0 or ds.x_train.max() > 1:
         raise ValueError(f"--data {opts.data}: pixel values must lie in [0, 1]")
     return ds
@@ -129,7 +143,12 @@ def make_model(opts: CodecOptions, ds):
     if opts.model == "factorized":
         from ...models.codec.factorized import Factorized, FactorizedConfig
 
-        return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
+        return Factorized(FactorizedConfig(channels=1, latent=opts.latent, hidden=opts.hidden, transform=opts.transform,
+                                           downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
+    if opts.model == "hyperprior":
+        from ...models.codec.hyperprior import Hyperprior, HyperpriorConfig
+
+        return Hyperprior(HyperpriorConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
                                            downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
     return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
                                  stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard,
@@ -161,6 +180,7 @@ def objective(opts: CodecOptions, steps_total: int):
         else:
             tau = 1.0  # the factorized model: uniform noise in training (any tau)
         xhat, bpp = model(imgs, tau=tau if model.training else None)
+        logged.update(getattr(model, "parts", {}))  # hyperprior: the side information's and the latents' bpp
         mse = (xhat - imgs).pow(2).mean()
         loss = mse + opts.rate_weight * bpp.mean()
         if model.training and opts.model == "vq-codec" and opts.quantiser == "ema":
@@ -230,4 +250,4 @@ def report(run: Run):
 
 FAMILY = register(Family("codec", MODELS, CodecOptions, train=train, load=load, evaluate=evaluate, report=report,
                          commands={"compress": COMPRESS, "decompress": DECOMPRESS},
-                         why_not={"diagnose": "`varilab eval` reports the codebooks' perplexity"}))
+                         why_not={"diagnose": "`varilab eval` reports the codebooks' perplexity"}, trends=rate_trend))

@@ -70,9 +70,13 @@ def page(run):
                       "at or below kappa; coding an image tunes each block's lambda so its posterior spends kappa "
                       f"bits there (this run's test files: {e['coded_over_kl']:.3f} x their posteriors' KL).")
     else:
-        t = m.tables.cpu().numpy()
-        panels = [(f"channel {i + 1}", "code k + L", {"P(k)": list(row / row.sum())}) for i, row in enumerate(t[:4])]
-        usage_text = "The integer tables the coder uses, as probabilities of each code, for the first channels."
+        side = hasattr(m, "z_density")  # hyperprior: the hyper latent's tables; the latents' come from its scales
+        t = (m.z_density.tables if side else m.tables).cpu().numpy()
+        panels = [(f"{'hyper latent ' if side else ''}channel {i + 1}", "code k + L", {"P(k)": list(row / row.sum())})
+                  for i, row in enumerate(t[:4])]
+        usage_text = "The integer tables the coder uses, as probabilities of each code, for the first channels." + (
+            " Each latent is coded under the Gaussian table its decoded scale picks (64 scales from 0.11 to 256), the "
+            "hyper latent under these learned tables." if side else "")
     sections = [
         Section("Reconstructions", img(plots.image_rows(rows, run.data.image_shape), "test images and decodings"),
                 "Test images, their decoding from a .vlc file this run wrote, and JPEG and WebP (Pillow) at the "

@@ -1,0 +1,31 @@
+"""What a codec run's per-epoch test metrics say about where training left it: a file rate still rising at the end,
+and a rate that rose while the quality did not."""
+from __future__ import annotations
+
+SHARE = 0.2  # the last fifth of the epochs against the fifth before it
+RISE = 0.02  # a rate 2% higher is rising
+STALL = 0.1  # dB: a quality gain below this buys nothing
+
+
+def rate_trend(history: list[dict]) -> str:
+    """A note when the mean test rate of the last fifth of the epochs is more than 2% above the fifth before: how
+    much it rose and what the PSNR did meanwhile; nothing for runs of fewer than 10 epochs or without a test rate."""
+    rows = [m for m in history if "test_bpp" in m and "test_psnr" in m]
+    back = round(SHARE * len(rows))
+    if back < 2:
+        return ""
+
+    def mean(key, part):
+        return sum(m[key] for m in part) / len(part)
+
+    before, last = rows[-2 * back:-back], rows[-back:]
+    r0, r1 = mean("test_bpp", before), mean("test_bpp", last)
+    if r1 <= r0 * (1 + RISE):
+        return ""
+    gain = mean("test_psnr", last) - mean("test_psnr", before)
+    what = (f"its test rate was still rising at the end ({r0:.3f} -> {r1:.3f} bits per pixel: the mean over the last "
+            f"fifth of its {len(rows)} epochs against the fifth before)")
+    if gain < STALL:
+        return (f"{what} while the PSNR moved {gain:+.2f} dB: the extra bits buy no quality; a larger --rate-weight "
+                "holds the rate down")
+    return f"{what}, the PSNR {gain:+.2f} dB: it trades rate for quality as it trains; --rate-weight sets the balance"
