@@ -49,13 +49,27 @@ def test_gdn_and_its_inverse_follow_their_formulas():
     g, ig = GDN(3), GDN(3, inverse=True)
     with torch.no_grad():
         for m in (g, ig):
-            m.beta.copy_(torch.tensor([1.0, 0.5, 2.0]))
+            m.beta.copy_(torch.tensor([1.0, 0.5, 2.0]))  # beta = b^2 + 1e-6, gamma = g^2
             m.gamma.copy_(torch.tensor([[0.1, 0.2, 0.0], [0.0, 0.3, 0.1], [0.4, 0.0, 0.2]]))
     x = torch.randn(2, 3, 4, 5)
-    norm = torch.sqrt(torch.tensor([1.0, 0.5, 2.0])[None, :, None, None]
-                      + torch.einsum("ij,bjhw->bihw", g.gamma.detach(), x * x))
+    beta = torch.tensor([1.0, 0.25, 4.0]) + 1e-6
+    gamma = torch.tensor([[0.01, 0.04, 0.0], [0.0, 0.09, 0.01], [0.16, 0.0, 0.04]])
+    norm = torch.sqrt(beta[None, :, None, None] + torch.einsum("ij,bjhw->bihw", gamma, x * x))
     torch.testing.assert_close(g(x), x / norm)
     torch.testing.assert_close(ig(x), x * norm)
+
+
+def test_training_decodes_the_codes_a_file_holds_and_rates_noisy_latents():
+    torch.manual_seed(0)
+    m = hyperprior.Hyperprior(hyperprior.HyperpriorConfig(latent=4, hidden=8, downsample=1))
+    m.freeze_tables()
+    x = torch.rand(3, 1, 8, 8)
+    train_x, train_bpp = m(x, tau=1.0)
+    test_x, test_bpp = m(x)
+    torch.testing.assert_close(train_x, test_x)  # the same reconstruction: the rounded codes in both
+    assert not torch.allclose(train_bpp, test_bpp)  # the rate of noisy latents in training
+    train_x.sum().backward()
+    assert m.encoder[0].weight.grad.abs().sum() > 0  # the gradient reaches the encoder through the rounding
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,11 @@ def bd_rate(rates_ref, qualities_ref, rates, qualities) -> float:
             raise ValueError(f"a curve needs two or more qualities and positive rates: rates {r.tolist()}, "
                              f"qualities {q.tolist()}")
         fits.append(np.polynomial.Polynomial.fit(q, np.log(r), min(3, len(np.unique(q)) - 1)).convert())
-        ranges.append((q.min(), q.max()))
+        ranges.append((float(q.min()), float(q.max())))
     lo, hi = max(a for a, _ in ranges), min(b for _, b in ranges)
     if hi <= lo:
-        raise ValueError(f"the curves share no quality range: {ranges[0]} and {ranges[1]}")
+        raise ValueError("the curves share no quality range: {:.2f}-{:.2f} and {:.2f}-{:.2f}".format(*ranges[0],
+                                                                                                  *ranges[1]))
     ref, own = (f.integ() for f in fits)
     mean = ((own(hi) - own(lo)) - (ref(hi) - ref(lo))) / (hi - lo)
     return float(100 * np.expm1(mean))

@@ -45,7 +45,7 @@ class CodecOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 30, "batch_size": 64, "lr": 2e-3}
     # INR codecs: an epoch is one Adam step of every training posterior; a batch, every training image
     PER_MODEL = {**{m: {"epochs": 1000, "batch_size": None, "lr": 1e-2} for m in INR},
-                 "hyperprior": {"latent": 32, "downsample": 2, "support": 63, "lr": 1e-3}}
+                 "hyperprior": {"latent": 8, "downsample": 1, "support": 63}}
     HELP = {"data": "images in [0, 1]: digits, fashion-mnist, mnist-5k or an .npy [N, H, W]",
             "test_fraction": "share of the images held out as the test split",
             "batch_size": "images per batch (recombiner, combiner: every training image when not given)",
@@ -62,10 +62,10 @@ class CodecOptions(TrainOptions):
     support: int = option(15, "L: the latents' codes lie in [-L, L]", check=positive_int.upto(10_000), models=SCALAR)
     mixtures: int = option(3, "logistics in each channel's density (hyperprior: of the hyper latent's)",
                            check=positive_int.upto(64), models=SCALAR)
-    transform: str = option("relu", "the convolutional transforms", models=FACTORIZED, choices={
+    transform: str = option("relu", "the convolutional transforms", models=SCALAR, choices={
         "relu": "--downsample stride-2 convolutions with ReLU between (the vq-codec's)",
-        "gdn": "four convolutions of kernel 5 per side with GDN between, the first --downsample strided (the "
-               "hyperprior's, Balle et al.)"})
+        "gdn": "four convolutions of kernel 5 per side with GDN between, the first --downsample strided (Balle et "
+               "al.)"})
     hidden: int = option(64, "channels of the convolutions", check=positive_int.upto(4096), models=CONV)
     downsample: int = option(1, "stride-2 convolutions (latents 2^downsample times coarser than the image; 0 with "
                              "the GDN transforms: none)", check=non_negative_int.upto(10), models=CONV)
@@ -118,8 +118,8 @@ def load_data(opts: CodecOptions):
     side = 2 ** opts.downsample if opts.model in CONV else 1
     if any(s % side for s in ds.image_shape):
         raise ValueError(f"--downsample {opts.downsample} needs image sides divisible by {side}, got {ds.image_shape}")
-    if opts.model in CONV and opts.downsample == 0 and not (opts.model in HYPER or opts.transform == "gdn"):
-        raise ValueError("--downsample 0 needs the GDN transforms: --model hyperprior, or factorized --transform gdn")
+    if opts.model in CONV and opts.downsample == 0 and not (opts.model in SCALAR and opts.transform == "gdn"):
+        raise ValueError("--downsample 0 needs the GDN transforms: --transform gdn (factorized, hyperprior)")
     if ds.x_train.min() < 0 or ds.x_train.max() > 1:
         raise ValueError(f"--data {opts.data}: pixel values must lie in [0, 1]")
     return ds
@@ -148,7 +148,7 @@ def make_model(opts: CodecOptions, ds):
     if opts.model == "hyperprior":
         from ...models.codec.hyperprior import Hyperprior, HyperpriorConfig
 
-        return Hyperprior(HyperpriorConfig(channels=1, latent=opts.latent, hidden=opts.hidden,
+        return Hyperprior(HyperpriorConfig(channels=1, latent=opts.latent, hidden=opts.hidden, transform=opts.transform,
                                            downsample=opts.downsample, support=opts.support, mixtures=opts.mixtures))
     return VQCodec(VQCodecConfig(channels=1, latent=opts.latent, groups=opts.groups, codes=opts.codes,
                                  stages=opts.stages, hidden=opts.hidden, downsample=opts.downsample, hard=opts.hard,

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .density import ChannelDensity
-from .transforms import analysis, synthesis
-from .vq_codec import VQCodecConfig, _decoder, _encoder
+from .transforms import transforms
 
 
 @dataclass
@@ -28,15 +27,7 @@ class Factorized(ChannelDensity):
         c = config
         super().__init__(c.latent, c.mixtures, c.support)
         self.config = c
-        if c.transform == "gdn":
-            self.encoder = analysis(c.channels, c.hidden, c.latent, c.downsample)
-            self.decoder = synthesis(c.latent, c.hidden, c.channels, c.downsample)
-        elif c.transform == "relu":
-            shape = VQCodecConfig(channels=c.channels, latent=c.latent, hidden=c.hidden, downsample=c.downsample,
-                                  groups=1)
-            self.encoder, self.decoder = _encoder(shape), _decoder(shape)
-        else:
-            raise ValueError(f"unknown transform {c.transform!r}; choose relu or gdn")
+        self.encoder, self.decoder = transforms(c)
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's latents, channels last [B, h, w, C]."""

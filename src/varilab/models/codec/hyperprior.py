@@ -4,7 +4,9 @@ scale the decoder reads from the decoded z, (mu, sigma) = h_s(z^):
 
     y^ = round(y - mu) + mu,   P(k) = Phi((k + 1/2) / s) - Phi((k - 1/2) / s),   s the table scale at or above sigma.
 
-In training the latents get uniform noise, y~ = y + u, and y~ costs -log2 P(y~ - mu) under sigma itself. The rate of a
+In training the rate is that of noisy latents, y~ = y + u costing -log2 P(y~ - mu) under sigma itself (and z~ = z + u
+under z's density), while the decoders see the rounded codes a file holds, their gradients passed straight through
+(the mixed quantisation of Minnen & Singh, 2020): the reconstruction in training is the one a file decodes to. The rate of a
 file is both parts: the side information z^ and the latents y^. Scales are read against a fixed table of log-spaced
 scales, each with its integer probability table over codes in [-L, L] (the tails folded into the ends), computed in
 float64 once; a latent is coded under the table its scale index picks (`varilab.codec.entropy.Writer.indexed`).
@@ -19,7 +21,7 @@ from torch import nn
 
 from ...codec.tables import quantise
 from .density import LN2, ChannelDensity
-from .transforms import analysis, synthesis
+from .transforms import transforms
 
 SCALES = (0.11, 256.0, 64)  # the scale table: 64 scales log-spaced from 0.11 to 256
 
@@ -27,11 +29,13 @@ SCALES = (0.11, 256.0, 64)  # the scale table: 64 scales log-spaced from 0.11 to
 @dataclass
 class HyperpriorConfig:
     channels: int = 1
-    latent: int = 32  # M: channels of y
-    hidden: int = 64  # N: channels of the transforms and of z
-    downsample: int = 2  # stride-2 convolutions of g_a (z is one more stride 2 coarser)
+    latent: int = 8  # M: channels of y
+    hidden: int = 64  # N: channels of the transforms
+    hyper: int = 8  # channels of z: few, so that small images do not pay for side information they cannot use
+    downsample: int = 1  # stride-2 convolutions of g_a (z is one more stride 2 coarser)
     support: int = 63  # L: y's and z's codes lie in [-L, L]
     mixtures: int = 3  # logistics in each of z's channel densities
+    transform: str = "relu"  # "relu": the vq-codec's convolutions; "gdn": four of kernel 5 per side with GDN between
 
 
 def phi(x: torch.Tensor) -> torch.Tensor:
@@ -64,15 +68,14 @@ class Hyperprior(nn.Module):
     def __init__(self, config: HyperpriorConfig):
         super().__init__()
         c = self.config = config
-        self.encoder = analysis(c.channels, c.hidden, c.latent, c.downsample)
-        self.decoder = synthesis(c.latent, c.hidden, c.channels, c.downsample)
+        self.encoder, self.decoder = transforms(c)
         self.hyper_encoder = nn.Sequential(  # h_a: y -> z, one stride 2
             nn.Conv2d(c.latent, c.hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(c.hidden, c.hidden, 5, 2, 2), nn.ReLU(),
-            nn.Conv2d(c.hidden, c.hidden, 3, 1, 1))
+            nn.Conv2d(c.hidden, c.hyper, 3, 1, 1))
         self.hyper_decoder = nn.Sequential(  # h_s: z^ -> (mu, log sigma), back to y's grid
-            nn.ConvTranspose2d(c.hidden, c.hidden, 5, 2, 2, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c.hyper, c.hidden, 5, 2, 2, output_padding=1), nn.ReLU(),
             nn.Conv2d(c.hidden, c.hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(c.hidden, 2 * c.latent, 3, 1, 1))
-        self.z_density = ChannelDensity(c.hidden, c.mixtures, c.support)
+        self.z_density = ChannelDensity(c.hyper, c.mixtures, c.support)
         scales, tables = scale_tables(c.support)
         self.register_buffer("scales", scales.float())
         self.register_buffer("scale_table", tables)
@@ -84,20 +87,21 @@ class Hyperprior(nn.Module):
         return mu, log_sigma.exp().clamp(SCALES[0], SCALES[1])
 
     def forward(self, x: torch.Tensor, tau: float | None = None):
-        """(reconstruction, rate in bits per pixel [B], z's and y's parts); with tau (training) uniform noise stands in
-        for rounding, else the codes a file holds."""
+        """(reconstruction from the codes a file holds, rate in bits per pixel [B]); with tau (training) the rate is
+        that of noisy latents, else of the codes; `parts` keeps the side information's and the latents' bpp."""
         y = self.encoder(x)
         z = self.hyper_encoder(y)
-        if tau is not None:
-            z_hat = z + torch.rand_like(z) - 0.5
-            mu, sigma = self.mean_scale(z_hat, y.shape[-2:])
-            y_hat = y + torch.rand_like(y) - 0.5
+        z_hat = self.z_density.codes(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).to(y.dtype)
+        z_hat = z + (z_hat - z).detach()  # the codes a file holds, gradient straight through
+        mu, sigma = self.mean_scale(z_hat, y.shape[-2:])
+        y_hat = self.y_codes(y, mu).to(y.dtype) + mu
+        y_hat = y + (y_hat - y).detach()
+        if tau is not None:  # the rates of noisy latents, y~ = y + u and z~ = z + u (the decoder sees the codes)
+            z_rated, y_rated = z + torch.rand_like(z) - 0.5, y + torch.rand_like(y) - 0.5
         else:
-            z_hat = self.z_density.codes(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).to(y.dtype)
-            mu, sigma = self.mean_scale(z_hat, y.shape[-2:])
-            y_hat = self.y_codes(y, mu).to(y.dtype) + mu
-        z_bits = self.z_density.bits(z_hat.permute(0, 2, 3, 1)).sum((1, 2, 3))
-        y_bits = gaussian_bits(y_hat - mu, sigma).sum((1, 2, 3))
+            z_rated, y_rated = z_hat, y_hat
+        z_bits = self.z_density.bits(z_rated.permute(0, 2, 3, 1)).sum((1, 2, 3))
+        y_bits = gaussian_bits(y_rated - mu, sigma).sum((1, 2, 3))
         pixels = x.shape[-1] * x.shape[-2]
         self.parts = {"bpp_side": (z_bits / pixels).mean().detach(), "bpp_latent": (y_bits / pixels).mean().detach()}
         return self.decoder(y_hat), (z_bits + y_bits) / pixels
