@@ -167,3 +167,17 @@ def test_bd_rate_against_hand_computed_examples():
         bd_rate(ref, psnr, ref, [40, 41, 42, 43])
     with pytest.raises(ValueError, match="positive rates"):
         bd_rate(ref, psnr, [0, 1, 2, 3], psnr)
+
+
+def test_trivial_baselines_by_hand_and_the_sentence_when_a_file_is_worse():
+    from varilab.codec import classic
+
+    x = np.array([[[0.0, 0.4], [0.6, 1.0]]])  # 1 bit: levels {0, 1} -> 0, 0, 1, 1: MSE (0.16 + 0.16) / 4
+    t = classic.trivial(x)
+    assert t["bits"][1] == pytest.approx(-10 * np.log10(0.08))
+    assert t["bits"][2] == pytest.approx(-10 * np.log10((2 * (0.4 - 1 / 3) ** 2) / 4))  # levels 0, 1/3, 2/3, 1
+    assert t["lossless_bpp"] == pytest.approx(2.0)  # four distinct 8-bit values, once each
+    said = classic.beaten_by_trivial(2.5, 10.0, x)
+    assert "rounding each pixel to 1 bit (1 bit per pixel" in said and "lossless entropy (2.00" in said
+    assert classic.beaten_by_trivial(0.5, 10.0, x) == ""  # below every k-bit rate and below the entropy
+    assert "lossless entropy" in classic.beaten_by_trivial(2.5, 80.0, x)

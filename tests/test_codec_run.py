@@ -29,6 +29,21 @@ def test_eval_reports_file_bits_beside_the_estimate_and_the_codes_round_trip(run
     assert e["codes_round_trip"] is True
     assert 0.9 * e["bpp_estimated"] < e["bpp_file"] < 1.2 * e["bpp_estimated"] + 0.05
     assert 1 <= min(min(p) for p in e["perplexity"]) <= max(max(p) for p in e["perplexity"]) <= 16
+    from varilab.codec import classic
+    from varilab.families.registry import load
+
+    t = classic.trivial(load(runs / "a").data.x_test.reshape(-1, 8, 8).numpy())
+    worse = any(k <= e["bpp_file"] and q >= e["psnr"] for k, q in t["bits"].items()) or e["bpp_file"] > t["lossless_bpp"]
+    assert bool(e["worse_than_trivial"]) == worse  # the sentence exactly when a trivial baseline beats the file
+
+
+def test_a_file_worse_than_rounding_the_pixels_says_so_on_the_page(runs, capsys):
+    assert cli.main(["eval", str(runs / "a"), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert cli.main(["report", str(runs / "a"), "--force"]) == 0
+    page = (runs / "a" / "report.html").read_text()
+    assert ("This run&#x27;s file is no use on these images" in page or "This run's file is no use" in page) == \
+        bool(e["worse_than_trivial"])
 
 
 def test_a_file_decodes_identically_with_another_thread_count(runs, tmp_path, capsys):

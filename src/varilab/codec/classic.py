@@ -84,3 +84,37 @@ def ms_ssim(images, reference) -> float:
     w = torch.tensor(MS_SSIM_BETAS, dtype=torch.float64)
     return float(msssim(torch.as_tensor(x)[:, None], torch.as_tensor(ref)[:, None], data_range=1.0, kernel_size=5,
                         betas=tuple((w / w.sum()).tolist())))
+
+
+def trivial(images) -> dict:
+    """What needs no learning, on grey images [N, H, W] in [0, 1]: each pixel rounded to k bits (the nearest of 2^k
+    levels i / (2^k - 1), black and white among them; rate k bits per pixel, no coding) for k = 1..8, and the lossless
+    rate of the 8-bit pixels
+    under their own histogram (the entropy H = -sum_v p_v log2 p_v, what an order-0 coder spends).
+    {"bits": {k: psnr}, "lossless_bpp": H}."""
+    x = _check(images)
+    out = {}
+    for k in range(1, 9):
+        top = 2 ** k - 1  # q(x) = round(x (2^k - 1)) / (2^k - 1)
+        q = np.rint(x * top) / top
+        out[k] = float(-10 * np.log10(max(float(((q - x) ** 2).mean()), 1e-12)))
+    counts = np.bincount(np.rint(x * 255).astype(np.int64).ravel(), minlength=256)
+    p = counts[counts > 0] / counts.sum()
+    return {"bits": out, "lossless_bpp": float(-(p * np.log2(p)).sum())}
+
+
+def beaten_by_trivial(bpp: float, psnr: float, images) -> str:
+    """A sentence when a coded file is worse than what needs no learning on these images: a k-bit rounding of the
+    pixels at no more rate and at least its PSNR, or a rate above the pixels' lossless order-0 entropy; else ''."""
+    t = trivial(images)
+    better = [(k, q) for k, q in t["bits"].items() if k <= bpp and q >= psnr]
+    if better:
+        k, q = better[0]
+        return (f"{bpp:.2f} bits per pixel at {psnr:.2f} dB is worse than rounding each pixel to {k} bit"
+                f"{'s' if k > 1 else ''} ({k} bit{'s' if k > 1 else ''} per pixel, {q:.2f} dB)" + (f", and above the pixels' lossless entropy "
+                                                       f"({t['lossless_bpp']:.2f} bits per pixel)"
+                                                       if bpp > t["lossless_bpp"] else ""))
+    if bpp > t["lossless_bpp"]:
+        return (f"{bpp:.2f} bits per pixel is above the pixels' lossless entropy ({t['lossless_bpp']:.2f} bits per "
+                "pixel under their own histogram): coding them exactly would cost less")
+    return ""

@@ -13,7 +13,7 @@ def evaluated(run: Run):
     """(`evaluate`'s metrics, the test images decoded from the file [N, 1, H, W]): one file written and read."""
     import torch
 
-    from ...codec.classic import ms_ssim, ssim
+    from ...codec.classic import beaten_by_trivial, ms_ssim, ssim
 
     m, x = run.model, images(run.data, "test")
     data, meta, written = encoded(run, x)
@@ -26,6 +26,7 @@ def evaluated(run: Run):
            "ms_ssim": ms_ssim(seen, truth) if min(x.shape[-2:]) > 16 else None,
            "bpp_file": 8 * len(data) / pixels, "bpp_estimated": meta["estimated_bits"] / pixels, "bytes": len(data),
            "codes_round_trip": bool(torch.equal(codes, written))}
+    out["worse_than_trivial"] = beaten_by_trivial(out["bpp_file"], out["psnr"], truth)  # '' when it is not
     if hasattr(m, "perplexity"):
         out |= {"perplexity": m.perplexity().tolist(), "perplexity_codes": codes_perplexity(written, m.config.codes),
                 "codes": m.config.codes, "groups": m.config.groups, "stages": m.config.stages}

@@ -100,4 +100,6 @@ def page(run):
     verdict = (f"{e['bpp_file']:.3f} bits per pixel in the file ({gap:.3f}x the model's estimate), PSNR "
                f"{e['psnr']:.2f} dB on {e['test_images']} test images; the decoded codes "
                f"{'equal' if e['codes_round_trip'] else 'DIFFER FROM'} the encoder's.")
-    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, ["loss", "mse", "bpp"])
+    worse = e["worse_than_trivial"]
+    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, ["loss", "mse", "bpp"],
+                warning=f"This run's file is no use on these images: {worse}." if worse else None)
