@@ -15,8 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = ["linear_vae_collapse", "be_more_active", "conditional_hierarchical_collapse", "ard_vae", "vsae_dead_latents",
          "likelihood_table", "diffusevae_fashion", "red_diff_inverse", "posterior_collapse_attack", "purifier_robustness",
-         "pvrnn_meta_prior", "latent_sde_hurst", "vq_codec_rate_distortion", "recombiner_rate_distortion",
-         "squeeze3d_pointclouds", "laf_unlearning", "phg_mae"]
+         "pvrnn_meta_prior", "latent_sde_hurst", "vq_codec_rate_distortion", "learned_codec_vs_webp",
+         "recombiner_rate_distortion", "squeeze3d_pointclouds", "laf_unlearning", "phg_mae"]
 
 
 def load(name: str):
