@@ -49,7 +49,7 @@ CEILING = {
     "lambda 1e-4, 14x14 latents, 128 channels": ([*FINE, "--hidden", "128"], 20),
     "GDN transforms, 7x7 latents, lambda 1e-4": ([*GDN, "--downsample", "2", "--latent", "16"], 20),
     "GDN, no downsampling (32 channels, one latent per pixel)": ([*GDN, "--downsample", "0", "--latent", "1",
-                                                                 "--hidden", "32"], 10),
+                                                                 "--hidden", "32"], 20),
     "hyperprior (ReLU, 14x14 latents), lambda 1e-4": ([*HYPER, "--rate-weight", "1e-4"], 20),
 }
 HYPER_LAMBDAS = (3e-5, 1e-4, 3e-4, 1e-3)
