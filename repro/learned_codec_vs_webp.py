@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _jobs import codec_split, run_all, train_then_eval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / ".venv-compressai" / "bin" / "python"
+PEER_LAMBDAS = (1e-4, 1e-3)  # CompressAI's mean-scale hyperprior (mbt2018-mean) at two of the hyperprior's lambdas
 FIGURE = ROOT / "docs" / "repro" / "learned_codec_vs_webp.png"
 FACTORIZED = ["--model", "factorized", "--hidden", "64"]
 # (the change, its options, epochs); every arm is the factorized model of the vq-codec reproduction but for its change
@@ -69,8 +71,27 @@ def classic_curve(test: np.ndarray, fmt: str, qualities) -> list[tuple[float, fl
     return points
 
 
+RIFF = 20  # bytes of a WebP file's container: "RIFF", its size, "WEBP", then the "VP8 " chunk's tag and size
+
+
+def container_note(webp, hyper, pixels_per_image: int) -> str:
+    """The comparison again with WebP's container bytes taken off every file: a learned file of many images pays its
+    header once, a WebP file per image pays RIFF's 20 bytes each."""
+    off = 8 * RIFF / pixels_per_image
+    rates, psnrs = zip(*hyper)
+    read = [(r - off, p, quality_at(rates, psnrs, r - off)) for r, p in webp if BAND[0] <= r - off <= BAND[1]]
+    wins = sum(o >= p for _, p, o in read)
+    return (f"Without WebP's container ({RIFF} bytes a file, {off:.2f} bits per pixel at this size) its points in the "
+            f"band are at " + ", ".join(f"{r:.2f} bpp {p:.2f} dB (hyperprior {o:.2f})" for r, p, o in read)
+            + f": the hyperprior is at or above WebP at {wins} of {len(read)}"
+            + (" (read along its curve's end below its lowest rate)" if any(r < min(rates) for r, _, _ in read) else "")
+            + ".")
+
+
 def cost(name: str) -> float:
     """A job's rough CPU seconds, to start the longest first."""
+    if name.startswith("CompressAI"):
+        return 10.0 * HYPER_EPOCHS
     if name.startswith("hyperprior curve"):
         return 3.0 * HYPER_EPOCHS
     args, epochs = CEILING[name]
@@ -102,13 +123,28 @@ def run(quick: bool = False) -> dict:
             folders[name] = root / f"hyper-{lam:g}"
             lines[name] = train_then_eval(str(folders[name]), *HYPER, "--rate-weight", str(lam), "--data", str(path),
                                           "--epochs", str(max(1, HYPER_EPOCHS // scale)))
+        if PEER.exists() and not quick:  # the published model, the same steps on the same images
+            np.save(root / "train.npy", train)
+            np.save(root / "test.npy", test.astype(np.float32))
+            for lam in PEER_LAMBDAS:
+                lines[f"CompressAI mbt2018-mean, lambda {lam:g}"] = " ".join([
+                    str(PEER), str(ROOT / "bench" / "compressai" / "bmshj2018.py"), "--model", "mean-scale", "--train",
+                    str(root / "train.npy"), "--test", str(root / "test.npy"), "--rate-weight", str(lam), "--steps",
+                    str(HYPER_EPOCHS * -(-len(train) // 64)), "--n", "64", "--m", "32"])
         results = run_all(dict(sorted(lines.items(), key=lambda kv: -cost(kv[0]))))
         curves = {name: history(folder) for name, folder in folders.items()}
+        peer_note = ("CompressAI's mbt2018-mean (N 64, M 32, its own entropy coders; its bits are the bytes of its "
+                     "strings, both parts; images padded to 32 x 32, its hyper transforms with one stride-2 layer "
+                     "instead of two) trained the same steps at batch 64 on the same images, in .venv-compressai. "
+                     if PEER.exists() and not quick else "CompressAI: missing (.venv-compressai not built). ")
     webp = classic_curve(test, "webp", WEBP_QUALITIES)
     jpeg = classic_curve(test, "jpeg", JPEG_QUALITIES)
     steps_per_epoch = -(-len(train) // 64)
     rows = []
+    peers = {n: e for n, e in results.items() if n.startswith("CompressAI")}
     for name, e in results.items():
+        if name in peers:
+            continue
         h = curves[name]
         best = max(m["test_psnr"] for m in h)
         gap = h[-1]["psnr"] - h[-1]["test_psnr"]  # noisy-latent training PSNR against the rounded test PSNR
@@ -126,27 +162,37 @@ def run(quick: bool = False) -> dict:
     checks[f"hyperprior at or above WebP at two of WebP's rates in {BAND[0]}-{BAND[1]} bpp ({len(wins)} of "
            f"{len(compared)})"] = len(wins) >= 2
     bd = {}
-    for name, points in (("hyperprior", hyper), ("JPEG", jpeg)):
+    peer_curve = sorted((e["bpp_file"], e["psnr"]) for e in peers.values())
+    for name, points in (("hyperprior", hyper), ("JPEG", jpeg), ("CompressAI mbt2018-mean", peer_curve)):
+        if len(points) < 2:
+            continue
         try:
             bd[name] = bd_rate(w_rates, w_psnr, *zip(*points))
         except ValueError as err:
             bd[name] = str(err)
     if not quick:
-        figure(curves, steps_per_epoch, results, hyper, webp, jpeg)
+        figure(curves, steps_per_epoch, results, hyper, webp, jpeg, peer_curve)
     table = ("| run | steps | bpp (file) | PSNR (dB, file) | best test PSNR over training (dB) | test PSNR, second half "
              "(dB) | train - test PSNR at the end (dB) |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     table += ("\n\n| codec | bpp (file) | PSNR (dB) |\n|---|---|---|\n"
               + "\n".join(f"| hyperprior | {r:.3f} | {q:.2f} |" for r, q in hyper)
               + "\n" + "\n".join(f"| WebP q{q} | {r:.3f} | {p:.2f} |" for q, (r, p) in zip(WEBP_QUALITIES, webp))
-              + "\n" + "\n".join(f"| JPEG q{q} | {r:.3f} | {p:.2f} |" for q, (r, p) in zip(JPEG_QUALITIES, jpeg)))
+              + "\n" + "\n".join(f"| JPEG q{q} | {r:.3f} | {p:.2f} |" for q, (r, p) in zip(JPEG_QUALITIES, jpeg))
+              + "".join(f"\n| {n} ({HYPER_EPOCHS * steps_per_epoch:,} steps) | {e['bpp_file']:.3f} | {e['psnr']:.2f} |"
+                        for n, e in peers.items()))
     table += ("\n\n| at WebP's rate (bpp) | WebP PSNR (dB) | hyperprior PSNR (dB) | within the hyperprior's rates |\n"
               "|---|---|---|---|\n" + "\n".join(f"| {r:.3f} | {p:.2f} | {o:.2f} | {'yes' if i else 'no'} |"
                                                 for r, p, o, i in compared))
+    against_peer = "".join(
+        f" At CompressAI's {r:.3f} bpp ({n.split(', ')[1]}): CompressAI {q:.2f} dB, the hyperprior "
+        f"{quality_at(*zip(*hyper), r):.2f} dB{'' if hyper[0][0] <= r <= hyper[-1][0] else ' (read along its curve)'}."
+        for n, (r, q) in ((n, (e["bpp_file"], e["psnr"])) for n, e in peers.items()) if len(hyper) > 1)
     bd_text = "; ".join(f"{k} {v:+.1f}%" if isinstance(v, float) else f"{k}: {v}" for k, v in bd.items())
     return {"title": "Learned codecs against WebP on Fashion-MNIST: the ceiling and the hyperprior",
             "finding": PAPER, "held": all(checks.values()), "checks": checks, "table": table,
             "notes": f"BD-rate against WebP (negative: fewer bits for the same PSNR): {bd_text}. "
-                     f"Test images: {len(test)} of 28 x 28; training images: {len(train)}, batch 64 "
+                     f"{container_note(webp, hyper, test[0].size) if len(hyper) > 1 else ''} "
+                     f"{peer_note}{against_peer.strip()} Test images: {len(test)} of 28 x 28; training images: {len(train)}, batch 64 "
                      f"({steps_per_epoch} steps an epoch). Figure: docs/repro/learned_codec_vs_webp.png (test PSNR "
                      "against training steps for each run; PSNR against the file rate).",
             "bd_rate": bd, "webp": webp, "jpeg": jpeg, "hyperprior": hyper,
@@ -154,7 +200,7 @@ def run(quick: bool = False) -> dict:
                                            for k, v in curves.items()}}
 
 
-def figure(curves, steps_per_epoch, results, hyper, webp, jpeg) -> None:
+def figure(curves, steps_per_epoch, results, hyper, webp, jpeg, peer=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +208,7 @@ def figure(curves, steps_per_epoch, results, hyper, webp, jpeg) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
     for name, h in curves.items():
-        if name.startswith("hyperprior curve"):
+        if name.startswith("hyperprior curve") or name not in CEILING:
             continue
         a.plot([m["epoch"] * steps_per_epoch for m in h], [m["test_psnr"] for m in h], label=name)
         b.plot([results[name]["bpp_file"]], [results[name]["psnr"]], "o", label=name)
@@ -170,8 +216,9 @@ def figure(curves, steps_per_epoch, results, hyper, webp, jpeg) -> None:
           title="PSNR against training")
     a.legend(fontsize=7)
     for label, points, style in (("hyperprior (4 lambdas)", hyper, "k-o"), ("WebP", webp, "b--s"),
-                                 ("JPEG", jpeg, "r:^")):
-        b.plot(*zip(*points), style, label=label)
+                                 ("JPEG", jpeg, "r:^"), ("CompressAI mbt2018-mean", peer, "m-D")):
+        if points:
+            b.plot(*zip(*points), style, label=label)
     b.axvspan(*BAND, color="0.93")
     b.set(xlabel="bits per pixel (file)", ylabel="PSNR (dB)", title="rate-distortion (test images)", xlim=(0, 6))
     b.legend(fontsize=7)

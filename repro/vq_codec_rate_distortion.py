@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from varilab.codec import classic
-from varilab.codec.rd import front, inside, quality_at
+from varilab.codec.rd import bd_rate, front, inside, quality_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _jobs import codec_split, run_all, train_then_eval  # noqa: E402
@@ -99,7 +99,7 @@ def run(quick: bool = False) -> dict:
                 lam = float(setting.split()[-1])
                 decoded = np.load(root / f"{name}-test-bmshj2018-{lam:g}.npy").astype(np.float64)
                 e["ms_ssim"] = classic.ms_ssim(np.clip(decoded, 0, 1), tests[name])
-    rows, checks, curves = [], {}, {}
+    rows, checks, curves, bd = [], {}, {}, {}
     for name, test in tests.items():
         fac = [(e["bpp_file"], e["psnr"]) for (d, c, _), e in results.items() if d == name and c == "factorized"]
         rates, psnrs = front(*zip(*fac), pad=True)
@@ -127,6 +127,20 @@ def run(quick: bool = False) -> dict:
                 mse = float(((decoded - test) ** 2).mean())
                 rows.append(f"| {name} | {fmt.upper()} | quality {q} | {8 * size / test.size:.3f} | "
                             f"{-10 * np.log10(mse):.2f} | {classic.ms_ssim(decoded, test):.4f} | | | |")
+                curves[name].setdefault(fmt.upper(), []).append((8 * size / test.size, -10 * np.log10(mse)))
+        learned = {f"vq-codec m={m}": sorted((e["bpp_file"], e["psnr"]) for (d, c, st), e in results.items()
+                                             if d == name and c == "vq-codec" and st.startswith(f"m={m},"))
+                   for m in sorted({m for m, _ in vq})}
+        learned["factorized front"] = list(zip(rates, psnrs))
+        peer = sorted((e["bpp_file"], e["psnr"]) for (d, c, _), e in results.items()
+                      if d == name and c.startswith("CompressAI"))
+        if peer:
+            learned["CompressAI bmshj2018"] = peer
+        for label, points in learned.items():  # each learned curve's Bjontegaard delta rate against WebP's
+            try:
+                bd[(name, label)] = f"{bd_rate(*zip(*curves[name]['WEBP']), *zip(*points)):+.1f}%"
+            except ValueError as err:
+                bd[(name, label)] = str(err)
     peer_note = ("CompressAI's bmshj2018 ran in .venv-compressai (its bits: the bytes of its strings; the latent's "
                  "shape, known to both sides, not counted)." if PEER.exists() else
                  "CompressAI: missing (.venv-compressai could not be built here; bench/compressai/setup.sh says why "
@@ -139,5 +153,8 @@ def run(quick: bool = False) -> dict:
             "notes": f"Test images: {', '.join(f'{n} {len(t)}' for n, t in tests.items())}. {peer_note} "
                      "(ext.): the vq-codec's rate lies outside the factorized runs' range. Above its best run, the factorized "
                      "front is flat out to its costliest run: a codec keeps its quality when its files are padded. JPEG's headers alone cost "
-                     "about 2.5 bits per pixel at these sizes.",
-            "curves": curves, "results": {" / ".join(k): v for k, v in results.items()}}
+                     "about 2.5 bits per pixel at these sizes. BD-rate against WebP (negative: fewer bits for "
+                     "the same PSNR, over the PSNR range both reach): " + "; ".join(
+                         f"{d} {label}: {v}" for (d, label), v in bd.items()) + ".",
+            "curves": curves, "bd_rate_vs_webp": {" / ".join(k): v for k, v in bd.items()},
+            "results": {" / ".join(k): v for k, v in results.items()}}
