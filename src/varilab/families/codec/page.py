@@ -84,8 +84,9 @@ def page(run):
                 + (" " + reach if reach else "")),
         Section("Rate-distortion", img(rd, "rate-distortion"),
                 f"This run's files among JPEG's and WebP's curves (Pillow, qualities {', '.join(map(str, QUALITIES))}) "
-                f"on the same {len(grey)} test images, every byte counted. Other learned codecs' curves: `make repro` "
-                "(docs/repro/vq_codec_rate_distortion.md)."),
+                f"on the same {len(grey)} test images, every byte counted. One run is one point; the curves of several "
+                "runs, with each learned curve's BD-rate against WebP, are `make repro`'s "
+                "(docs/repro/vq_codec_rate_distortion.md, docs/repro/learned_codec_vs_webp.md)."),
         Section("Rate and distortion at this rate", table([(f"{name}: bits per pixel, PSNR (dB), SSIM, MS-SSIM",
                                                f"{bpp:.3f}, {psnr:.2f}, {s:.4f}, " + ("-" if ms is None else f"{ms:.4f}"))
                                               for name, bpp, psnr, s, ms in rates]),
