@@ -217,6 +217,17 @@ def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_anoth
     one, two = np.load(tmp_path / "d1/images.npy"), np.load(tmp_path / "d2/images.npy")
     np.testing.assert_allclose(one, two, atol=1e-6)
     assert one.shape == (40, 1, 25, 25)
+    from varilab.families import registry
+    from varilab.families.codec.files import images
+
+    r = registry.load(out)  # the progress bar's total is the work coding reports, step for step
+    calls = []
+    r.model.on_step = calls.append
+    picks, _, _ = r.model.code(images(r.data, "test")[:3])
+    assert len(calls) == r.model.coding_work(3)
+    calls.clear()
+    r.model.latents_of(picks)
+    assert len(calls) == r.model.coding_work(3, decoding=True)
     if model == "recombiner":
         assert cli.main(["train", "--model", "recombiner", "--groups", "4", "--out", str(tmp_path / "y")]) == 2
         assert "--groups" in capsys.readouterr().err

@@ -2,6 +2,9 @@
 `varilab compress` and `varilab decompress` are the shared ones (`families.coding`) over this medium."""
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
 from .. import coding
 from ..inputs import read
 from ..protocol import Run
@@ -32,13 +35,43 @@ def run_images(run: Run, spec: str):
     return torch.as_tensor(x, dtype=torch.float32)
 
 
+@contextmanager
+def progress(run: Run, images: int, decoding: bool):
+    """A progress bar on stderr over a model's coding work, where the model reports it (RECOMBINER's posterior fits
+    and blocks: minutes); nothing for models that code in a blink."""
+    m = run.model
+    if not hasattr(m, "coding_work"):
+        yield
+        return
+    from tqdm import tqdm
+
+    what = "decoding blocks" if decoding else "fitting and coding posteriors"
+    with tqdm(total=m.coding_work(images, decoding), desc=what, unit="step", leave=False, file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        m.on_step = bar.update
+        try:
+            yield
+        finally:
+            m.on_step = None
+
+
+def symbols(run: Run, x):
+    with progress(run, len(x), False):
+        return run.model.symbols(x)
+
+
+def from_symbols(run: Run, rows, grid):
+    with progress(run, grid[0], True):
+        return run.model.from_symbols(rows, grid)
+
+
 def item(run: Run) -> list[int]:
     return [1, *run.data.image_shape]
 
 
 IMAGES = coding.Medium("images", run_images, item, "pixel", lambda x: x.shape[0] * x.shape[-1] * x.shape[-2],
                        "images.npy", "images to compress: an .npy [N, H, W] or [N, 1, H, W] in [0, 1], or 'test' for "
-                       "the run's test split")
+                       "the run's test split", symbols=symbols, from_symbols=from_symbols)
 COMPRESS, DECOMPRESS = coding.commands(IMAGES, "the codec run (varilab train --model vq-codec)")
 CompressOptions, DecompressOptions = COMPRESS.options, DECOMPRESS.options
 

@@ -177,6 +177,15 @@ class Recombiner(nn.Module):
         mu = nn.Parameter(self.prior_mean.detach().repeat(n, 1))
         return mu, nn.Parameter(self.log_sigma_mean.detach().repeat(n, 1))
 
+    def coding_work(self, images: int, decoding: bool = False) -> int:
+        """Units of work (`on_step` calls) of coding or decoding `images` images: Adam steps and blocks."""
+        blocks = int(self.blocks.max()) + 1
+        return blocks if decoding else self.config.fit_steps + self.config.finetune_steps * (blocks - 1) + blocks
+
+    def _step_done(self) -> None:
+        if getattr(self, "on_step", None) is not None:  # a progress bar's update, set by whoever codes
+            self.on_step(1)
+
     def fit(self, x: torch.Tensor, steps: int | None = None, state=None, fixed=None) -> tuple:
         """Posteriors (mu, log sigma, log budget multipliers [B, blocks]) of images x [B, 1, H, W] by Adam on
         D + lambda R, the model frozen. Each block's lambda is scaled by its own multiplier, which rises while the
@@ -193,6 +202,7 @@ class Recombiner(nn.Module):
             with torch.no_grad():  # log mult_b += eta (KL_b / kappa - 1)
                 kl_b = torch.zeros_like(log_mult).index_add_(1, blocks.cpu(), out["kl"].detach().cpu())
                 log_mult.add_(BUDGET_RATE * (kl_b / self.config.kappa - 1)).clamp_(-10, 10)
+            self._step_done()
         return mu, log_sigma, log_mult
 
     def _prior64(self) -> Normal:
@@ -228,6 +238,7 @@ class Recombiner(nn.Module):
                     picks[i, b] = rec.choose(log_w, g)
                     values[i, dims] = cand[picks[i, b]]
                 sent[:, dims] = True
+                self._step_done()
                 if self.config.finetune_steps and b < picks.shape[1] - 1:
                     fixed = (sent.to(x.device), values.to(x.device, x.dtype))
                     mu, log_sigma, log_mult = self.fit(x, self.config.finetune_steps, (mu, log_sigma, log_mult), fixed)
@@ -245,6 +256,7 @@ class Recombiner(nn.Module):
             dims = (blocks == b).nonzero()[:, 0]
             for i in range(len(picks)):
                 values[i, dims] = self._block_values(prior, i, b, dims)[picks[i, b]]
+            self._step_done()
         return values.to(self.prior_mean.dtype)
 
     # the codec family's interface: symbol rows, their tables, and images back from them
