@@ -198,6 +198,25 @@ def test_help_shows_only_the_options_of_the_model(capsys):
     assert "--aux-coef" in text and "--kl-coef" not in text and "--latent-dim" not in text
 
 
+def _help(capsys, *words) -> str:
+    with pytest.raises(SystemExit):
+        main([*words, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse's line breaks undone
+
+
+def test_help_lists_the_models_and_writes_defaults_as_a_person_would(capsys):
+    from varilab.families import registry
+    from varilab.families.options import as_written
+
+    text = _help(capsys, "train")
+    for fam in registry.ordered():  # every model, by family, in train --help
+        assert f"{fam.name}: {', '.join(fam.models)}" in text.replace("- ", "-")
+    assert "--loss {eps,dsm,flow}" in _help(capsys, "train", "--model", "ddpm")  # no None among the choices
+    assert "(default: 8/255)" in _help(capsys, "attack")
+    assert [as_written(v) for v in (8 / 255, 1 / 3, 0.2, 2e-3, 1 / 32, 10_000)] == \
+        ["8/255", "1/3", "0.2", "0.002", "0.03125", "10000"]
+
+
 @pytest.fixture
 def legacy(tmp_path, monkeypatch):
     shutil.copytree(LEGACY, tmp_path / "legacy")

@@ -9,13 +9,20 @@ from ..families import folder, options, registry
 from ..run_files import CHECKPOINT, STEPS
 from .args import command_parser
 
-RUN_ARGS = [("--model", {"metavar": "MODEL", "help": "the model; vae when not given. `varilab train --model M --help` "
-                                                    "lists M's options"}),
+MODEL_HELP = "the model; vae when not given. `varilab train --model M --help` lists M's options"
+RUN_ARGS = [("--model", {"metavar": "MODEL", "help": MODEL_HELP}),
             ("--config", {"metavar": "FILE", "help": "a .json or .toml file of options; flags override it"}),
             ("--out", {"metavar": "DIR", "help": "the run folder; runs/MODEL-DATA when not given"}),
             ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
             ("--force", {"action": "store_true", "help": "replace a run already in --out"}),
             ("--quiet", {"action": "store_true", "help": "print nothing but errors and the final line"})]
+
+
+def with_models(args: list) -> list:
+    """The run arguments with --model's help listing every model, by family."""
+    listing = "; ".join(f"{fam.name}: {', '.join(fam.models)}" for fam in registry.ordered())
+    return [(name, {**kw, "help": f"{MODEL_HELP}. Models: {listing}"} if name == "--model" else kw)
+            for name, kw in args]
 
 
 def parse_train(argv: list[str]):
@@ -45,7 +52,7 @@ def parse_train(argv: list[str]):
     keys = [k for k in options.keys_for(family.options, model) if k != "model"]
     kept = options.to_argv({k: v for k, v in (saved or {}).items() if k in keys})
     opts, ns = options.parse(family.options, model, kept + options.to_argv(given) + argv,
-                             prog=f"varilab train --model {model}", extra=RUN_ARGS)
+                             prog=f"varilab train --model {model}", extra=with_models(RUN_ARGS))
     if saved is not None:
         before, _ = options.parse(family.options, model, kept, prog=str(args.out))
         for key in keys:

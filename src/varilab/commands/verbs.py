@@ -23,7 +23,7 @@ def _family_flags_help(verb: str) -> str:
             for f in dataclasses.fields(fam.flags[verb]):
                 default = options.default_for(fam.flags[verb], f.name, None)
                 lines.append(f"  {options.flag(f.name):<22}{options.help_of(fam.flags[verb], f)}"
-                             + (f" (default: {default})" if default not in (None, False) else ""))
+                             + (f" (default: {options.as_written(default)})" if default not in (None, False) else ""))
             parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -228,8 +228,8 @@ def _build(cls, model: str, extra):
         def _get_help_string(self, action):
             if action.default in (None, "") or action.required or (action.nargs == 0 and action.default is False):
                 return action.help
-            if isinstance(action.default, float):  # 0.0314, not 0.03137254901960784
-                return f"{action.help} (default: {action.default:.4g})"
+            if isinstance(action.default, float):  # 8/255 or 0.0314, not 0.03137254901960784
+                return f"{action.help} (default: {as_written(action.default)})"
             return super()._get_help_string(action)
 
     p = Parser(add_option_string_dash_variants=simple_parsing.DashVariant.DASH, formatter_class=Help)
@@ -248,6 +248,19 @@ def _cli_type(hint, default):
     return hint
 
 
+def as_written(value) -> str:
+    """A default as a person writes it: 8/255 and 1/3 for the fractions they are (a float whose decimals run on), a
+    float to 4 significant digits, anything else as it is."""
+    if not isinstance(value, float):
+        return str(value)
+    from fractions import Fraction
+
+    f = Fraction(value).limit_denominator(255)
+    if f.denominator > 1 and abs(float(f) - value) < 1e-12 and len(repr(value)) > 8:
+        return f"{f.numerator}/{f.denominator}"
+    return f"{value:.4g}"
+
+
 def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
     """The field as simple-parsing sees it: the model's default (shown in --help), the family's help text."""
     check = f.metadata.get("check")
@@ -255,7 +268,7 @@ def _cli_field(cls, f: dataclasses.Field, model: str) -> dataclasses.Field:
     custom = {"help": help_of(cls, f) + (f"; in {check}" if isinstance(check, Range) else "")
               + (" (required)" if required else "")}
     if f.metadata.get("choices"):
-        custom["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        custom["metavar"] = "{" + ",".join(str(c) for c in f.metadata["choices"] if c is not None) + "}"  # None: unset
     if f.metadata.get("parse"):
         custom.update(type=_reader(f.metadata["parse"]), nargs=None)
     meta = {"custom_args": custom}
