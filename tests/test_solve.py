@@ -116,3 +116,16 @@ def test_bad_input_is_one_line_and_exit_2(prior, tmp_path, capsys):
     assert solve(prior, tmp_path / "twice", "--method", "pinv", "--task", "denoise") == 2
     assert "already holds a solve" in error_line(capsys)
     assert solve(prior, tmp_path / "twice", "--method", "pinv", "--task", "denoise", "--force") == 0
+
+
+def test_the_runs_own_test_split_is_the_truth_without_an_export(prior, tmp_path, capsys):
+    from varilab.families.registry import load
+
+    out = tmp_path / "t"
+    assert main(["solve", str(prior / "ddpm"), "--truth", "test", "--task", "sr2", "--method", "pinv", "-n", "5",
+                 "--noise", "0", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["psnr"]) == 5
+    x = load(prior / "ddpm").data.x_test[:5].numpy().reshape(5, 8, 8)
+    view = np.load(out / "estimate.npy")  # pinv of 2x2 pooling: each 2x2 block holds its block's mean
+    np.testing.assert_allclose(view, x.reshape(5, 4, 2, 4, 2).mean((2, 4)).repeat(2, 1).repeat(2, 2), atol=1e-5)

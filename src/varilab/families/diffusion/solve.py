@@ -42,8 +42,8 @@ class SolveOptions:
                               f"must be given as --task, one of {', '.join(TASKS)}" + (f"; got {v!r}" if v else ""))
     observed: str | None = option(None, "the observation, .npy: one row per image, as the task makes it (inpaint: "
                                   "the observed pixels, or whole images with --mask)")
-    truth: str | None = option(None, "clean data, .npy, on the data's range: scores the estimates; alone, the "
-                               "observation is simulated from it with --seed")
+    truth: str | None = option(None, "clean data, .npy, on the data's range, or 'test' for the run's own test "
+                               "split: scores the estimates; alone, the observation is simulated from it with --seed")
     mask: str | None = option(None, "inpaint: a .npy of 0/1 per pixel (1: observed), the shape of one image")
     keep: float = option(0.5, "inpaint without --mask: the share of pixels a random mask keeps", check=unit_interval)
     matrix: str | None = option(None, "matrix: A.npy of shape [M, D]")
@@ -106,7 +106,8 @@ def observation(opts: SolveOptions, run, op, truth, generator):
 
     if opts.observed is None:
         if truth is None:
-            raise ValueError("pass --observed Y.npy, or --truth X.npy to simulate the observation from clean data")
+            raise ValueError("pass --observed Y.npy, or --truth X.npy (or --truth test, the run's test split) to "
+                             "simulate the observation from clean data")
         y = op(truth)
         return y + opts.noise * torch.randn(y.shape, generator=generator)
     y = rows(opts.observed, "--observed")
@@ -136,7 +137,9 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
     g = torch.Generator().manual_seed(opts.seed)
     op, drawn_mask = operator(opts, run, g)
     truth = None
-    if opts.truth is not None:
+    if opts.truth == "test":  # the run's held-out data: nothing to export first
+        truth = torch.as_tensor(run.data.x_test, dtype=torch.float32).reshape(len(run.data.x_test), -1)
+    elif opts.truth is not None:
         truth = rows(opts.truth, "--truth")
         if truth.shape[1] != run.data.x_dim:
             raise ValueError(f"--truth {opts.truth} has {truth.shape[1]} values per row; this run's data have "
