@@ -142,7 +142,7 @@ def test_a_family_defined_in_a_test_file_runs_through_every_command(toy, tmp_pat
     page = (out / "report.html").read_text()
     assert "toy Gaussian" in page and "Training curves" in page and "<th>dim</th>" in page
     rc, _, err = cli(capsys, "sample", out)
-    assert rc == 2 and err.strip().startswith(f"varilab sample: error: `varilab sample` does not apply to toy runs ({out})")
+    assert rc == 2 and err.strip().startswith(f"varilab sample: `varilab sample` does not apply to toy runs ({out})")  # information, no "error:"
     assert "it applies to vae runs" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli(capsys, "train", "--model", "gauss", "--dim", "0", "--out", tmp_path / "bad")
     assert rc == 2 and "dim must be a positive integer, got 0" in err
@@ -342,7 +342,7 @@ def test_a_family_in_a_test_file_brings_its_own_command(toy, tmp_path, capsys):
     vae = tmp_path / "vae"
     assert cli(capsys, "train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--out", vae, "--quiet")[0] == 0
     rc, _, err = cli(capsys, "echo", vae, "--times", "2")
-    assert rc == 2 and err.strip() == (f"varilab echo: error: `varilab echo` does not apply to vae runs ({vae}); it "
+    assert rc == 2 and err.strip() == (f"varilab echo: `varilab echo` does not apply to vae runs ({vae}); it "
                                        "applies to toy runs (gauss)")
     rc, _, err = cli(capsys, "predict", out)  # a command of another family on a toy run
     assert rc == 2 and "does not apply to toy runs" in err
@@ -426,3 +426,14 @@ def test_every_commands_help_reads_like_trains(capsys):
         for internal in ("(default: None)", "[int]", "[float]", "[str]", "Options [", "(default: )"):
             assert internal not in text, (argv, internal)
     assert len(words) > 40
+
+
+def test_text_output_aligns_its_keys_and_writes_numbers_as_json_does():
+    from varilab.commands.printing import table_lines, value
+
+    lines = table_lines({"psnr": 27.25861, "codes_round_trip": True, "tiny": 1.6e-05, "perplexity": [[14.4496, 13.5]],
+                         "rows": [{"k": 1, "nll": 0.123456}, {"k": 10, "nll": 2e-06}]})
+    assert lines[:4] == ["            psnr  27.2586", "codes_round_trip  True", "            tiny  1.6e-05",
+                         "      perplexity  [[14.4496, 13.5000]]"]
+    assert lines[4:] == ["", "rows", " k     nll", " 1  0.1235", "10   2e-06"]
+    assert value(0.0) == "0.0000" and value(float("nan")) == "nan" and value(None) == "None"

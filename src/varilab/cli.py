@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VARILAB_DEBUG"):
             raise
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        print(f"varilab {args.command}: error: {msg or type(e).__name__}", file=sys.stderr)
+        said = "" if type(e).__name__ == "NotApplicable" else "error: "  # a family without the verb: information
+        print(f"varilab {args.command}: {said}{msg or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"varilab {args.command}: interrupted", file=sys.stderr)

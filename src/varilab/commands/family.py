@@ -73,7 +73,7 @@ def family_command(name: str, argv: list[str], commands: list[Command], which: l
         if cmd is not None:
             opts, ns = parse_command(argv, cmd, name)
     if cmd is None or family.commands.get(name) is not cmd:  # the run's family has no version of the command
-        raise ValueError(registry.refusal(name, family, ns.run if len(commands) == 1 else argv[0]))
+        raise registry.NotApplicable(registry.refusal(name, family, ns.run if len(commands) == 1 else argv[0]))
     if cmd.writes_run:
         out, run = Path(ns.out), registry.load(ns.run)
         if out.resolve() == run.dir.resolve():

@@ -4,24 +4,41 @@ from __future__ import annotations
 import json
 import math
 
+
 def shown(result: dict, lines: list[str], as_json: bool) -> str:
     """What a command prints: its lines, or its result as one JSON object."""
     return json.dumps(json_ready(result), allow_nan=False) if as_json else "\n".join(lines)
 
 
+def value(v) -> str:
+    """A value as the text output writes it: a float to 4 decimals, or 3 significant digits where 4 decimals would
+    show 0.0000 (1.6e-05, as --json has it); lists with each number so; anything else as it is."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}" if v != 0 and abs(v) < 1e-3 and math.isfinite(v) else f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(value(x) for x in v) + "]"
+    return str(v)
+
+
 def table_lines(result: dict) -> list[str]:
-    """A result as lines: `key  value` for each number or word, then each list of rows as a table."""
+    """A result as lines: `key  value` for each number, word or list, the keys aligned, then each list of rows as a
+    table."""
     lines, tables = [], []
+    plain = {k: v for k, v in result.items() if not (isinstance(v, list) and v and all(isinstance(r, dict) for r in v))}
+    width = max((len(k) for k in plain), default=0)
     for k, v in result.items():
-        if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
-            tables.append((k, v))
+        if k in plain:
+            lines.append(f"{k:>{width}}  {value(v)}")
         else:
-            lines.append(f"{k:>10}  {v:.4f}" if isinstance(v, float) else f"{k:>10}  {v}")
+            tables.append((k, v))
     for k, rows in tables:
         cols = list(rows[0])
-        lines += ["", k, " ".join(f"{c:>12}" for c in cols)]
-        lines += [" ".join(f"{r.get(c):>12.4f}" if isinstance(r.get(c), float) else f"{r.get(c)!s:>12}" for c in cols)
-                  for r in rows]
+        cells = [[value(r.get(c)) for c in cols] for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+        lines += ["", k, "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
+        lines += ["  ".join(f"{x:>{w}}" for x, w in zip(row, widths)) for row in cells]
     return lines
 
 

@@ -50,7 +50,7 @@ def _verb(verb: str, name: str, text: str, args: list[tuple[str, dict]], argv: l
     raw = registry.load_config(ns.run)
     family = registry.FAMILIES[raw["family"]]
     if getattr(family, verb) is None:
-        raise ValueError(registry.refusal(name, family, ns.run))
+        raise registry.NotApplicable(registry.refusal(name, family, ns.run))
     for word in rest:  # a flag of another family's runs: say whose it is
         owners = _owners(verb, word)
         if owners and family.name not in owners:

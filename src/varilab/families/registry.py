@@ -63,6 +63,10 @@ def having(name: str) -> list[Family]:
     return [f for f in ordered() if f.answers(name)]
 
 
+class NotApplicable(ValueError):
+    """A verb or command asked of a run whose family has no such thing: said as information (exit 2, no 'error:')."""
+
+
 def refusal(name: str, family: Family, run_dir) -> str:
     """One line: why `varilab NAME` does not apply to a run of `family`, and which families it applies to."""
     which = having(name)
