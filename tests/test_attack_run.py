@@ -122,6 +122,11 @@ def test_robustness_prints_gray_box_and_bpda_rows(runs, capsys):
     g, b = results["pgd"], results["bpda"]
     assert g["clean_accuracy"] > 0.8  # the classifier learned the digits
     assert g["clean_accuracy"] == b["clean_accuracy"] and g["clean_accuracy_purified"] == b["clean_accuracy_purified"]
+    from varilab.families.robust import purification_cost
+
+    assert bool(g["purification_warning"]) == (g["clean_accuracy"] - g["clean_accuracy_purified"] > 0.05)
+    said = purification_cost(0.975, 0.518)  # the issue's digits: the defaults' purifier halves the accuracy
+    assert "costs 45.7 points of clean accuracy (0.9750 -> 0.5180)" in said and purification_cost(0.9, 0.87) == ""
     assert g["robust_accuracy"] < g["clean_accuracy"] - 0.3  # the classifier alone breaks
     assert b["robust_accuracy"] is None and b["robust_accuracy_purified"] <= g["robust_accuracy_purified"]
     assert 0 <= g["unchanged_points"] <= g["unchanged_codes"] <= 1 and g["max_perturbation"] <= 0.2 + 1e-6

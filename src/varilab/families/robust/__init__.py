@@ -188,7 +188,21 @@ def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:
              + (f"{r['robust_accuracy']:>10.4f}" if r["robust_accuracy"] is not None else f"{'-':>10}"),
              f"{'purifier, classifier':<22}{r['clean_accuracy_purified']:>8.4f}{r['robust_accuracy_purified']:>10.4f}",
              f"unchanged codes: {r['unchanged_codes']:.4f} of latent coordinates, {r['unchanged_points']:.4f} of images"]
-    return r, lines
+    cost = purification_cost(r["clean_accuracy"], r["clean_accuracy_purified"])
+    r["purification_warning"] = cost
+    return r, lines + ([f"warning: {cost}"] if cost else [])
+
+
+COST_BOUND = 0.05  # clean accuracy a purifier may take before a run says so
+
+
+def purification_cost(clean: float, purified: float) -> str:
+    """A sentence when purifying costs the classifier more than 5 points of clean accuracy, else ''."""
+    drop = clean - purified
+    if drop <= COST_BOUND:
+        return ""
+    return (f"the purifier costs {100 * drop:.1f} points of clean accuracy ({clean:.4f} -> {purified:.4f}): its "
+            "reconstructions lose what the classifier reads; a lower --beta or more --latent-dim keeps more of it")
 
 
 ROBUSTNESS = Command("a purifier run against FGSM, PGD and BPDA on a classifier run", RobustnessOptions, robustness,
