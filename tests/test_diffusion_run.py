@@ -119,6 +119,10 @@ def test_diffusion_runs_train_sample_resume_and_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "VAE output and its refinement" in page and "bits/dim" in page and "http" not in page.split("<body>")[1]
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    e = json.loads(capsys.readouterr().out)  # one definition: the page's bits/dim is eval's, on the same points
+    assert f"{e['bits_per_dim']:.3f} +- {e['bits_per_dim_se']:.3f}" in page and "256 test points" in page
     assert main(["diagnose", str(out / "vae"), "--json"]) == 0  # stage 1 is an ordinary VAE run
 
 

@@ -351,7 +351,10 @@ def check_steps(run: Run, steps: int) -> None:
                          f"with; choose --steps {limit} or fewer")
 
 
-def bound_bits_per_dim(run: Run, points: int = 128, n_steps: int = 20, seed: int = 0) -> dict:
+BOUND_POINTS = 256  # test points of the bound, in `eval` and on the page alike
+
+
+def bound_bits_per_dim(run: Run, points: int = BOUND_POINTS, n_steps: int = 20, seed: int = 0) -> dict:
     """The DDPM's negative ELBO on test points (unbiased over steps), in nats on the model's scale and in
     bits per dimension of the density on the data's own scale (images: [0, 1], so D log 2 less). Not for an ldm,
     whose DDPM models latents: its bound is no density of the images."""
@@ -387,7 +390,7 @@ def evaluate(run: Run, points: int = 1000, seed: int = 0) -> dict:
     if run.options.model == "ldm":
         return {**result, **autoencoder_errors(run.model, x)}
     if process(run.options) == "ddpm":
-        b = bound_bits_per_dim(run, points=min(points, 256))
+        b = bound_bits_per_dim(run, points=min(points, BOUND_POINTS))
         result.update({"bits_per_dim": b["bits_per_dim"], "bits_per_dim_se": b["bits_per_dim_se"]})
     return result
 
