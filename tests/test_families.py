@@ -437,3 +437,11 @@ def test_text_output_aligns_its_keys_and_writes_numbers_as_json_does():
                          "      perplexity  [[14.4496, 13.5000]]"]
     assert lines[4:] == ["", "rows", " k     nll", " 1  0.1235", "10   2e-06"]
     assert value(0.0) == "0.0000" and value(float("nan")) == "nan" and value(None) == "None"
+
+
+def test_page_tables_write_lists_of_numbers_as_numbers():
+    from varilab.report.page import table
+
+    html = table([("perplexity", [[14.449592590332031, 13.528477668762207]]), ("codes", [4.231181621479031, 2e-05]),
+                  ("sizes", [1, 2000])])
+    assert "<td>[14.4496, 13.5285]</td>" in html and "<td>4.2312, 2e-05</td>" in html and "<td>1, 2000</td>" in html

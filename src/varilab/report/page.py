@@ -59,13 +59,20 @@ def number(v) -> str:
     return str(v)
 
 
+def listed(v) -> str:
+    """A list as a table cell: each real as `number` writes it, integers bare, nested lists in brackets
+    ([[14.449592, 13.528477]] -> "[14.4496, 13.5285]")."""
+    return ", ".join(f"[{listed(e)}]" if isinstance(e, (list, tuple)) else str(e) if isinstance(e, int) and
+                     not isinstance(e, bool) else number(e) for e in v)  # integers bare: "1, 2000", not "1, 2,000"
+
+
 def table(rows: list[tuple], head: tuple[str, ...] | None = None) -> str:
     """Rows of (label, value, ...) under an optional head of as many titles."""
     def cell(v):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return f'<td class="num">{number(v)}</td>'
         if isinstance(v, (list, tuple)):
-            v = ",".join(number(e) for e in v)
+            v = listed(v)
         return f"<td>{html.escape(number(v))}</td>"
 
     h = "<tr>" + "".join(f"<th>{html.escape(t)}</th>" for t in head) + "</tr>" if head else ""
