@@ -96,7 +96,7 @@ def test_the_verdict_names_collapsed_inactive_off_prior_and_active_latents_in_go
     wasted = 0.5 * (0.01 + 0.25 - 1 - torch.log(torch.tensor(0.01)))  # KL of z_2: no information, 2.43 nats
     assert d.off_prior == [2] and d.active_units == 1 and d.passive == [1]
     text = d.verdict()
-    assert text.startswith("1 of 3 latents is active; 1 has collapsed to the prior; 1 is inactive but off the prior, "
+    assert text.startswith("1 of 3 latents is an active unit; 1 has collapsed to the prior; 1 is inactive but off the prior, "
                            f"spending {float(wasted):.2f} nats of KL without carrying information")
     assert not re.search(r"\b1 are\b", text)
 

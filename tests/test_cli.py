@@ -264,16 +264,20 @@ def test_diagnose_json_and_the_report_section(tmp_path, capsys):
     rc, stdout, err = cli(capsys, "diagnose", out, "--json")
     assert rc == 0, err
     r = json.loads(stdout)
-    for key in ("kl_per_dim", "active_units", "activity", "active", "passive", "mixed", "mutual_information"):
+    for key in ("kl_per_dim", "active_units", "activity", "sharp", "passive", "mixed", "mutual_information"):
         assert key in r
-    assert sorted(r["active"] + r["passive"] + r["mixed"]) == [0, 1]
+    assert sorted(r["sharp"] + r["passive"] + r["mixed"]) == [0, 1]
     assert r["active_units"] == sum(a > 0.01 for a in r["activity"])
+    assert "active" not in r and "share_active" not in r  # one name per measure: active units, sharp variables
     rc, stdout, _ = cli(capsys, "diagnose", out)
-    assert rc == 0 and re.search(r"latents? (is|are) active", stdout)
+    assert rc == 0 and re.search(r"latents? (is an active unit|are active units)", stdout)
+    assert re.search(r"by their posterior variance \d+ (is|are) sharp, \d+ mixed and \d+ passive", stdout)
+    assert "Two measures: an active unit (Burda et al.)" in stdout  # how the two relate, in one line
     assert_user_error(*cli(capsys, "diagnose", out, "--sae-lens-window", "5")[::2], "--sae-lens-window applies to sae runs, not to vae runs")
     assert cli(capsys, "report", out)[0] == 0
     page = (out / "report.html").read_text()
     assert "Latent diagnostics" in page and "Collapse over training" in page and re.search(r"latents? (is|are) active", page)
+    assert "Two measures: an active unit" in page and "sharp / mixed / passive (Bonheme &amp; Grzes)" in page
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path, capsys):

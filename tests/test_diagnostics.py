@@ -84,7 +84,7 @@ def test_diagnostics_run_on_a_model_defined_here():
     torch.testing.assert_close(d.activity[:3], x[:, :3].var(0))
     # relevance = prior variance * ||W[:, i]||^2 for a linear decoder; the decoder ignores nothing here
     torch.testing.assert_close(d.relevance, model.dec.weight.detach().pow(2).sum(0), rtol=1e-3, atol=1e-5)
-    assert "3 of 6 latents are active" in d.verdict()
+    assert "3 of 6 latents are active units" in d.verdict()
     json.dumps(d.to_dict())  # plain types only
     # the encoder pass records no graph (OwnModel's weights require gradients)
     assert not d.posteriors.mean.requires_grad and not d.kl_per_dim.requires_grad

@@ -57,6 +57,12 @@ class Diagnosis:
         return [i for i in range(len(self.activity))
                 if self.activity[i] <= self.threshold and self.kl_per_dim[i] >= OFF_PRIOR]
 
+    RELATION = ("Two measures: an active unit (Burda et al.) is a latent whose posterior mean moves with x, "
+                "Var_x E[z_i|x] above the threshold; a sharp, mixed or passive variable (Bonheme & Grzes's active, "
+                "mixed, passive) is read from its posterior variance, narrow at most inputs, at some, or near the "
+                "prior's: a latent can move its mean a little (an active unit) while its variance stays near 1 "
+                "(passive).")
+
     def verdict(self) -> str:
         d, n, off = self.posteriors.dim, self.active_units, self.off_prior
         collapsed = d - n - len(off)
@@ -64,15 +70,16 @@ class Diagnosis:
         def count(k, one, many):
             return f"{k} {one if k == 1 else many}"
 
-        parts = [f"{n} of {d} latents {'is' if n == 1 else 'are'} active"]
+        parts = [f"{n} of {d} latents {'is an active unit' if n == 1 else 'are active units'}"]
         if collapsed:
             parts.append(count(collapsed, "has", "have") + " collapsed to the prior")
         if off:
             wasted = float(self.kl_per_dim[off].sum())  # KL - I(x; z_i), with I ~ 0 for an inactive latent
             parts.append(count(len(off), "is", "are") + f" inactive but off the prior, spending {wasted:.2f} nats of "
                          "KL without carrying information")
-        if self.mixed:
-            parts.append(count(len(self.mixed), "is", "are") + " mixed (active for some inputs only)")
+        v = self.variables
+        parts.append(f"by their posterior variance {len(v.active)} {'is' if len(v.active) == 1 else 'are'} sharp, "
+                     f"{len(v.mixed)} mixed and {len(v.passive)} passive")
         return "; ".join(parts) + f" (total KL {float(self.kl_per_dim.sum()):.2f} nats)."
 
     def to_dict(self) -> dict:
@@ -82,7 +89,7 @@ class Diagnosis:
             "latent_dim": self.posteriors.dim, "kl_per_dim": self.kl_per_dim.tolist(),
             "kl_total": float(self.kl_per_dim.sum()), "active_units": self.active_units,
             "activity": self.activity.tolist(), "threshold": self.threshold,
-            "active": v.active, "passive": v.passive, "mixed": v.mixed, "share_active": v.share_active.tolist(),
+            "sharp": v.active, "passive": v.passive, "mixed": v.mixed, "share_sharp": v.share_active.tolist(),
             "mean_rep_var": v.mean_rep_var.tolist(), "sampled_rep_var": v.sampled_rep_var.tolist(),
             "mean_posterior_var": v.mean_posterior_var.tolist(), "verdict": self.verdict(),
         }

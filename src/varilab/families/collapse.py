@@ -21,10 +21,11 @@ def encoder_diagnosis(model, x, cond=None, threshold: float = 0.01) -> tuple[dic
 
     d = collapse(model, x, threshold=threshold, cond=cond)
     result = d.to_dict()
-    kind = {**{i: "active" for i in d.active}, **{i: "passive" for i in d.passive}, **{i: "mixed" for i in d.mixed}}
-    lines = [d.verdict(), f"{'dim':>4} {'KL (nats)':>10} {'activity':>10} {'E var q':>9}  variable"]
+    kind = {**{i: "sharp" for i in d.active}, **{i: "passive" for i in d.passive}, **{i: "mixed" for i in d.mixed}}
+    lines = [d.verdict(), d.RELATION, f"{'dim':>4} {'KL (nats)':>10} {'activity':>10} {'E var q':>9}  unit  variable"]
     lines += [f"{i:>4} {result['kl_per_dim'][i]:>10.4f} {result['activity'][i]:>10.4f} "
-              f"{result['mean_posterior_var'][i]:>9.4f}  {kind[i]}" for i in range(len(result["kl_per_dim"]))]
+              f"{result['mean_posterior_var'][i]:>9.4f}  {'AU' if result['activity'][i] > threshold else '- ':>4}  "
+              f"{kind[i]}" for i in range(len(result["kl_per_dim"]))]
     if "mutual_information" in result:
         lines.append(f"I(x; z) = {result['mutual_information']:.4f} nats, "
                      f"KL(q(z) || p(z)) = {result['marginal_kl']:.4f} nats")

@@ -74,10 +74,10 @@ def diagnosis_parts(d, model=None, cond=None, image_shape=None, metrics: list[di
     shape = post.shape or (post.dim,)
     kinds = ["passive"] * post.dim
     for i in d.active:
-        kinds[i] = "active"
+        kinds[i] = "sharp"
     for i in d.mixed:
         kinds[i] = "mixed"
-    parts = [f'<div class="verdict">{html.escape(d.verdict())}</div>']
+    parts = [f'<div class="verdict">{html.escape(d.verdict())}</div>', f'<p class="note">{html.escape(d.RELATION)}</p>']
     if len(shape) == 1:
         parts.append(img(plots.kl_bars(d.kl_per_dim.cpu().numpy(), d.activity.cpu().numpy(), kinds, d.threshold),
                          "KL per dimension"))
@@ -86,14 +86,14 @@ def diagnosis_parts(d, model=None, cond=None, image_shape=None, metrics: list[di
     if any("activity" in m for m in metrics):
         parts += ["<h3>Collapse over training</h3>", img(plots.activity_over_epochs(metrics, d.threshold), "activity over epochs")]
     sampled = sampled_representation(post, torch.Generator(device=post.mean.device).manual_seed(0))
-    chosen = [("active", i) for i in sorted(d.active, key=lambda i: -float(d.kl_per_dim[i]))[:2]]
+    chosen = [("sharp", i) for i in sorted(d.active, key=lambda i: -float(d.kl_per_dim[i]))[:2]]
     chosen += [("mixed", i) for i in d.mixed[:1]] + [("passive", i) for i in d.passive[:1]]
     if chosen:
         examples = [(k, coordinate(i, shape), post.mean[:, i].cpu().numpy(), sampled[:, i].cpu().numpy())
                     for k, i in chosen]
         parts += ["<h3>Mean and sampled representations</h3>",
                   '<p class="note">Passive variables sit at 0 in the mean representation yet have unit variance in '
-                  "the sampled one; active variables look alike in both (Bonheme &amp; Grze&#347;).</p>",
+                  "the sampled one; sharp variables (Bonheme &amp; Grze&#347;'s active ones) look alike in both.</p>",
                   img(plots.mean_vs_sampled(examples), "mean vs sampled representations")]
     top = [int(i) for i in torch.argsort(d.kl_per_dim, descending=True)[:5]]
     if model is not None and hasattr(model, "decode") and post.gaussian and cond is None and len(shape) == 1:
@@ -103,7 +103,8 @@ def diagnosis_parts(d, model=None, cond=None, image_shape=None, metrics: list[di
                   '<p class="note">Decoder means as one latent moves from -3 to 3 with the others at the posterior '
                   "mean of the first test point.</p>", img(plots.traversal_grid(rows, image_shape, 3.0), "traversals")]
     rows = [("active units (Burda et al.)", d.active_units),
-            ("active / mixed / passive", f"{len(d.active)} / {len(d.mixed)} / {len(d.passive)}"),
+            ("variables by posterior variance: sharp / mixed / passive (Bonheme & Grzes)",
+             f"{len(d.active)} / {len(d.mixed)} / {len(d.passive)}"),
             ("total KL (nats)", float(d.kl_per_dim.sum()))]
     if d.off_prior:
         rows.append(("inactive but off the prior: nats of KL spent", float(d.kl_per_dim[d.off_prior].sum())))

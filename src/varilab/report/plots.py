@@ -62,11 +62,11 @@ def scatter_pairs(data: np.ndarray, samples: np.ndarray) -> bytes:
     return png(fig)
 
 
-COLORS = {"active": "#1f5fa8", "mixed": "#d9a40d", "passive": "#b8bfca"}
+COLORS = {"sharp": "#1f5fa8", "mixed": "#d9a40d", "passive": "#b8bfca"}  # variables by posterior variance
 
 
 def kl_bars(kl: np.ndarray, activity: np.ndarray, kinds: list[str], threshold: float) -> bytes:
-    """KL per latent dimension and activity Cov_x(E[z_i|x]), coloured by active / mixed / passive."""
+    """KL per latent dimension and activity Cov_x(E[z_i|x]), coloured by sharp / mixed / passive variable."""
     d = len(kl)
     x = np.arange(d)
     colors = [COLORS[k] for k in kinds]
@@ -92,9 +92,9 @@ def kl_channels(kl_per_channel: np.ndarray, active: np.ndarray, coords: int) -> 
     c = len(kl_per_channel)
     x = np.arange(c)
     fig, axes = plt.subplots(1, 2, figsize=(max(7.5, 0.35 * c + 4), 2.8))
-    axes[0].bar(x, kl_per_channel, color=COLORS["active"])
+    axes[0].bar(x, kl_per_channel, color=COLORS["sharp"])
     axes[0].set_title("KL per channel (nats, summed over positions)")
-    axes[1].bar(x, active, color=COLORS["active"])
+    axes[1].bar(x, active, color=COLORS["sharp"])
     axes[1].set_ylim(0, coords)
     axes[1].set_title(f"active units per channel (of {coords:,})")
     for ax in axes:
@@ -121,7 +121,7 @@ def kl_maps(kl: np.ndarray, most: int = 8) -> bytes:
             if k in (0, shown):
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         else:
-            ax.plot(m.reshape(-1), color=COLORS["active"], lw=1)
+            ax.plot(m.reshape(-1), color=COLORS["sharp"], lw=1)
             ax.set_xlabel("position")
         ax.set_title(title, fontsize=8.5)
     fig.suptitle("KL per position (nats)" + (f"; channels 0-{shown - 1} of {c}" if shown < c else ""), fontsize=9)
