@@ -33,7 +33,8 @@ def test_every_method_writes_estimates_metrics_and_a_page(prior, tmp_path, capsy
     steps = [] if method == "pinv" else ["--steps", "20"]
     assert solve(prior, out, "--method", method, "--task", task, *steps) == 0
     line = capsys.readouterr().out
-    assert re.search(rf"{method} on {task} .* 12 images, .*PSNR [\d.]+ dB \(pseudo-inverse [\d.]+\), SSIM", line)
+    baseline = "" if method == "pinv" else r" \(pseudo-inverse [\d.]+\)"  # pinv is not read against itself
+    assert re.search(rf"{method} on {task} .* 12 images, .*PSNR [\d.]+ dB{baseline}, SSIM", line)
     estimate = np.load(out / "estimate.npy")
     assert estimate.shape == (12, 8, 8) and 0 <= estimate.min() and estimate.max() <= 1
     m = json.loads((out / "metrics.json").read_text())
@@ -47,8 +48,17 @@ def test_every_method_writes_estimates_metrics_and_a_page(prior, tmp_path, capsy
         assert w.shape == (12, 16) and np.allclose(w.sum(1), 1)
         assert len(json.loads((out / "trace.json").read_text())["ess"]) == 12 and "effective sample size" not in line
         assert m["network_evaluations_per_image"] == 20 * 16
-    if method == "pinv":  # the pseudo-inverse is its own baseline
+    if method == "pinv":  # the pseudo-inverse is its own baseline: the page does not compare it with itself
         assert m["psnr"] == m["pinv_psnr"]
+        assert "pseudo-inverse PSNR" not in page and "the baseline the other methods are read against" in page
+    else:
+        assert "pseudo-inverse PSNR" in page
+    ess = json.loads((out / "trace.json").read_text()).get("ess")
+    if ess is not None:  # this small prior's particles collapse onto one at most steps: the page says so
+        typical = sum(sorted(e)[len(e) // 2] if len(e) % 2 else sum(sorted(e)[len(e) // 2 - 1:len(e) // 2 + 1]) / 2
+                      for e in ess) / len(ess)
+        assert ("The particles degenerated" in page) == (typical < 2)
+        assert typical >= 2 or f"median of {typical:.2f} of 16" in page
 
 
 def test_the_noise_is_on_the_data_range_and_a_saved_observation_solves_the_same(prior, tmp_path, capsys):

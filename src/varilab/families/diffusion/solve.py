@@ -182,7 +182,8 @@ def solve(run, opts: SolveOptions, out: Path, quiet: bool = False) -> tuple[dict
          out)
     line = f"{opts.method} on {opts.task} ({op.name}), {len(y)} images, {seconds / len(y):.2f} s per image"
     if truth is not None:
-        line += (f": PSNR {metrics['psnr_mean']:.2f} dB (pseudo-inverse {metrics['pinv_psnr_mean']:.2f})"
+        line += (f": PSNR {metrics['psnr_mean']:.2f} dB"
+                 + ("" if opts.method == "pinv" else f" (pseudo-inverse {metrics['pinv_psnr_mean']:.2f})")
                  + (f", SSIM {metrics['ssim_mean']:.4f}" if "ssim_mean" in metrics else ""))
     return metrics, [line + f"; written to {out}"]
 
