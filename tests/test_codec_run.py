@@ -166,6 +166,7 @@ def test_the_factorized_baseline_writes_and_reads_its_files(tmp_path, capsys):
 def test_the_report_shows_decodings_beside_jpeg_and_webp(runs, capsys):
     assert cli.main(["report", str(runs / "a"), "--force"]) == 0
     page = (runs / "a" / "report.html").read_text()
+    assert "<th>ema_decay</th>" in page and "<th>tau_start</th>" not in page  # only the ema quantiser's options
     assert "jpeg (quality" in page and "webp (quality" in page and "perplexity" in page
     assert page.count("<img") >= 3
 

@@ -26,11 +26,13 @@ from .ranges import (MILLION, Range, between, non_negative, non_negative_int, po
                      positive_ints, any_seed, unit_interval)
 
 
-def option(default, help: str, *, check=None, choices=None, models=None, parse=None):
+def option(default, help: str, *, check=None, choices=None, models=None, parse=None, when=None):
     """One option: `check(value)` returns an error text (or None), `choices` the valid values, `models` the
-    models it applies to (None: all of its family's), `parse(text)` reads its command-line text."""
+    models it applies to (None: all of its family's), `parse(text)` reads its command-line text, `when(opts)` whether
+    it matters given the other options (e.g. only under one quantiser): the report's configuration table leaves it
+    out otherwise."""
     meta = {"help": help, "check": check, "choices": tuple(choices) if choices else None,
-            "models": tuple(models) if models else None, "parse": parse}
+            "models": tuple(models) if models else None, "parse": parse, "when": when}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -120,7 +122,7 @@ def key_of(word: str) -> str | None:
 def settings(opts) -> list[tuple[str, object]]:
     """(option, value) for the options that apply to the run's model: the report's configuration table."""
     return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), chosen(opts))
-            if getattr(opts, f.name) is not None]
+            if getattr(opts, f.name) is not None and (f.metadata.get("when") is None or f.metadata["when"](opts))]
 
 
 def to_dict(opts) -> dict:

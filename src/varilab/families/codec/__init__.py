@@ -36,6 +36,14 @@ HYPER = ("hyperprior",)
 SCALAR = FACTORIZED + HYPER  # latents rounded to integers under a learned density
 CONV = VQ + SCALAR
 INR = ("recombiner", "combiner")
+def gumbel(opts) -> bool:
+    return opts.quantiser == "gumbel"
+
+
+def ema(opts) -> bool:
+    return opts.quantiser == "ema"
+
+
 RATE_WEIGHT_HELP = ("lambda of D + lambda R (D: mean squared error per pixel, R: bits per pixel; recombiner: "
                     "R = KL(q || p), beta). Typical rates: at 0.01 on the 8x8 digits, vq-codec about 5.1 and the "
                     "hyperprior about 1.3 bits per pixel (30 epochs); the hyperprior on Fashion-MNIST about 2.1 at "
@@ -87,29 +95,32 @@ class CodecOptions(TrainOptions):
     finetune_steps: int = option(5, "Adam steps on the blocks still to send after each sent block",
                                  check=non_negative_int.upto(100_000), models=INR)
     hard: bool = option(False, "straight-through (hard codes forward, relaxed gradients) instead of Gumbel-softmax",
-                        models=VQ)
+                        models=VQ, when=gumbel)
     quantiser: str = option("ema", "how codes are picked in training", models=VQ, choices={
         "gumbel": "drawn from softmax(-||z - c_k||^2 * sharpness), Gumbel-softmax or --hard straight-through; "
                   "codebooks learned by gradient, unused codes re-seeded every --reseed-every steps",
         "ema": "the nearest code, as at coding time, gradient straight through to the encoder; codebooks the "
                "exponential averages of their vectors, unused codes restarted at the worst-served vectors"})
     ema_decay: float = option(0.99, "decay of the codebooks' exponential averages (--quantiser ema)",
-                              check=unit_interval, models=VQ)
+                              check=unit_interval, models=VQ, when=ema)
     restart_below: float = option(0.3, "a code used less than this share of 1/K (exponential average) restarts "
-                                  "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ)
+                                  "at a worst-served latent vector (--quantiser ema)", check=unit_interval, models=VQ,
+                                  when=ema)
     usage_weight: float = option(0.003, "weight of the usage penalty log2 K - H(the batch's soft code usage), in bits: "
                                  "pushes codebooks towards even use (--quantiser ema)",
-                                 check=non_negative.upto(1e4), models=VQ)
+                                 check=non_negative.upto(1e4), models=VQ, when=ema)
     usage_margin: float = option(0.5, "bits of usage gap each codebook keeps before the usage penalty acts on it: "
                                  "a codebook whose soft usage has perplexity above K / 2^margin is left alone",
-                                 check=non_negative.upto(64), models=VQ)
+                                 check=non_negative.upto(64), models=VQ, when=ema)
     commitment: float = option(0.25, "weight of the commitment loss mean ||z - sg(c_k)||^2 (--quantiser ema)",
-                               check=non_negative.upto(1e4), models=VQ)
+                               check=non_negative.upto(1e4), models=VQ, when=ema)
     rate_weight: float = option(0.01, RATE_WEIGHT_HELP, check=non_negative.upto(1e4))
     tau_start: float = option(1.0, "Gumbel-softmax temperature at the start, annealed geometrically", check=positive.upto(100),
-                              models=VQ)
-    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive.upto(100), models=VQ)
-    reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ)
+                              models=VQ, when=gumbel)
+    tau_end: float = option(0.1, "Gumbel-softmax temperature at the end", check=positive.upto(100), models=VQ,
+                            when=gumbel)
+    reseed_every: int = option(50, "steps between re-seeding codes unused for a while", check=positive_int, models=VQ,
+                               when=gumbel)
 
 
 def load_data(opts: CodecOptions):
