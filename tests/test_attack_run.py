@@ -46,6 +46,7 @@ def test_attack_writes_images_metrics_and_a_page_and_beats_random_noise(runs, tm
     page = (out / "report.html").read_text()
     assert "Transfer to" in page and f"{m['reconstruction_effect_over_control']:.1f} times" in page
     assert "The |change| rows show" in page
+    assert "<th>eps</th>" in page and "refine_steps" not in page and "edit_strength" not in page  # a VAE's options
 
 
 def test_a_given_file_of_images_is_attacked_and_bad_input_is_named(runs, tmp_path, capsys):

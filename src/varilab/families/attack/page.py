@@ -56,7 +56,9 @@ def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Pat
             ("largest |perturbation|, control", metrics["linf_control"]),
             ("mean L2 norm, attack", metrics["l2_adversarial"]), ("mean L2 norm, control", metrics["l2_control"]),
             ("model", f"{run.options.model} run {run.dir}")]
-    sections += [Section("Cost and size", table(cost)), Section("Options", table(settings(opts)))]
+    own = {"refine_steps": ("diffusevae", "ldm"), "edit_strength": ("ldm",)}  # options of some targets only
+    shown = [(k, v) for k, v in settings(opts) if k not in own or run.options.model in own[k]]
+    sections += [Section("Cost and size", table(cost)), Section("Options", table(shown))]
     name, *others = outputs
     verdict = (f"The {opts.direction} attack at eps {opts.eps:.4g} changes the {name} {metrics[f'{name}_effect_over_control']:.1f} "
                f"times as much as random noise of the same size (mean squared error against the clean {name}: "
