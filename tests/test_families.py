@@ -445,3 +445,15 @@ def test_page_tables_write_lists_of_numbers_as_numbers():
     html = table([("perplexity", [[14.449592590332031, 13.528477668762207]]), ("codes", [4.231181621479031, 2e-05]),
                   ("sizes", [1, 2000])])
     assert "<td>[14.4496, 13.5285]</td>" in html and "<td>4.2312, 2e-05</td>" in html and "<td>1, 2000</td>" in html
+
+
+def test_curves_label_their_y_axes_with_units(monkeypatch):
+    from varilab.report import plots
+
+    seen = []
+    monkeypatch.setattr(plots, "png", lambda fig: seen.append([ax.get_ylabel() for ax in fig.axes]) or b"")
+    metrics = [{"epoch": 1, "loss": 1.0, "test_loss": 1.1, "psnr": 20.0, "kl": 3.0},
+               {"epoch": 2, "loss": 0.5, "test_loss": 0.6, "psnr": 22.0, "kl": 2.0}]
+    plots.metric_curves(metrics, ["loss", ("psnr", "PSNR"), "kl", ("test_loss", "test loss")])
+    plots.lines([("usage of codebook 1", "code", {"share": [0.5, 0.3, 0.2]})])
+    assert seen == [["objective", "PSNR (dB)", "KL (nats)", "objective"], ["share"]]

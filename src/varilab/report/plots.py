@@ -178,6 +178,18 @@ def traversal_grid(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, i
     return png(fig)
 
 
+UNITS = {"loss": "objective", "psnr": "PSNR (dB)", "bpp": "bits per pixel", "mse": "mean squared error",
+         "kl": "KL (nats)", "recon": "reconstruction term", "elbo": "ELBO (nats)", "hurst": "Hurst index H",
+         "accuracy": "accuracy", "obs_noise": "standard deviation", "bpp_side": "bits per pixel",
+         "bpp_latent": "bits per pixel", "fvu": "fraction of variance unexplained", "l0": "active latents per token"}
+
+
+def y_label(key: str) -> str:
+    """The y axis of a logged quantity: its name with its unit where one is known (PSNR (dB), KL (nats))."""
+    bare = key[5:] if key.startswith("test_") else key
+    return UNITS.get(bare, bare.replace("_", " "))
+
+
 def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
                   steps: list[dict] | None = None) -> bytes:
     """One panel per logged quantity (a key, (key, title) or (key, title, with_test)): train and, where logged and
@@ -192,6 +204,7 @@ def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], widt
             ax.plot(epochs, [m[key] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
             ax.set_title(title)
             ax.set_xlabel("epoch")
+            ax.set_ylabel(y_label(key), fontsize=8)
             ax.grid(alpha=0.3)
             continue
         fine = [s for s in steps or [] if key in s]
@@ -203,6 +216,7 @@ def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], widt
             ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(y_label(key), fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(frameon=False)
     fig.tight_layout()
@@ -233,6 +247,7 @@ def lines(panels: list[tuple[str, str, dict[str, list[float]]]]) -> bytes:
             ax.plot(np.arange(1, len(values) + 1), values, lw=1, label=label)
         ax.set_title(title, fontsize=8.5)
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(next(iter(series)) if len(series) == 1 else title.split(":")[0], fontsize=8)
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(frameon=False, fontsize=7)
