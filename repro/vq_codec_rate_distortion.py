@@ -66,6 +66,25 @@ def compressai(train: Path, test: Path, lam: float, steps: int) -> str:
                      str(test), "--rate-weight", str(lam), "--steps", str(steps), "--n", "32", "--m", "32"])
 
 
+def bd_sentence(bd: dict, curves: dict) -> str:
+    """The BD-rates against WebP in words: a figure per learned curve, or, where a curve never reaches WebP's lowest
+    PSNR, that no BD-rate exists there because WebP is better at every rate it reaches."""
+    out = []
+    for name in dict.fromkeys(d for d, _ in bd):
+        lowest = min(q for _, q in curves[name]["WEBP"])
+        figures = [f"{label} {v}" for (d, label), v in bd.items() if d == name and (
+            v.endswith("%") or float(v.split(" and ")[1].split("-")[1]) >= lowest)]
+        below = [label for (d, label), v in bd.items() if d == name and not v.endswith("%")  # its PSNRs all lower:
+                 and float(v.split(" and ")[1].split("-")[1]) < lowest]  # "... a-b and c-d", d below WebP's a
+        text = f"{name}: " + "; ".join(figures)
+        if below:
+            text += (("; " if figures else "") + ", ".join(below) + f" never reach WebP's lowest PSNR ({lowest:.2f} "
+                     "dB), so they share no PSNR range with it and have no BD-rate: at these steps WebP is better at "
+                     "every rate it reaches")
+        out.append(text)
+    return "BD-rate against WebP (negative: fewer bits for the same PSNR): " + ". ".join(out) + "."
+
+
 def run(quick: bool = False) -> dict:
     epochs = "1" if quick else "20"
     common = ["--downsample", "2", "--hidden", "64", "--epochs", epochs]
@@ -153,8 +172,6 @@ def run(quick: bool = False) -> dict:
             "notes": f"Test images: {', '.join(f'{n} {len(t)}' for n, t in tests.items())}. {peer_note} "
                      "(ext.): the vq-codec's rate lies outside the factorized runs' range. Above its best run, the factorized "
                      "front is flat out to its costliest run: a codec keeps its quality when its files are padded. JPEG's headers alone cost "
-                     "about 2.5 bits per pixel at these sizes. BD-rate against WebP (negative: fewer bits for "
-                     "the same PSNR, over the PSNR range both reach): " + "; ".join(
-                         f"{d} {label}: {v}" for (d, label), v in bd.items()) + ".",
+                     "about 2.5 bits per pixel at these sizes. " + bd_sentence(bd, curves),
             "curves": curves, "bd_rate_vs_webp": {" / ".join(k): v for k, v in bd.items()},
             "results": {" / ".join(k): v for k, v in results.items()}}
