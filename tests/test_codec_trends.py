@@ -24,10 +24,10 @@ def test_a_rising_rate_is_named_with_what_the_quality_did():
 
 def test_the_trend_reaches_the_last_line_and_the_page(tmp_path, monkeypatch, capsys):
     pytest.importorskip("constriction")
-    monkeypatch.setattr(FAMILY, "trends", lambda history: f"seen {len(history)} epochs")
+    monkeypatch.setattr(FAMILY, "trends", lambda history, opts: f"seen {len(history)} epochs of a {opts.model}")
     out = tmp_path / "r"
     assert cli.main(["train", "--model", "factorized", "--data", "digits", "--epochs", "2", "--latent", "2",
                      "--hidden", "4", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip().endswith("; seen 2 epochs")
+    assert capsys.readouterr().out.strip().endswith("; seen 2 epochs of a factorized")
     assert cli.main(["report", str(out)]) == 0
-    assert "Seen 2 epochs." in (out / "report.html").read_text()
+    assert "Seen 2 epochs of a factorized." in (out / "report.html").read_text()

@@ -91,7 +91,7 @@ def train(argv: list[str]) -> str:
             f"test loss {m.get('test_loss', float('nan')):.4f}" + (f"; {m['summary']}" if "summary" in m else "")
             + f"; run in {out}")
     notes = [still_improving(history, read_jsonl(out / STEPS), key=family.improving_on),
-             family.trends(history) if family.trends else ""]
+             family.trends(history, opts) if family.trends else ""]
     return line + "".join(f"; {n}" for n in notes if n)
 
 

@@ -88,7 +88,7 @@ def report(argv: list[str]) -> str:
     note = still_improving(history, read_jsonl(run.dir / STEPS), key=run.family.improving_on)
     if note and not page.warning:
         page.warning = f"This run stopped while {note}."
-    trend = run.family.trends(history) if run.family.trends else ""
+    trend = run.family.trends(history, run.options) if run.family.trends else ""
     if trend:
         page.warning = f"{page.warning} {trend[0].upper()}{trend[1:]}.".strip()
     with folder.lock(run.dir, "report"):

@@ -62,7 +62,7 @@ class Family:
     facts: tuple[str, ...] = ()  # keys its config.json records beside the options (sizes derived from the data)
     upgrade: Callable[[dict], dict] | None = None  # an older config.json's keys -> the current ones
     improving_on: str = "test_loss"  # the logged quantity that says whether a run stopped while still improving
-    trends: Callable[[list[dict]], str] | None = None  # the family's own warnings from the per-epoch metrics
+    trends: Callable[[list[dict], object], str] | None = None  # its own warnings from (per-epoch metrics, options)
 
     def answers(self, name: str) -> bool:
         """Whether the family has the verb or command `name`."""

@@ -7,7 +7,7 @@ RISE = 0.02  # a rate 2% higher is rising
 STALL = 0.1  # dB: a quality gain below this buys nothing
 
 
-def rate_trend(history: list[dict]) -> str:
+def rate_trend(history: list[dict], opts=None) -> str:
     """A note when the mean test rate of the last fifth of the epochs is more than 2% above the fifth before: how
     much it rose and what the PSNR did meanwhile; nothing for runs of fewer than 10 epochs or without a test rate."""
     rows = [m for m in history if "test_bpp" in m and "test_psnr" in m]
