@@ -457,3 +457,12 @@ def test_curves_label_their_y_axes_with_units(monkeypatch):
     plots.metric_curves(metrics, ["loss", ("psnr", "PSNR"), "kl", ("test_loss", "test loss")])
     plots.lines([("usage of codebook 1", "code", {"share": [0.5, 0.3, 0.2]})])
     assert seen == [["objective", "PSNR (dB)", "KL (nats)", "objective"], ["share"]]
+
+
+def test_a_curve_with_a_reference_draws_the_truth(monkeypatch):
+    from varilab.report import plots
+
+    seen = []
+    monkeypatch.setattr(plots, "png", lambda fig: seen.append(fig.axes[0].get_legend_handles_labels()[1]) or b"")
+    plots.metric_curves([{"epoch": 1, "hurst": 0.5}, {"epoch": 2, "hurst": 0.6}], [("hurst", "H", True, 0.7)])
+    assert seen == [["truth 0.7", "train"]]

@@ -192,14 +192,20 @@ def y_label(key: str) -> str:
 
 def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
                   steps: list[dict] | None = None) -> bytes:
-    """One panel per logged quantity (a key, (key, title) or (key, title, with_test)): train and, where logged and
-    with_test (the default), test per epoch on the same axes; a "test_" key drawn alone is the test series. With
+    """One panel per logged quantity (a key, (key, title), (key, title, with_test) or (key, title, with_test,
+    reference)): train and, where logged and with_test (the default), test per epoch on the same axes, and a dashed
+    line at `reference` (e.g. the true value a generator used); a "test_" key drawn alone is the test series. With
     `steps` (lines logged every few steps, each with a fractional "epoch"), the train curve is drawn from
     them, so a run of one or two epochs still shows its course."""
     epochs = [m["epoch"] for m in metrics]
-    panels = [(p, p, True) if isinstance(p, str) else (*p, True)[:3] for p in panels]
+    panels = [(p, p, True, None) if isinstance(p, str) else (*p, True, None)[:4] if len(p) < 3 else (*p, None)[:4]
+              for p in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.7), squeeze=False)
-    for ax, (key, title, with_test) in zip(axes[0], panels):
+    marked = []  # panels with a reference line: each gets its own legend
+    for ax, (key, title, with_test, reference) in zip(axes[0], panels):
+        if reference is not None:
+            ax.axhline(reference, color="#c0392b", lw=1, ls="--", label=f"truth {reference:g}")
+            marked.append(ax)
         if key.startswith("test_"):
             ax.plot(epochs, [m[key] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
             ax.set_title(title)
@@ -219,6 +225,8 @@ def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], widt
         ax.set_ylabel(y_label(key), fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(frameon=False)
+    for ax in marked:
+        ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return png(fig)
 

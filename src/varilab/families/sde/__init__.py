@@ -12,6 +12,7 @@ from .. import folder
 from ..options import Range, TrainOptions, between, non_negative, option, positive, positive_int, unit_interval
 from ..protocol import Family, Run
 from ..registry import register
+from .trends import hurst_trend
 
 MODELS = {"latent-sde": "latent SDE on torchsde: a controlled posterior SDE, the Girsanov KL, Brownian or "
                         "Markov-approximate fractional noise"}
@@ -250,5 +251,5 @@ def report(run: Run):
 
 
 FAMILY = register(Family("sde", MODELS, SDEOptions, train=train, load=load, evaluate=evaluate, report=report,
-                         sample=sample, flags={"sample": SampleFlags}, why_not={"diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and "
-                                                             "Hurst index"}))
+                         sample=sample, flags={"sample": SampleFlags}, trends=hurst_trend,
+                         why_not={"diagnose": "`varilab eval` reports a latent SDE's KL, ELBO and Hurst index"}))

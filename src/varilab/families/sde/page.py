@@ -36,6 +36,7 @@ def page(run, evaluate, split_time, sample, solver_text):
 
     from ...report import Page, Section, img, plots, table
     from ...sde import fbm
+    from .trends import true_hurst
 
     e = evaluate(run)
     m, s, o = run.model, run.data, run.options
@@ -78,4 +79,9 @@ def page(run, evaluate, split_time, sample, solver_text):
     verdict = (f"Test ELBO {e['test_elbo']:.4g} per series ({e['test_elbo_per_value']:.4g} per value); forecast error "
                f"{e['prediction_mse']:.4g} per value on the second half of the test series; H = {e['hurst']:.3f} with "
                f"{o.noise} noise.")
-    return Page(f"latent SDE on {s.name}", verdict, sections, ["loss", ("hurst", "Hurst index H"), "kl", "obs_noise"])
+    truth = true_hurst(o)
+    if truth is not None:
+        verdict += f" The data were generated with H = {truth:g}."
+    return Page(f"latent SDE on {s.name}", verdict, sections,
+                ["loss", ("hurst", "Hurst index H", True, truth), "kl", "obs_noise"])
+
