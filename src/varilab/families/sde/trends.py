@@ -25,7 +25,9 @@ def hurst_trend(history: list[dict], opts) -> str:
     if truth is not None:
         gap = values[-1] - truth
         parts.append(f"learned H {values[-1]:.3f} for data generated with H = {truth:g} ({gap:+.3f}"
-                     + (": off by more than 0.05" if abs(gap) > OFF else "") + ")")
+                     + (": off by more than 0.05; on these data the learned H leans toward 1/2 under every drift and "
+                        "observation-noise option tried, so read it as an ordering, not a measurement "
+                        "(docs/families/sde.md)" if abs(gap) > OFF else "") + ")")
     back = round(SHARE * len(values))
     if back >= 2:
         before, last = sum(values[-2 * back:-back]) / back, sum(values[-back:]) / back
