@@ -230,6 +230,9 @@ def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_anoth
     r.model.latents_of(picks)
     assert len(calls) == r.model.coding_work(3, decoding=True)
     if model == "recombiner":
+        page = r.family.report(r)  # the prior-mean test error is drawn as what it is, on a panel of its own
+        assert ("test_mse", "test images from the prior mean, unfitted (eval fits each)") in page.curves
+        assert ("mse", "training posteriors' squared error", False) in page.curves
         assert cli.main(["train", "--model", "recombiner", "--groups", "4", "--out", str(tmp_path / "y")]) == 2
         assert "--groups" in capsys.readouterr().err
         assert cli.main(["report", str(out), "--force"]) == 0

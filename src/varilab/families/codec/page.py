@@ -102,5 +102,9 @@ def page(run):
                f"{e['psnr']:.2f} dB on {e['test_images']} test images; the decoded codes "
                f"{'equal' if e['codes_round_trip'] else 'DIFFER FROM'} the encoder's.")
     worse = e["worse_than_trivial"]
-    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, ["loss", "mse", "bpp"],
+    curves = ["loss", "mse", "bpp"]
+    if hasattr(m, "blocks"):  # INR codecs: a test image has no posterior in training, only the prior mean's image
+        curves = [("loss", "training loss", False), ("mse", "training posteriors' squared error", False),
+                  ("test_mse", "test images from the prior mean, unfitted (eval fits each)")]
+    return Page(f"{run.options.model} on {run.data.name}", verdict, sections, curves,
                 warning=f"This run's file is no use on these images: {worse}." if worse else None)
