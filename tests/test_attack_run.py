@@ -46,6 +46,7 @@ def test_attack_writes_images_metrics_and_a_page_and_beats_random_noise(runs, tm
     page = (out / "report.html").read_text()
     assert "Transfer to" in page and f"{m['reconstruction_effect_over_control']:.1f} times" in page
     assert "The |change| rows show" in page
+    assert re.search(r"black: for the reconstruction, a change of \d\.\d{3} in a pixel value on \[0, 1\]", page)
     assert "<th>eps</th>" in page and "refine_steps" not in page and "edit_strength" not in page  # a VAE's options
 
 

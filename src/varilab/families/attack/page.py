@@ -20,17 +20,20 @@ def page(run, opts, metrics: dict, x, adv, ctl, outputs: dict, out: Path) -> Pat
     amplified = lambda d: (0.5 + d / (2 * opts.eps)).clamp(0, 1)  # noqa: E731  (-eps .. eps -> 0 .. 1)
     rows = [("original", x[:k]), ("attacked", adv[:k]), ("random +-eps", ctl[:k]),
             ("perturbation", amplified(adv[:k] - x[:k])), ("its control", amplified(ctl[:k] - x[:k]))]
+    tops = {}  # the largest |change| of each output: what black stands for in its rows
     for name, by_variant in outputs.items():
         rows += [(f"{name} of {LABELS[v]}", by_variant[v][:k]) for v in VARIANTS]
         change = {v: (by_variant[v][:k] - by_variant["clean"][:k]).abs() for v in VARIANTS[1:]}
-        top = max(float(c.max()) for c in change.values()) or 1.0
+        top = tops[name] = max(float(c.max()) for c in change.values()) or 1.0
         rows += [(f"|change|, {LABELS[v]}", c / top) for v, c in change.items()]  # one scale for both
     rows = [(label, a.numpy()) for label, a in rows]
     figure = plots.image_rows(rows, shape) if shape else plots.vector_rows(rows[:2])
     sections = [Section("Images", img(figure, "original, attacked and control images and the model's outputs"),
                         f"The first {k} of {len(x)}. The perturbations are drawn from -eps (white) to +eps (black); "
                         "the control flips a fair coin per pixel. The |change| rows show how far each output moved from "
-                        "the original's output, the attacked and random rows on one scale (black: the largest change).")]
+                        "the original's output, the attacked and random rows on one scale from white (no change) to "
+                        "black: " + "; ".join(f"for the {name}, a change of {top:.3f} in a pixel value on [0, 1]"
+                                              for name, top in tops.items()) + ".")]
     rows = []
     for name in outputs:
         rows += [(f"{name}: error vs original, clean", metrics[f"{name}_mse_vs_original_clean"]),
