@@ -158,6 +158,8 @@ def test_purifier_eval_reports_its_lipschitz_bound_and_codes(runs, capsys):
     assert 15 < float(values["lipschitz_bound"]) < 17  # the default bound, 16, up to the power iteration's error
     assert float(values["code_values_used_mean"]) > 1.5 and int(values["distinct_codes"]) > 10  # the codes live
     assert main(["report", str(runs / "purifier")]) == 0
-    assert "Purified test images" in (runs / "purifier" / "report.html").read_text()
+    page = (runs / "purifier" / "report.html").read_text()
+    assert "Purified test images" in page and "Latent diagnostics" in page and "Two measures: an active unit" in page
+    assert f"varilab robustness {runs / 'purifier'} --classifier" in page  # where its robustness is measured
     assert main(["report", str(runs / "classifier")]) == 0
     assert "Test accuracy" in (runs / "classifier" / "report.html").read_text()

@@ -151,11 +151,21 @@ def report(run: Run):
 
     with torch.no_grad():
         shown = [("input", x.cpu().numpy()), ("purified", run.model.purify(x).cpu().numpy())]
+    from ...checkpoint import read_jsonl
+    from ...report.latents import diagnostics_section
+    from ...run_files import METRICS
+    from ...train import test_inputs
+
     verdict = (f"Test ELBO {e['elbo']:.2f} nats per image; the encoder mean's Lipschitz bound is "
                f"{e['lipschitz_bound']:.3f}, so half the test images keep their code under any change of L2 norm below "
                f"{e['certified_radius_median']:.4f}.")
+    test = test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
     return Page(f"purifier on {run.data.name}", verdict,
                 [Section("Purified test images", img(plots.image_rows(shown, run.data.image_shape), "purified images")),
+                 diagnostics_section(run.model, test, None, run.data.image_shape, read_jsonl(run.dir / METRICS)),
+                 Section("Robustness", "", "Clean and attacked accuracy of a classifier with and without this purifier: "
+                         f"`varilab robustness {run.dir} --classifier CLASSIFIER_RUN` (FGSM, PGD or the adaptive "
+                         "BPDA); it warns when purifying costs more than 5 points of clean accuracy."),
                  Section("Final metrics", table(list(e.items())))], ["loss", "recon", "kl"])
 
 
