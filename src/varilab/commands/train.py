@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..families import folder, options, registry
+from ..families.windows import last_two
 from ..run_files import CHECKPOINT, STEPS
 from .args import command_parser
 
@@ -104,10 +105,10 @@ def still_improving(history: list[dict], steps: list[dict] = (), share: float = 
     the epochs against the share before, so that epoch-to-epoch noise does not read as progress."""
     if key != "test_loss":
         values = [m[key] for m in history if key in m]
-        back = round(share * len(values))
-        if back < 2:
+        ends = last_two(values, share)
+        if ends is None:
             return ""
-        before, last = sum(values[-2 * back:-back]) / back, sum(values[-back:]) / back
+        before, last, back = ends
         what = f"the mean {key.replace('_', ' ')} over the last {back} of its {len(values)} epochs"
         drop = (before - last) / max(abs(before), 1e-12)
         return f"still improving: {what} fell {drop:.1%}, so more epochs would likely help" if drop > threshold else ""

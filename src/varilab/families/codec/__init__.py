@@ -24,9 +24,9 @@ MODELS = {"vq-codec": "convolutional codec: m codebooks of K codes per latent ve
                       "frequencies, objective D + lambda R",
           "factorized": "the baseline: scalar quantisation of each latent, a learned density per channel (Balle et "
                         "al., 2017), objective D + lambda R",
-          "hyperprior": "mean-scale hyperprior (Balle et al., 2018; Minnen et al., 2018): GDN transforms, each latent "
-                        "coded under a Gaussian whose mean and scale come from a coded hyper latent, objective D + "
-                        "lambda R with the side information counted",
+          "hyperprior": "mean-scale hyperprior (Balle et al., 2018; Minnen et al., 2018): each latent coded under a "
+                        "Gaussian whose mean and scale come from a coded hyper latent, objective D + lambda R with the "
+                        "side information counted",
           "recombiner": "RECOMBINER: a posterior over an INR's weights w = A h (A shared, learned) with latent grids, "
                         "coded by relative entropy coding at about KL bits",
           "combiner": "COMBINER, the mean-field variant: a factorised posterior over the INR's weights, no grids"}

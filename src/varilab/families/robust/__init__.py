@@ -129,12 +129,16 @@ def evaluate(run: Run) -> dict:
 
 
 def diagnose(run: Run, threshold: float = 0.01) -> tuple[dict, list[str]]:
-    from ...train import test_inputs
-
     if run.options.model == "classifier":
         raise ValueError("a classifier has no latent posterior to diagnose; diagnose a purifier run")
-    x = test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
-    return encoder_diagnosis(run.model, x, None, threshold)
+    return encoder_diagnosis(run.model, _test_inputs(run), None, threshold)
+
+
+def _test_inputs(run: Run):
+    """The test split as the purifier's encoder reads it, on the model's device."""
+    from ...train import test_inputs
+
+    return test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
 
 
 def report(run: Run):
@@ -154,12 +158,11 @@ def report(run: Run):
     from ...checkpoint import read_jsonl
     from ...report.latents import diagnostics_section
     from ...run_files import METRICS
-    from ...train import test_inputs
 
     verdict = (f"Test ELBO {e['elbo']:.2f} nats per image; the encoder mean's Lipschitz bound is "
                f"{e['lipschitz_bound']:.3f}, so half the test images keep their code under any change of L2 norm below "
                f"{e['certified_radius_median']:.4f}.")
-    test = test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
+    test = _test_inputs(run)
     return Page(f"purifier on {run.data.name}", verdict,
                 [Section("Purified test images", img(plots.image_rows(shown, run.data.image_shape), "purified images")),
                  diagnostics_section(run.model, test, None, run.data.image_shape, read_jsonl(run.dir / METRICS)),

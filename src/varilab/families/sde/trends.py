@@ -2,6 +2,8 @@
 built-in generator used, and whether it was still moving when training stopped."""
 from __future__ import annotations
 
+from ..windows import last_two
+
 SHARE = 0.2  # the last fifth of the epochs against the fifth before it
 MOVING = 0.01  # a change of H larger than this between the two is still moving
 OFF = 0.05  # a learned H further than this from the generator's is reported as off
@@ -28,9 +30,9 @@ def hurst_trend(history: list[dict], opts) -> str:
                      + (": off by more than 0.05; on these data the learned H leans toward 1/2 under every drift and "
                         "observation-noise option tried, so read it as an ordering, not a measurement "
                         "(docs/families/sde.md)" if abs(gap) > OFF else "") + ")")
-    back = round(SHARE * len(values))
-    if back >= 2:
-        before, last = sum(values[-2 * back:-back]) / back, sum(values[-back:]) / back
+    ends = last_two(values, SHARE)
+    if ends is not None:
+        before, last, _ = ends
         if abs(last - before) > MOVING:
             parts.append(f"H was still moving when training stopped ({before:.3f} -> {last:.3f}: the mean over the "
                          f"last fifth of its {len(values)} epochs against the fifth before)")

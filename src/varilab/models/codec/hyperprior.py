@@ -1,5 +1,5 @@
-"""The mean-scale hyperprior codec (Balle et al., 2018; Minnen et al., 2018): GDN transforms y = g_a(x), a hyper
-latent z = h_a(y) coded under a learned density per channel, and each latent y_i coded under a Gaussian whose mean and
+"""The mean-scale hyperprior codec (Balle et al., 2018; Minnen et al., 2018): latents y = g_a(x) (`transforms`: ReLU
+or GDN convolutions), a hyper latent z = h_a(y) coded under a learned density per channel, and each latent y_i coded under a Gaussian whose mean and
 scale the decoder reads from the decoded z, (mu, sigma) = h_s(z^):
 
     y^ = round(y - mu) + mu,   P(k) = Phi((k + 1/2) / s) - Phi((k - 1/2) / s),   s the table scale at or above sigma.
