@@ -137,6 +137,7 @@ def run(quick: bool) -> dict:
             for group in ("encode", "decode"):
                 median = 1 / peer[f"{group}_mp_s"]
                 rows.append({"name": f"{group} / CompressAI {label} (own process, one run)", "median_s": median,
+                             "p10_s": median, "p90_s": median, "runs": 1,  # one run: no spread measured
                              "ratio": median / base[group], "megapixels_per_s": peer[f"{group}_mp_s"]})
     rate = {name: 8 * len(data) / (megapixels * 1e6) for name, data in files.items()}
     faster = ratios["decode / vq-codec"] < 1

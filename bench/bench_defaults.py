@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 300.0  # the 5-minute bound on a default training run
 ACTS = "acts"  # the SAE's activation folder, collected with `varilab data collect`'s defaults
 
-# (family, step name, arguments of `varilab`, the folder it writes): {runs} is the runs folder. A step's folder is
-# reused under --reuse when it exists; `report` steps always run (they only read).
+# (family, step name, arguments of `varilab`, the folder it writes): {runs} is the runs folder. Under --reuse only the
+# `report` steps and the steps whose folder is missing run (a page is rewritten; a run is trained once).
 JOURNEYS: dict[str, list[tuple[str, list[str], str | None]]] = {
     "vae": [("train", ["train", "--model", "vae", "--out", "{runs}/vae"], "vae"),
             ("eval", ["eval", "{runs}/vae"], None),
@@ -50,7 +50,8 @@ JOURNEYS: dict[str, list[tuple[str, list[str], str | None]]] = {
                ("eval", ["eval", "{runs}/purifier"], None),
                ("robustness", ["robustness", "{runs}/purifier", "--classifier", "{runs}/classifier"], None),
                ("report", ["report", "{runs}/purifier", "--force"], None),
-               ("unlearn", ["unlearn", "{runs}/classifier", "--out", "{runs}/unlearn", "--force"], "unlearn"),
+               ("unlearn", ["unlearn", "{runs}/classifier", "--forget", "class:0", "--out", "{runs}/unlearn", "--force"],
+                "unlearn"),
                ("report unlearn", ["report", "{runs}/unlearn", "--force"], None)],
     "sde": [("train", ["train", "--model", "latent-sde", "--out", "{runs}/latent-sde"], "latent-sde"),
             ("eval", ["eval", "{runs}/latent-sde"], None),
@@ -98,7 +99,7 @@ def journeys(runs: Path, which: dict, reuse: bool, say=print) -> list[dict]:
         for step, args, folder in steps:
             args = [a.format(runs=runs) for a in args]
             command = "varilab " + " ".join(a.replace(str(runs), "runs/defaults") for a in args)
-            if reuse and folder and (runs / folder).exists():
+            if reuse and args[0] != "report" and (folder is None or (runs / folder).exists()):
                 records.append({"family": family, "step": step, "command": command, "seconds": None,
                                 "peak_mb": None, "status": None})
                 continue
@@ -129,7 +130,9 @@ def run(quick: bool = False) -> dict:
             "description": "One fresh process per command, run alone, every option at its default (`varilab train "
                            "--model M`, no other flag; the SAE's activations collected by `varilab data collect "
                            "--out runs/defaults/acts` with its defaults: 500,000 MiniLM tokens of block 3), then "
-                           "`eval`, `report` and the family's page-writing commands on the run. One run each "
+                           "`eval`, `report` and the family's page-writing commands on the run (`unlearn` with its "
+                           "one required option, `--forget class:0`; `solve` with `--task inpaint --truth test`). "
+                           "One run each "
                            "(the spread is not measured); peak RSS is the process's largest resident set. The ratio "
                            "is the time over the 5-minute bound a default training run must keep. The commands: "
                            "`JOURNEYS` in bench/bench_defaults.py; the runs stay in runs/defaults "
@@ -143,7 +146,7 @@ def run(quick: bool = False) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Each family's default run; prints the pages written, one per line.")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "defaults", help="the runs folder")
-    ap.add_argument("--reuse", action="store_true", help="keep the runs already in --runs; rewrite their pages")
+    ap.add_argument("--reuse", action="store_true", help="keep the runs already in --runs (train only the missing ones); rewrite their pages")
     ap.add_argument("--family", action="append", choices=sorted(JOURNEYS), help="only this family (repeatable)")
     args = ap.parse_args(argv)
     which = {f: s for f, s in JOURNEYS.items() if not args.family or f in args.family}

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from pages import says_each_thing_once
 from varilab.cli import main
 
 
@@ -44,6 +45,7 @@ def test_attack_writes_images_metrics_and_a_page_and_beats_random_noise(runs, tm
     assert m["reconstruction_effect_over_control"] > (3 if direction == "collapse" else 2)  # push: 2.3 measured
     assert m["target_reconstruction_mse_vs_clean_adversarial"] > m["target_reconstruction_mse_vs_clean_control"]
     page = (out / "report.html").read_text()
+    says_each_thing_once(page)
     assert "Transfer to" in page and f"{m['reconstruction_effect_over_control']:.1f} times" in page
     assert "The |change| rows show" in page
     assert re.search(r"black: for the reconstruction, a change of \d\.\d{3} in a pixel value on \[0, 1\]", page)
@@ -159,7 +161,9 @@ def test_purifier_eval_reports_its_lipschitz_bound_and_codes(runs, capsys):
     assert float(values["code_values_used_mean"]) > 1.5 and int(values["distinct_codes"]) > 10  # the codes live
     assert main(["report", str(runs / "purifier")]) == 0
     page = (runs / "purifier" / "report.html").read_text()
+    says_each_thing_once(page)
     assert "Purified test images" in page and "Latent diagnostics" in page and "Two measures: an active unit" in page
     assert f"varilab robustness {runs / 'purifier'} --classifier" in page  # where its robustness is measured
     assert main(["report", str(runs / "classifier")]) == 0
     assert "Test accuracy" in (runs / "classifier" / "report.html").read_text()
+    says_each_thing_once((runs / "classifier" / "report.html").read_text())

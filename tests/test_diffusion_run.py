@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pages import says_each_thing_once
 from varilab.families import registry
 from varilab.families import diffusion as D
 from varilab.cli import main
@@ -118,6 +119,7 @@ def test_diffusion_runs_train_sample_resume_and_report(tmp_path, capsys):
     assert not np.allclose(np.load(tmp_path / "n-vae.npy"), v)  # z from N(0, I), not from the mixture
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
+    says_each_thing_once(page)
     assert "VAE output and its refinement" in page and "bits/dim" in page and "http" not in page.split("<body>")[1]
     capsys.readouterr()
     assert main(["eval", str(out), "--json"]) == 0
@@ -134,6 +136,8 @@ def test_ddpm_and_flow_runs_learn_and_sample(tmp_path, model, extra):
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]
     run = registry.load(out)
+    shown = dict(run.settings)  # the page's configuration table: the U-Net's options, not the MLP's
+    assert {"channels", "mults", "downscale"} <= set(shown) and not {"hidden", "depth"} & set(shown)
     for sampler in ("ddpm", "ddim", "euler-maruyama", "pf-euler", "pf-heun"):
         x = D.sample(run, 4, steps=4, sampler=sampler)["samples"]
         assert x.shape == (4, 64) and torch.isfinite(x).all()
@@ -149,6 +153,8 @@ def test_diffusion_on_vectors_uses_the_mlp(tmp_path):
                  "--batch-size", "128", "--lr", "3e-3", "--quiet", "--out", str(out)]) == 0
     run = registry.load(out)
     assert type(run.model.net).__name__ == "DiffusionMLP"
+    shown = dict(run.settings)  # the page's configuration table: the MLP's options, not the U-Net's
+    assert shown["hidden"] == [64] and "depth" in shown and not {"channels", "mults", "downscale"} & set(shown)
     s = D.sample(run, 2000, steps=30, sampler="pf-heun")["samples"].numpy()
     right = (s[:, 0] > 0).mean()
     assert abs(right - 0.5) < 0.08 and abs(np.abs(s[:, 0]).mean() - 2.0) < 0.15 and abs(s[:, 1].std() - 0.3) < 0.06

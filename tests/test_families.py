@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
+from pages import says_each_thing_once
 from varilab import commands
 from varilab.cli import main
 from varilab.families import folder, options, registry
@@ -251,6 +252,9 @@ def test_the_vae_report_shows_only_the_vae_options(tmp_path, capsys):
     assert {"latent_dim", "hidden", "likelihood", "beta", "epochs"} <= shown
     assert not shown & {"pseudo_inputs", "beta2", "categories", "latent_dim_2", "enc_var_1", "condition", "temperature",
                         "channels", "features", "kl_coef"}
+    assert not shown & {"obs_var", "baseline"}  # a Bernoulli likelihood has no variance; no score estimator, no baseline
+    assert "<tr><th>lr</th><td>0.001</td></tr>" in config  # reals as written, not 0.0010
+    says_each_thing_once((out / "report.html").read_text())
 
 
 def test_a_one_epoch_sae_run_draws_its_curve_from_many_points(tmp_path, capsys, monkeypatch):

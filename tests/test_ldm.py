@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pages import says_each_thing_once
 from varilab.cli import main
 from varilab.families import registry
 
@@ -150,6 +151,7 @@ def test_a_run_reports(run):
     """The page (edits at three strengths, 150 sampling steps: about a minute on two busy cores)."""
     assert main(["report", str(run)]) == 0
     assert "Reconstructions and edits" in (run / "report.html").read_text()
+    says_each_thing_once((run / "report.html").read_text())
 
 
 def test_attack_on_an_ldm_run_measures_the_edit_and_stays_in_the_ball(run, tmp_path, capsys):
@@ -166,6 +168,7 @@ def test_attack_on_an_ldm_run_measures_the_edit_and_stays_in_the_ball(run, tmp_p
         assert a.min() >= 0 and a.max() <= 1 and np.abs(a - x).max() <= 8 / 255 + 1e-6
     assert m["linf_adversarial"] <= 8 / 255 + 1e-6
     assert "edit: error vs clean edit, attacked" in (out / "report.html").read_text()
+    says_each_thing_once((out / "report.html").read_text())
     assert main(["attack", str(run), "--edit-strength", "0", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "edit_strength must lie in (0, 1], got 0.0" in err[0]

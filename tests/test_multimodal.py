@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from pages import says_each_thing_once
 from varilab.cli import main
 from varilab.data.scenes import CLASSES, MODALITIES, read_modalities, scenes
 from varilab.families.multimodal.scores import miou
@@ -216,6 +217,7 @@ def test_the_report_shows_subsets_the_ensemble_size_and_scenes(tmp_path):
                  str(tmp_path / "mm"), "--quiet"]) == 0
     assert main(["report", str(tmp_path / "mm")]) == 0
     text = (tmp_path / "mm" / "report.html").read_text()
+    says_each_thing_once(text)
     for title in ("By subset of the inputs", "Ensemble size", "Test scenes", "mIoU, rgb+depth+edges"):
         assert title in text
     assert text.count("data:image/png;base64,") >= 4  # the bars, the curve, the scenes and a training curve
@@ -223,3 +225,4 @@ def test_the_report_shows_subsets_the_ensemble_size_and_scenes(tmp_path):
                  "1", "--width", "2", "--out", str(tmp_path / "student"), "--quiet"]) == 0
     assert main(["report", str(tmp_path / "student")]) == 0
     assert "distilled from" in (tmp_path / "student" / "report.html").read_text()
+    says_each_thing_once((tmp_path / "student" / "report.html").read_text())

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from pages import says_each_thing_once
 from varilab.cli import main
 
 pytest.importorskip("trimesh")
@@ -34,6 +35,7 @@ def test_the_autoencoder_run_evaluates_diagnoses_samples_and_reports(runs, capsy
     assert np.load(runs / "G" / "samples.npy").shape == (3, 384)
     assert main(["report", str(runs / "G"), "--force"]) == 0
     assert "three views" in (runs / "G" / "report.html").read_text()
+    says_each_thing_once((runs / "G" / "report.html").read_text())
 
 
 def test_a_squeeze3d_run_reports_bytes_and_ratio_and_decodes_without_its_parts(runs, tmp_path, capsys):
@@ -51,6 +53,7 @@ def test_a_squeeze3d_run_reports_bytes_and_ratio_and_decodes_without_its_parts(r
     assert e["coordinates_over_squeeze3d"] == pytest.approx(e["coordinates_chamfer"] / e["chamfer"], rel=1e-6)
     assert main(["report", str(alone)]) == 0
     page = (alone / "report.html").read_text()
+    says_each_thing_once(page)
     assert "times smaller than float32 coordinates" in page and "At equal bytes" in page
     assert main(["sample", str(alone)]) == 2
     assert "sample its generator run" in capsys.readouterr().err

@@ -45,6 +45,20 @@ def test_chamfer_is_symmetric_zero_on_identical_sets_and_blind_to_point_order():
                                chamfer(a, b))
 
 
+def test_chamfer_gradient_is_that_of_the_full_distance_table():
+    """The neighbours are searched without gradient; the gradient must still be that of mean min |a - b|^2 taken
+    over the whole [N, M] table of differences."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(3, 40, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 30, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    chamfer(a, b).sum().backward()
+    a2, b2 = a.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+    d2 = (a2[:, :, None] - b2[:, None]).square().sum(-1)  # [B, N, M]
+    (d2.min(2).values.mean(1) + d2.min(1).values.mean(1)).sum().backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+    torch.testing.assert_close(b.grad, b2.grad)
+
+
 def test_chamfer_refuses_mismatched_shapes_and_unknown_reductions():
     with pytest.raises(ValueError, match=r"same B and D.*\(2, 4, 3\).*\(3, 4, 3\)"):
         chamfer(torch.zeros(2, 4, 3), torch.zeros(3, 4, 3))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from pages import says_each_thing_once
 from varilab.cli import main
 from varilab.data import activations, minilm
 from varilab.models.sae import SAE, SAEConfig
@@ -81,6 +82,7 @@ def test_sae_train_and_diagnose_through_the_cli(acts, tmp_path, capsys):
     assert "held-out tokens" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
+    says_each_thing_once(page)
     assert "Feature density" in page and "embedding recovered" in page and page.count("data:image/png;base64") >= 2
 
 

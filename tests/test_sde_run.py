@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from pages import says_each_thing_once
 from varilab.cli import main
 
 SMALL = ["--n", "10", "--steps", "20", "--epochs", "4", "--batch-size", "8", "--hidden", "8", "--context", "4",
@@ -33,6 +34,7 @@ def test_eval_sample_and_report(run, capsys):
     assert main(["report", str(run)]) == 0
     page = html.unescape((run / "report.html").read_text())
     assert "Markov approximation" in page and "fixed step dt = 0.02" in page and page.count("<img") >= 5
+    says_each_thing_once((run / "report.html").read_text())  # solver, dt and the approximation error once each
     assert (f"On this run's grid (20 points), the K = 3, r = 10 approximation at H = {e['hurst']:.3g} measures as H = "
             in page and "by DFA (exact fBM: " in page), page
 

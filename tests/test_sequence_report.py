@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from pages import says_each_thing_once
 from varilab.cli import main
 from varilab.commands import still_improving
 
@@ -33,6 +34,7 @@ def test_the_report_runs_no_error_regression_and_reads_what_predict_kept(run, mo
     assert main(["report", str(run), "--force"]) == 0
     assert time.perf_counter() - t0 < 10
     page = (run / "report.html").read_text()
+    says_each_thing_once(page)
     assert f"varilab predict {run}" in page and "No prediction kept yet" in page
     # the training loss (error + w KL) and the free-running test error on axes of their own
     keys = {p[0]: p for p in panels[0]}

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from pages import says_each_thing_once
 from varilab.cli import main
 
 
@@ -41,6 +42,7 @@ def test_every_method_writes_estimates_metrics_and_a_page(prior, tmp_path, capsy
     assert len(m["psnr"]) == len(m["ssim"]) == 12 and m["noise"] == 0.05 and m["noise_model_scale"] == 0.1
     assert m["denoiser_calls_per_image"] == (0 if method == "pinv" else 20)
     page = (out / "report.html").read_text()
+    says_each_thing_once(page)
     assert "Per image" in page and f"{m['psnr_mean']:.2f}" in page
     if method == "smc":
         assert np.load(out / "particles.npy").shape == (12, 16, 8, 8)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from pages import says_each_thing_once
 from varilab.cli import main
 from varilab.families import registry
 from varilab.families.robust.forget import forget_rows
@@ -152,6 +153,7 @@ def test_an_unlearned_run_is_a_classifier_run_every_command_takes(clf, tmp_path,
     assert e["unlearn_method"] == "finetune" and e["accuracy_forgotten"] == pytest.approx(r["accuracy_forgotten"])
     assert e["accuracy"] == pytest.approx(r["accuracy_test"])
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
+    says_each_thing_once((out / "report.html").read_text())
     capsys.readouterr()
     assert "already holds a run" in refused(capsys, clf, "--forget", "class:3", "--method", "finetune",
                                             "--membership-rows", "0", "--out", out)

@@ -36,8 +36,16 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, reduction: str = "none", max_eleme
 def _chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # d2[i, n, m] = |a_n - b_m|^2, from the differences themselves (not |a|^2 + |b|^2 - 2ab, which cancels badly
     # when the sets nearly meet: identical sets give exactly 0, and the gradient at a zero distance is 0, not NaN)
-    d2 = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square()
-    return d2.min(dim=2).values.mean(dim=1) + d2.min(dim=1).values.mean(dim=1)  # mean_a min_b + mean_b min_a
+    # The nearest neighbours are found on |a|^2 + |b|^2 - 2 a.b (matrix products, no gradient: the [B, N, M] table
+    # never enters the autograd graph); their squared distances are then taken from the differences themselves, so
+    # identical sets give exactly 0 and the gradient is the exact formula's (that of min_b |a - b|^2 at its argmin).
+    # Rounding in the search can only pick a neighbour whose distance ties the nearest's to ~1e-7 |a|^2.
+    with torch.no_grad():
+        d2 = torch.cdist(a.detach(), b.detach(), compute_mode="use_mm_for_euclid_dist")
+        to_b, to_a = d2.argmin(dim=2), d2.argmin(dim=1)  # [B, N] nearest b of each a; [B, M] nearest a of each b
+    nearest_b = b.gather(1, to_b.unsqueeze(-1).expand(-1, -1, b.shape[2]))
+    nearest_a = a.gather(1, to_a.unsqueeze(-1).expand(-1, -1, a.shape[2]))
+    return (a - nearest_b).square().sum(2).mean(1) + (b - nearest_a).square().sum(2).mean(1)  # mean_a min_b + mean_b min_a
 
 
 def percentiles(values: torch.Tensor, qs=(50, 90, 99)) -> dict[int, float]:

@@ -28,9 +28,9 @@ from .ranges import (MILLION, Range, between, non_negative, non_negative_int, po
 
 def option(default, help: str, *, check=None, choices=None, models=None, parse=None, when=None):
     """One option: `check(value)` returns an error text (or None), `choices` the valid values, `models` the
-    models it applies to (None: all of its family's), `parse(text)` reads its command-line text, `when(opts)` whether
-    it matters given the other options (e.g. only under one quantiser): the report's configuration table leaves it
-    out otherwise."""
+    models it applies to (None: all of its family's), `parse(text)` reads its command-line text, `when(opts, model)` whether
+    it matters given the other options and the trained model (only under one quantiser; only for a U-Net, which the
+    data's shape chose; `model` None: not known): the report's configuration table leaves it out otherwise."""
     meta = {"help": help, "check": check, "choices": tuple(choices) if choices else None,
             "models": tuple(models) if models else None, "parse": parse, "when": when}
     if isinstance(default, list):
@@ -119,10 +119,12 @@ def key_of(word: str) -> str | None:
     return word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
 
 
-def settings(opts) -> list[tuple[str, object]]:
-    """(option, value) for the options that apply to the run's model: the report's configuration table."""
-    return [(f.name, getattr(opts, f.name)) for f in fields_for(type(opts), chosen(opts))
-            if getattr(opts, f.name) is not None and (f.metadata.get("when") is None or f.metadata["when"](opts))]
+def settings(opts, model=None) -> list[tuple[str, object]]:
+    """(option, value) for the options that apply to the run's model, and matter given the others and the trained
+    `model` where it is given, reals as a person writes them (0.001, 8/255): the report's configuration table."""
+    return [(f.name, as_written(v) if isinstance(v, float) else v)
+            for f in fields_for(type(opts), chosen(opts)) if (v := getattr(opts, f.name)) is not None
+            and (f.metadata.get("when") is None or f.metadata["when"](opts, model))]
 
 
 def to_dict(opts) -> dict:

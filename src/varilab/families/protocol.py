@@ -82,4 +82,4 @@ class Run:
     def settings(self) -> list[tuple[str, object]]:
         from .options import settings
 
-        return settings(self.options)
+        return settings(self.options, self.model)

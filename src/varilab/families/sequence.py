@@ -254,7 +254,7 @@ def report(run: Run):
     """Generated trajectories beside training ones, sigma_p and KL over time, per-layer figures, and the prediction
     error with and without error regression as the last `varilab predict RUN` kept it (the page runs no error
     regression itself)."""
-    from ..report import Page, Section, img, plots, table
+    from ..report import Page, Section, img, metrics_table, plots, table
 
     e = evaluate(run)
     diag, _ = diagnose(run)
@@ -288,7 +288,7 @@ def report(run: Run):
                                             "noise reaching the units")),
                         "The noise reaching the units is sigma_p through W_dz: a broad sigma_p behind small W_dz is a "
                         "latent the network does not listen to."),
-                Section("Final metrics", table(list(e.items())))]
+                Section("Final metrics", metrics_table(e, run.settings))]
     verdict = (f"Training error {e['train_recon']:.4f} per step and dimension under the adaptive vectors; on the test "
                f"sequences, running free from the start, {e['test_free_running_mse']:.4f} per step and dimension.")
     if kept is not None:

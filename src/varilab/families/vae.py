@@ -39,6 +39,15 @@ def _obs_var(text):
     return parse_obs_var(text)
 
 
+def gaussian(opts, model=None) -> bool:
+    """Whether the observation model is Gaussian (a model without the --likelihood choice always is)."""
+    return opts.model not in LIKELIHOOD or opts.likelihood == "gaussian"
+
+
+def score(opts, model=None) -> bool:
+    return opts.estimator == "score"
+
+
 @dataclass
 class VAEOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 50}
@@ -48,7 +57,7 @@ class VAEOptions(TrainOptions):
                                models=NONLINEAR)
     likelihood: str = option("bernoulli", "observation model", choices=("bernoulli", "gaussian"), models=LIKELIHOOD)
     obs_var: float | str = option(1.0, "Gaussian observation variance: a number or 'learned'", parse=_obs_var,
-                                  check=positive.upto(1e6, also=("learned",)), models=GAUSSIAN)
+                                  check=positive.upto(1e6, also=("learned",)), models=GAUSSIAN, when=gaussian)
     arch: str = option("mlp", "mlp, or conv (convolutional encoder and decoder, for images)", choices=("mlp", "conv"),
                        models=("vae", "vampprior", "ard-vae"))
     categories: int = option(10, "classes per categorical latent", check=Range(2, 1024, integer=True, below="at least 2"),
@@ -68,7 +77,7 @@ class VAEOptions(TrainOptions):
     estimator: str = option("reparam", "gradient estimator of the latents",
                             choices=("reparam", "score", "gumbel", "straight-through"))
     baseline: str = option("none", "score-function baseline (VIMCO under iwae)",
-                           choices=("none", "moving-average", "leave-one-out"))
+                           choices=("none", "moving-average", "leave-one-out"), when=score)
     temperature: float = option(0.5, "gumbel / straight-through relaxation temperature", check=positive.upto(100),
                                 models=("discrete-vae",))
     free_bits: float = option(0.0, "free bits per latent dimension, in nats (0: off)", check=non_negative.upto(1e3))
@@ -270,7 +279,7 @@ def report(run: Run):
         verdict += f" The exact negative log-likelihood is {final['exact_nll']:.2f} nats per point."
         rows.append(("exact NLL (nats/point)", final["exact_nll"]))
     if metrics:
-        rows += [("final train loss", last["loss"]), ("epochs", last["epoch"]),
+        rows += [("final train loss", last["loss"]), ("epochs trained", last["epoch"]),
                  ("training time (s)", sum(m.get("seconds", 0.0) for m in metrics))]
     rows.append(("data (as loaded)", run.data.summary().removeprefix("data ")))
     sections = generation_sections(run.model, run.data, x)

@@ -105,12 +105,13 @@ def diagnosis_parts(d, model=None, cond=None, image_shape=None, metrics: list[di
     rows = [("active units (Burda et al.)", d.active_units),
             ("variables by posterior variance: sharp / mixed / passive (Bonheme & Grzes)",
              f"{len(d.active)} / {len(d.mixed)} / {len(d.passive)}"),
-            ("total KL (nats)", float(d.kl_per_dim.sum()))]
+            ("total KL = E_x KL(q(z|x) || p(z)), closed form (nats)", float(d.kl_per_dim.sum()))]
     if d.off_prior:
         rows.append(("inactive but off the prior: nats of KL spent", float(d.kl_per_dim[d.off_prior].sum())))
     if d.information is not None:
-        rows += [("I(x; z) (nats)", d.information.mutual_information), ("KL(q(z) || p(z)) (nats)", d.information.marginal_kl),
-                 ("E_x KL(q(z|x) || p(z)) (nats)", d.information.average_kl)]
+        # E_x KL = I(x; z) + KL(q(z) || p(z)): the two sum to the total up to their sampling error
+        rows += [("its part I(x; z), one-sample estimate (nats)", d.information.mutual_information),
+                 ("its part KL(q(z) || p(z)), one-sample estimate (nats)", d.information.marginal_kl)]
     parts.append(table(rows))
     return parts
 

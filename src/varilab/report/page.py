@@ -80,6 +80,30 @@ def table(rows: list[tuple], head: tuple[str, ...] | None = None) -> str:
                                    + "</tr>" for row in rows) + "</table>"
 
 
+def metrics_table(metrics, settings=(), names: dict | None = None) -> str:
+    """A page's final-metrics table from an eval dict (or (key, value) pairs): an entry that the configuration table
+    (`settings`, the run's (option, value) pairs) shows with the same value is left out, since a page says each thing
+    once; `names` relabels an entry whose key would read as an option of another meaning (scenes -> test scenes; data
+    -> data (as loaded), where eval names the data more fully than --data)."""
+    given, names = dict(settings), {"data": "data (as loaded)", **(names or {})}
+    items = metrics.items() if isinstance(metrics, dict) else metrics
+    return table([(names.get(k, k), v) for k, v in items if not (k in given and _same(given[k], v))])
+
+
+def _same(shown, value) -> bool:
+    """Whether a configuration cell (reals as written: 0.001, 8/255) holds `value`."""
+    from fractions import Fraction
+
+    if shown == value:
+        return True
+    if isinstance(value, float) and isinstance(shown, str):
+        try:
+            return abs(float(Fraction(shown)) - value) <= 1e-4 * abs(value)
+        except (ValueError, ZeroDivisionError):
+            return False
+    return False
+
+
 def render(run, page: Page) -> str:
     """The page of `run` (anything with `.dir` and `.settings`, a list of (option, value)) as an HTML string."""
     from . import plots

@@ -36,11 +36,11 @@ HYPER = ("hyperprior",)
 SCALAR = FACTORIZED + HYPER  # latents rounded to integers under a learned density
 CONV = VQ + SCALAR
 INR = ("recombiner", "combiner")
-def gumbel(opts) -> bool:
+def gumbel(opts, model=None) -> bool:
     return opts.quantiser == "gumbel"
 
 
-def ema(opts) -> bool:
+def ema(opts, model=None) -> bool:
     return opts.quantiser == "ema"
 
 

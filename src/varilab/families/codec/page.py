@@ -23,7 +23,7 @@ def page(run):
     import numpy as np
 
     from ...codec import classic
-    from ...report import Page, Section, img, plots, table
+    from ...report import Page, Section, img, metrics_table, plots, table
     from .files import images
     from .metrics import evaluated
 
@@ -95,7 +95,7 @@ def page(run):
                 "over three scales (the standard five need image sides of 161 pixels; three need sides above 16)."),
         Section("Code usage" if not hasattr(m, "blocks") else "Coded blocks", img(plots.lines(panels[:4]), "code usage"),
                 usage_text),
-        Section("Final metrics", table([(k, v) for k, v in e.items()])),
+        Section("Final metrics", metrics_table(e, run.settings)),
     ]
     gap = e["bpp_file"] / max(e["bpp_estimated"], 1e-12)
     verdict = (f"{e['bpp_file']:.3f} bits per pixel in the file ({gap:.3f}x the model's estimate), PSNR "

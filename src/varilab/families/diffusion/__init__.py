@@ -25,6 +25,16 @@ VAE_DIR = "vae"
 LOSSES = {"ddpm": ("eps", "dsm"), "flow": ("flow",)}
 
 
+def unet(opts, model=None) -> bool:
+    """Whether the trained model's denoiser is a U-Net (images) rather than an MLP (vectors); None: not known."""
+    config = getattr(getattr(model, "denoiser", model), "config", None)
+    return model is None or getattr(config, "image_shape", None) is not None
+
+
+def mlp(opts, model=None) -> bool:
+    return model is None or not unet(opts, model)
+
+
 @dataclass
 class DiffusionOptions(TrainOptions):
     DEFAULTS = {"data": "digits", "epochs": 50}
@@ -33,13 +43,14 @@ class DiffusionOptions(TrainOptions):
                               "flow for flow", choices=("eps", "dsm", "flow", None))
     timesteps: int = option(1000, "steps T of the noise schedule", check=positive_int.upto(100_000),
                             models=("ddpm", "diffusevae", "ldm"))
-    channels: int = option(32, "images: U-Net width (ldm: of the U-Net on the latents)", check=positive_int.upto(4096))
+    channels: int = option(32, "images: U-Net width (ldm: of the U-Net on the latents)", check=positive_int.upto(4096),
+                          when=unet)
     mults: list[int] = option([1, 2], "images: U-Net width multipliers per level, comma-separated", parse=ints,
-                              check=positive_ints.upto(64))
+                              check=positive_ints.upto(64), when=unet)
     hidden: list[int] = option([128], "vectors: the MLP's width (its first entry)", parse=ints,
-                                 check=positive_ints.upto(65_536))
-    depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int.upto(1000))
-    downscale: int = option(1, "images: average-pool by this factor", check=positive_int.upto(1024))
+                                 check=positive_ints.upto(65_536), when=mlp)
+    depth: int = option(3, "vectors: hidden layers of the MLP", check=positive_int.upto(1000), when=mlp)
+    downscale: int = option(1, "images: average-pool by this factor", check=positive_int.upto(1024), when=unet)
     n: int | None = option(None, "generated data: number of samples", check=positive_int)
     size: int | None = option(None, "shapes: image side in pixels", check=positive_int.upto(1024))
     latent_dim: int = option(16, "the VAE's latent size", check=positive_int.upto(65_536), models=("diffusevae",))

@@ -53,12 +53,13 @@ def page(run, sample, bound_bits_per_dim) -> Page:
         sections.append(Section("Samples against test data", img(plots.scatter_pairs(run.data.x_test[:1000].numpy(),
                                                                                       many), "scatter"),
                                 "The first two coordinates."))
-    rows = [("model", opts.model), ("data", f"{run.data.name}: {run.data.x_dim} features"
-                                    + (f", images {shape[0]} x {shape[1]}" if shape else "")),
-            ("loss", LOSS[opts.loss]), ("trained parameters", sum(p.numel() for p in run.model.parameters()
-                                                                    if p.requires_grad))]
+    # the options themselves are the configuration table's: these rows say what they made
+    rows = [("data (as loaded)", f"{run.data.name}: {run.data.x_dim} features"
+             + (f", images {shape[0]} x {shape[1]}" if shape else "")),
+            ("objective", LOSS[opts.loss]), ("trained parameters", sum(p.numel() for p in run.model.parameters()
+                                                                      if p.requires_grad))]
     if metrics:
-        rows += [("epochs", metrics[-1]["epoch"]), ("final train loss", metrics[-1]["loss"]),
+        rows += [("epochs trained", metrics[-1]["epoch"]), ("final train loss", metrics[-1]["loss"]),
                  ("final test loss", metrics[-1].get("test_loss", float("nan")))]
     verdict = f"{opts.model} on {run.data.name}"
     if opts.model != "flow":
@@ -100,8 +101,8 @@ def ldm_page(run, sample, autoencoder_errors) -> Page:
                             "Test images above samples: scaled latents drawn by the DDPM, then decoded."))
     ae = model.autoencoder.config
     errors = autoencoder_errors(model, run.data.x_test[:1000].to(device))
-    table_rows = [("model", "ldm: AutoencoderKL, then a DDPM on its scaled latents"),
-                  ("data", f"{run.data.name}: images {shape[0]} x {shape[1]}"),
+    table_rows = [("networks", "AutoencoderKL, then a DDPM on its scaled latents"),
+                  ("data (as loaded)", f"{run.data.name}: images {shape[0]} x {shape[1]}"),
                   ("autoencoder", f"widths {list(ae.widths)}, {ae.groups} GroupNorm groups, latents "
                                   f"{' x '.join(map(str, ae.latent_shape))}, KL weight {ae.kl_weight:g}"),
                   ("autoencoder parameters", sum(p.numel() for p in model.autoencoder.parameters())),
@@ -110,10 +111,10 @@ def ldm_page(run, sample, autoencoder_errors) -> Page:
                   ("reconstruction error per pixel, 1,000 test images", errors["reconstruction_mse"]),
                   ("KL(q(z|x) || N(0, I)) per image, nats", errors["latent_kl"])]
     if stage:
-        table_rows += [("autoencoder epochs", stage[-1]["epoch"]),
+        table_rows += [("autoencoder epochs trained", stage[-1]["epoch"]),
                        ("autoencoder test loss (squared error + weighted KL, [-1, 1])", stage[-1].get("test_loss"))]
     if metrics:
-        table_rows += [("DDPM epochs", metrics[-1]["epoch"]), ("DDPM final train loss", metrics[-1]["loss"]),
+        table_rows += [("DDPM epochs trained", metrics[-1]["epoch"]), ("DDPM final train loss", metrics[-1]["loss"]),
                        ("DDPM final test loss", metrics[-1].get("test_loss", float("nan")))]
     sections.insert(0, Section("Summary", table(table_rows), "Errors are on the images' [0, 1] range."))
     verdict = (f"ldm on {run.data.name}: reconstruction error {errors['reconstruction_mse']:.4f} per pixel, latents "

@@ -5,6 +5,7 @@ from __future__ import annotations
 SHOWN = 4  # test scenes in the figure
 SIZES = (1, 2, 4, 8, 16)  # ensemble sizes of the curve
 CURVE_SCENES = 200  # test scenes the curve is measured on
+TEST = {"scenes": "test scenes"}  # eval's count of the scenes it scored, not --scenes (every scene made)
 
 
 def scenes_figure(rgb, truth, prediction, variance, classes: int) -> bytes:
@@ -50,7 +51,7 @@ def size_curve(model, rows, seed: int) -> dict[int, float]:
 def page(run, e: dict):
     import torch
 
-    from ...report import Page, Section, img, table
+    from ...report import Page, Section, img, metrics_table
     from ...report.plots import grouped_bars, xy_curves
 
     model, c = run.model.eval(), run.model.config
@@ -70,7 +71,7 @@ def page(run, e: dict):
         verdict = (f"A student of {e['parameters']:,} parameters distilled from {run.options.teacher}: mIoU "
                    f"{e['miou_all_inputs']:.4f} on {e['scenes']} test scenes of {run.data.name}, from every input.")
         sections = [Section("Test scenes", img(figure, "scenes, truth and prediction"), "the student's prediction")]
-        return Page(f"mm-student on {run.data.name}", verdict, sections + [Section("Final metrics", table(metrics))],
+        return Page(f"mm-student on {run.data.name}", verdict, sections + [Section("Final metrics", metrics_table(metrics, run.settings, TEST))],
                     ["loss", "agreement"])
     E = e["ensemble"]
     verdict = (f"On {e['scenes']} test scenes of {run.data.name}: mIoU {e['miou_all_inputs']:.4f} from one pass with "
@@ -88,6 +89,7 @@ def page(run, e: dict):
                 Section("Ensemble size", img(sizes, "mIoU against E"), f"on the first {CURVE_SCENES} test scenes"),
                 Section("Test scenes", img(figure, "scenes, truth, prediction and variance"),
                         f"the ensemble of {E}; the variance of the members' class probabilities, averaged over classes"),
-                Section("Final metrics", table(metrics + [(f"mIoU, {k}", v) for k, v in subsets.items()]))]
+                Section("Final metrics", metrics_table(metrics + [(f"mIoU, {k}", v) for k, v in subsets.items()],
+                                                      run.settings, TEST))]
     return Page(f"mm-mae on {run.data.name}", verdict, sections, ["loss", "pixel_accuracy", "loss_semantic"]
                 if c.task == "semantic" else ["loss", "pixel_accuracy"])

@@ -31,7 +31,7 @@ def views(rows: list[tuple[str, "np.ndarray"]]) -> bytes:
 
 
 def page(run, e: dict, x, decoded):
-    from ...report import Page, Section, img, table
+    from ...report import Page, Section, img, metrics_table, table
 
     shown = x[:SHOWN]
     rows = [("original", shown.cpu().numpy()), (run.options.model, decoded(run, shown).cpu().numpy())]
@@ -57,7 +57,7 @@ def page(run, e: dict, x, decoded):
                                 "header counted). G's latent: its own encoder's mean, quantised directly. Draco cannot "
                                 f"go below {e.get('draco_smallest_bytes', float('nan')):.0f} bytes a shape (one point "
                                 "at one bit); its row is at 8 bits a coordinate, every point kept."))
-    sections.append(Section("Final metrics", table(list(e.items()))))
+    sections.append(Section("Final metrics", metrics_table(e, run.settings, {"shapes": "test shapes"})))
     return Page(f"{run.options.model} on {run.data.name}", verdict, sections, curves)
 
 

@@ -142,14 +142,14 @@ def _test_inputs(run: Run):
 
 
 def report(run: Run):
-    from ...report import Page, Section, img, table
+    from ...report import Page, Section, img, metrics_table
     from ...report import plots
 
     e = evaluate(run)
     x, _ = _test(run, 10)
     if run.options.model == "classifier":
         verdict = f"Test accuracy {e['accuracy']:.4f} on {e['n_test']:,} held-out images of {run.data.name}."
-        return Page(f"classifier on {run.data.name}", verdict, [Section("Final metrics", table(list(e.items())))],
+        return Page(f"classifier on {run.data.name}", verdict, [Section("Final metrics", metrics_table(e, run.settings))],
                     ["loss", "accuracy"])
     import torch
 
@@ -169,7 +169,7 @@ def report(run: Run):
                  Section("Robustness", "", "Clean and attacked accuracy of a classifier with and without this purifier: "
                          f"`varilab robustness {run.dir} --classifier CLASSIFIER_RUN` (FGSM, PGD or the adaptive "
                          "BPDA); it warns when purifying costs more than 5 points of clean accuracy."),
-                 Section("Final metrics", table(list(e.items())))], ["loss", "recon", "kl"])
+                 Section("Final metrics", metrics_table(e, run.settings))], ["loss", "recon", "kl"])
 
 
 def robustness(run: Run, opts: RobustnessOptions) -> tuple[dict, list[str]]:

@@ -30,11 +30,14 @@ def _series_panels(run, title, times, values, until=None):
     return panels
 
 
+LEARNED = {"observation_noise": "observation noise s, its value"}  # --observation-noise may say only "learned"
+
+
 def page(run, evaluate, split_time, sample, solver_text):
     """The page of a latent SDE run; the functions are the family's."""
     import torch
 
-    from ...report import Page, Section, img, plots, table
+    from ...report import Page, Section, img, metrics_table, plots, table
     from ...sde import fbm
     from .trends import true_hurst
 
@@ -57,9 +60,8 @@ def page(run, evaluate, split_time, sample, solver_text):
                 f"continues; the prediction error is that of the mean path on the later observations "
                 f"({e['prediction_mse']:.4g} per value). Right: paths from the prior at the data's times."),
     ]
-    rows = [("noise", o.noise), ("Hurst index", f"{e['hurst']:.4f}" + (" (learned)" if m.config.hurst is None else
-                                                                        " (fixed)")),
-            ("solver", f"{solver_text(o)}; fixed step dt = {o.dt:g}"), ("drift", o.drift)]
+    rows = [("Hurst index", f"{e['hurst']:.4f}" + (" (learned)" if m.config.hurst is None else " (fixed)")),
+            ("solver", f"{solver_text(o)}; fixed step dt = {o.dt:g}")]  # noise and drift: the configuration's
     if m.config.ou:
         h = e["hurst"]
         errors = [float(fbm.relative_error(h, fbm.rates(k, m.config.ratio), m.config.horizon)) for k in range(1, 11)]
@@ -75,7 +77,9 @@ def page(run, evaluate, split_time, sample, solver_text):
             f"{e['approximation_error']:.3g}), and the variance of B_H and of its approximation over the horizon. "
             + prior["note"]))
         rows.append(("approximation error at the learned H", e["approximation_error"]))
-    sections.append(Section("Final metrics", table(rows + [(k, v) for k, v in e.items() if k not in ("hurst", "noise")])))
+    shown = ("hurst", "solver", "dt", "approximation_error")  # in the rows above, each once
+    sections.append(Section("Final metrics", table(rows) + metrics_table([(k, v) for k, v in e.items() if k not in shown],
+                                                                          run.settings, LEARNED)))
     verdict = (f"Test ELBO {e['test_elbo']:.4g} per series ({e['test_elbo_per_value']:.4g} per value); forecast error "
                f"{e['prediction_mse']:.4g} per value on the second half of the test series; H = {e['hurst']:.3f} with "
                f"{o.noise} noise.")
