@@ -202,8 +202,8 @@ def render(data: dict) -> str:
             if "median_s" not in c:
                 lines.append(f"| {c['name']} | {c.get('error', 'no figure')} | | | |" + " |" * len(extra))
                 continue
-            lines.append(f"| {c['name']} | {fmt_time(c.get('median_s'))} | "
-                         f"{fmt_time(c.get('p10_s'))} - {fmt_time(c.get('p90_s'))} | "
+            spread = "one run" if c.get("runs") == 1 else f"{fmt_time(c.get('p10_s'))} - {fmt_time(c.get('p90_s'))}"
+            lines.append(f"| {c['name']} | {fmt_time(c.get('median_s'))} | {spread} | "
                          f"{c['ratio']:.3f} | {fmt_mb(c.get('peak_rss_mb'))} |"
                          + "".join(f" {x['format'].format(c[x['key']]) if c.get(x['key']) is not None else '-'} |"
                                    for x in extra))

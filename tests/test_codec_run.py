@@ -46,6 +46,7 @@ def test_a_file_worse_than_rounding_the_pixels_says_so_on_the_page(runs, capsys)
     says_each_thing_once(page)
     assert ("This run&#x27;s file is no use on these images" in page or "This run's file is no use" in page) == \
         bool(e["worse_than_trivial"])
+    assert "worse_than_trivial" not in page and ">ms_ssim<" not in page  # the warning says it once; no None row
 
 
 def test_a_file_decodes_identically_with_another_thread_count(runs, tmp_path, capsys):

@@ -3,6 +3,7 @@ extra bits bought any quality."""
 import pytest
 
 from varilab import cli
+from varilab.commands import verbs
 from varilab.families.codec import FAMILY
 from varilab.families.codec.trends import rate_trend
 
@@ -31,3 +32,10 @@ def test_the_trend_reaches_the_last_line_and_the_page(tmp_path, monkeypatch, cap
     assert capsys.readouterr().out.strip().endswith("; seen 2 epochs of a factorized")
     assert cli.main(["report", str(out)]) == 0
     assert "Seen 2 epochs of a factorized." in (out / "report.html").read_text()
+
+
+def test_a_page_warning_is_its_own_or_the_still_improving_note_then_the_trend():
+    assert verbs.warning(None, "", "learned H 0.606") == "Learned H 0.606."  # the trend alone: no "None" before it
+    assert verbs.warning(None, "", "") is None
+    assert verbs.warning(None, "still improving", "rising") == "This run stopped while still improving. Rising."
+    assert verbs.warning("Worse than rounding.", "still improving", "rising") == "Worse than rounding. Rising."

@@ -441,13 +441,15 @@ def test_text_output_aligns_its_keys_and_writes_numbers_as_json_does():
                          "      perplexity  [[14.4496, 13.5000]]"]
     assert lines[4:] == ["", "rows", " k     nll", " 1  0.1235", "10   2e-06"]
     assert value(0.0) == "0.0000" and value(float("nan")) == "nan" and value(None) == "None"
+    assert value({"rgb": 0.9013447165489197, "depth": 2e-06}) == "{rgb: 0.9013, depth: 2e-06}"
 
 
 def test_page_tables_write_lists_of_numbers_as_numbers():
     from varilab.report.page import table
 
     html = table([("perplexity", [[14.449592590332031, 13.528477668762207]]), ("codes", [4.231181621479031, 2e-05]),
-                  ("sizes", [1, 2000])])
+                  ("sizes", [1, 2000]), ("by subset", {"rgb": 0.9013447165489197, "depth": 3})])
+    assert "<td>rgb: 0.9013, depth: 3</td>" in html
     assert "<td>[14.4496, 13.5285]</td>" in html and "<td>4.2312, 2e-05</td>" in html and "<td>1, 2000</td>" in html
 
 
@@ -458,9 +460,10 @@ def test_curves_label_their_y_axes_with_units(monkeypatch):
     monkeypatch.setattr(plots, "png", lambda fig: seen.append([ax.get_ylabel() for ax in fig.axes]) or b"")
     metrics = [{"epoch": 1, "loss": 1.0, "test_loss": 1.1, "psnr": 20.0, "kl": 3.0},
                {"epoch": 2, "loss": 0.5, "test_loss": 0.6, "psnr": 22.0, "kl": 2.0}]
-    plots.metric_curves(metrics, ["loss", ("psnr", "PSNR"), "kl", ("test_loss", "test loss")])
+    plots.metric_curves(metrics, ["loss", ("psnr", "PSNR"), "kl", ("test_loss", "test loss"),
+                                  ("test_loss", "running free", False, None, "squared error, summed")])
     plots.lines([("usage of codebook 1", "code", {"share": [0.5, 0.3, 0.2]})])
-    assert seen == [["objective", "PSNR (dB)", "KL (nats)", "objective"], ["share"]]
+    assert seen == [["objective", "PSNR (dB)", "KL (nats)", "objective", "squared error, summed"], ["share"]]
 
 
 def test_a_curve_with_a_reference_draws_the_truth(monkeypatch):

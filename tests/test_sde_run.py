@@ -109,3 +109,22 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_posterior_that_loses_positive_definiteness_is_one_line(tmp_path, capsys, monkeypatch):
+    """OU processes too alike (many on a fine grid of rates) can round the guided posterior's conditional covariance
+    out of positive definiteness: the run stops with one line naming the options to change, not a traceback."""
+    import torch
+
+    real = torch.linalg.cholesky_ex
+
+    def failing(a, **kw):
+        chol, info = real(a, **kw)
+        return chol, torch.ones_like(info)
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing)
+    assert main(["train", "--model", "latent-sde", *SMALL, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the data's and the solver's lines, the error: one line
+    assert last.startswith("varilab train: error: the guided posterior's conditional covariance lost positive "
+                           "definiteness") and "--ou-processes" in last and "--ratio" in last, err
+    assert "Traceback" not in err

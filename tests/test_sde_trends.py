@@ -30,3 +30,5 @@ def test_the_page_draws_the_true_h_and_the_last_line_says_it(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "The data were generated with H = 0.3." in page and "Learned H " in page
+    warning = page.split('<div class="warn">')[1].split("</div>")[0]
+    assert warning.startswith(("Learned H ", "This run stopped while")), warning  # no "None" before the trend

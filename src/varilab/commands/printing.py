@@ -12,13 +12,15 @@ def shown(result: dict, lines: list[str], as_json: bool) -> str:
 
 def value(v) -> str:
     """A value as the text output writes it: a float to 4 decimals, or 3 significant digits where 4 decimals would
-    show 0.0000 (1.6e-05, as --json has it); lists with each number so; anything else as it is."""
+    show 0.0000 (1.6e-05, as --json has it); lists and mappings with each number so; anything else as it is."""
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, float):
         return f"{v:.3g}" if v != 0 and abs(v) < 1e-3 and math.isfinite(v) else f"{v:.4f}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {value(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 

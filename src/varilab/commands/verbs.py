@@ -28,6 +28,12 @@ def _family_flags_help(verb: str) -> str:
     return "\n\n".join(parts)
 
 
+def warning(own: str | None, note: str, trend: str) -> str | None:
+    """A page's warning: the family's own, else the still-improving note; then the family's trend, each a sentence."""
+    first = own or (f"This run stopped while {note}." if note else None)
+    return " ".join(w for w in (first, f"{trend[0].upper()}{trend[1:]}." if trend else None) if w) or None
+
+
 def _owners(verb: str, word: str) -> list[str]:
     """The families whose own flags of `verb` include the flag `word`."""
     key = options.key_of(word)
@@ -86,11 +92,7 @@ def report(argv: list[str]) -> str:
     page = run.family.report(run, **flags)
     history = read_jsonl(run.dir / METRICS)
     note = still_improving(history, read_jsonl(run.dir / STEPS), key=run.family.improving_on)
-    if note and not page.warning:
-        page.warning = f"This run stopped while {note}."
-    trend = run.family.trends(history, run.options) if run.family.trends else ""
-    if trend:
-        page.warning = f"{page.warning} {trend[0].upper()}{trend[1:]}.".strip()
+    page.warning = warning(page.warning, note, run.family.trends(history, run.options) if run.family.trends else "")
     with folder.lock(run.dir, "report"):
         return str(write_report(run, page, ns.out, ns.force))
 

@@ -178,6 +178,7 @@ METHODS = {"error-regression": "re-fit fresh adaptive vectors on a sliding windo
                                 "frozen), then predict from the prior's means",
            "free": "no error regression: the network runs on its prior's means and never sees the sequence"}
 ER = ("error-regression",)
+PER_LAYER = ("kl_layer", "sigma_p_layer")  # eval's figures per layer: the page's per-layer table shows them
 
 
 @dataclass
@@ -288,7 +289,8 @@ def report(run: Run):
                                             "noise reaching the units")),
                         "The noise reaching the units is sigma_p through W_dz: a broad sigma_p behind small W_dz is a "
                         "latent the network does not listen to."),
-                Section("Final metrics", metrics_table(e, run.settings))]
+                Section("Final metrics", metrics_table({k: v for k, v in e.items() if not k.startswith(PER_LAYER)},
+                                                       run.settings))]  # the per-layer table has them
     verdict = (f"Training error {e['train_recon']:.4f} per step and dimension under the adaptive vectors; on the test "
                f"sequences, running free from the start, {e['test_free_running_mse']:.4f} per step and dimension.")
     if kept is not None:
@@ -296,7 +298,8 @@ def report(run: Run):
                     "error regression" + (f", {kept['error_regression_error'][0]:.4f} with it."
                                           if "error_regression_error" in kept else "."))
     curves = [("loss", "training loss: squared error + w KL", False), ("recon", "training squared error", False),
-              ("kl", "KL per latent unit", False), ("test_loss", "test sequences: squared error running free", False)]
+              ("kl", "KL per latent unit", False), ("test_loss", "test sequences running free", False, None,
+                                                            "squared error, summed over steps and dimensions")]
     return Page(f"pvrnn on {run.data.name}", verdict, sections, curves)
 
 

@@ -203,7 +203,13 @@ class _SDE(nn.Module):
         mm = linear.pull(P, phi, q)  # M [B, S, N, N]
         P = mm @ P @ phi
         c = self.load * h.sqrt()[:, None, None]  # [S, N, d]
-        chol = torch.linalg.cholesky(torch.eye(d, dtype=q.dtype, device=q.device) + c.transpose(-1, -2) @ P @ c)
+        S = torch.eye(d, dtype=q.dtype, device=q.device) + c.transpose(-1, -2) @ P @ c
+        chol, info = torch.linalg.cholesky_ex(0.5 * (S + S.transpose(-1, -2)))
+        if bool((info > 0).any()):  # rounding in the messages: rates too close for this many OU processes
+            raise ValueError(f"the guided posterior's conditional covariance lost positive definiteness (K = "
+                             f"{self.gamma.numel()} OU processes a latent, rates {float(self.gamma.min()):.3g}"
+                             f" .. {float(self.gamma.max()):.3g}): the processes are too alike to tell apart in floating "
+                             "point; use fewer --ou-processes or a larger --ratio (the defaults: 5 and 10)")
         tables = {"c": c.expand(len(P), -1, -1, -1), "P": P, "h": (mm @ hv[..., None])[..., 0],
                   "H": mm @ self.messages[0][:, j.long()][..., :d] * tau[:, None, None],
                   "cov": torch.cholesky_inverse(chol), "root": torch.linalg.inv(chol).transpose(-1, -2),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write
 from ..run_files import REPORT
-from .page import Page, Section, html_page, img, metrics_table, number, render, table
+from .page import Page, Section, html_page, img, metrics_rows, metrics_table, number, render, table
 
 
 def write_report(run, page: Page, out: str | Path | None = None, force: bool = False) -> Path:
@@ -40,5 +40,5 @@ def diagnosis_report(diagnosis, out: str | Path, model=None, title: str = "Laten
     return path
 
 
-__all__ = ["Page", "Section", "diagnosis_report", "html_page", "img", "metrics_table", "number", "render", "table", "write_report",
+__all__ = ["Page", "Section", "diagnosis_report", "html_page", "img", "metrics_rows", "metrics_table", "number", "render", "table", "write_report",
            "REPORT"]

@@ -73,6 +73,8 @@ def table(rows: list[tuple], head: tuple[str, ...] | None = None) -> str:
             return f'<td class="num">{number(v)}</td>'
         if isinstance(v, (list, tuple)):
             v = listed(v)
+        if isinstance(v, dict):
+            v = ", ".join(f"{k}: {listed([x]) if isinstance(x, (int, float)) else x}" for k, x in v.items())
         return f"<td>{html.escape(number(v))}</td>"
 
     h = "<tr>" + "".join(f"<th>{html.escape(t)}</th>" for t in head) + "</tr>" if head else ""
@@ -81,13 +83,17 @@ def table(rows: list[tuple], head: tuple[str, ...] | None = None) -> str:
 
 
 def metrics_table(metrics, settings=(), names: dict | None = None) -> str:
-    """A page's final-metrics table from an eval dict (or (key, value) pairs): an entry that the configuration table
+    return table(metrics_rows(metrics, settings, names))
+
+
+def metrics_rows(metrics, settings=(), names: dict | None = None) -> list[tuple]:
+    """A page's final-metrics rows from an eval dict (or (key, value) pairs): an entry that the configuration table
     (`settings`, the run's (option, value) pairs) shows with the same value is left out, since a page says each thing
-    once; `names` relabels an entry whose key would read as an option of another meaning (scenes -> test scenes; data
+    once, and a figure not measured (None) is left out; `names` relabels an entry whose key would read as an option of another meaning (scenes -> test scenes; data
     -> data (as loaded), where eval names the data more fully than --data)."""
     given, names = dict(settings), {"data": "data (as loaded)", **(names or {})}
     items = metrics.items() if isinstance(metrics, dict) else metrics
-    return table([(names.get(k, k), v) for k, v in items if not (k in given and _same(given[k], v))])
+    return [(names.get(k, k), v) for k, v in items if v is not None and not (k in given and _same(given[k], v))]
 
 
 def _same(shown, value) -> bool:
@@ -114,7 +120,8 @@ def render(run, page: Page) -> str:
     curves = (img(plots.metric_curves(epochs, keys, steps=steps), "training curves") if epochs and keys
               else "<p>No metrics recorded.</p>")
     return html_page(page, f"run folder <code>{html.escape(str(run.dir))}</code>", Path(run.dir).name,
-                     [Section("Training curves", curves)] + page.sections + [Section("Configuration", table(run.settings))])
+                     [Section("Training curves", curves)] + page.sections + [Section("Configuration", table(
+                         [(k, number(v) if isinstance(v, int) else v) for k, v in run.settings]))])  # one alignment: text
 
 
 def html_page(page: Page, subtitle_html: str, name: str, sections: list[Section] | None = None) -> str:

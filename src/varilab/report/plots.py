@@ -193,16 +193,16 @@ def y_label(key: str) -> str:
 def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], width: float = 3.0,
                   steps: list[dict] | None = None) -> bytes:
     """One panel per logged quantity (a key, (key, title), (key, title, with_test) or (key, title, with_test,
-    reference)): train and, where logged and with_test (the default), test per epoch on the same axes, and a dashed
+    reference) or (..., reference, y label)): train and, where logged and with_test (the default), test per epoch on the same axes, and a dashed
     line at `reference` (e.g. the true value a generator used); a "test_" key drawn alone is the test series. With
     `steps` (lines logged every few steps, each with a fractional "epoch"), the train curve is drawn from
     them, so a run of one or two epochs still shows its course."""
     epochs = [m["epoch"] for m in metrics]
-    panels = [(p, p, True, None) if isinstance(p, str) else (*p, True, None)[:4] if len(p) < 3 else (*p, None)[:4]
-              for p in panels]
+    panels = [(p, p, True, None, None) if isinstance(p, str) else (*p, True, None, None)[:5] if len(p) < 3
+              else (*p, None, None)[:5] for p in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.7), squeeze=False)
     marked = []  # panels with a reference line: each gets its own legend
-    for ax, (key, title, with_test, reference) in zip(axes[0], panels):
+    for ax, (key, title, with_test, reference, unit) in zip(axes[0], panels):
         if reference is not None:
             ax.axhline(reference, color="#c0392b", lw=1, ls="--", label=f"truth {reference:g}")
             marked.append(ax)
@@ -210,7 +210,7 @@ def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], widt
             ax.plot(epochs, [m[key] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
             ax.set_title(title)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(y_label(key), fontsize=8)
+            ax.set_ylabel(unit or y_label(key), fontsize=8)
             ax.grid(alpha=0.3)
             continue
         fine = [s for s in steps or [] if key in s]
@@ -222,7 +222,7 @@ def metric_curves(metrics: list[dict], panels: list[str | tuple[str, str]], widt
             ax.plot(epochs, [m[f"test_{key}"] for m in metrics], label="test", color="#d9730d", marker="o", ms=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(y_label(key), fontsize=8)
+        ax.set_ylabel(unit or y_label(key), fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(frameon=False)
     for ax in marked:

@@ -95,7 +95,8 @@ def page(run):
                 "over three scales (the standard five need image sides of 161 pixels; three need sides above 16)."),
         Section("Code usage" if not hasattr(m, "blocks") else "Coded blocks", img(plots.lines(panels[:4]), "code usage"),
                 usage_text),
-        Section("Final metrics", metrics_table(e, run.settings)),
+        Section("Final metrics", metrics_table({k: v for k, v in e.items() if k != "worse_than_trivial"},
+                                                run.settings)),  # worse_than_trivial: the page's warning
     ]
     gap = e["bpp_file"] / max(e["bpp_estimated"], 1e-12)
     verdict = (f"{e['bpp_file']:.3f} bits per pixel in the file ({gap:.3f}x the model's estimate), PSNR "

@@ -74,7 +74,7 @@ def page(run, e: dict):
         return Page(f"mm-student on {run.data.name}", verdict, sections + [Section("Final metrics", metrics_table(metrics, run.settings, TEST))],
                     ["loss", "agreement"])
     E = e["ensemble"]
-    verdict = (f"On {e['scenes']} test scenes of {run.data.name}: mIoU {e['miou_all_inputs']:.4f} from one pass with "
+    verdict = (f"On {e['scenes']} test scenes ({run.data.name}): mIoU {e['miou_all_inputs']:.4f} from one pass with "
                f"every input, {e[f'miou_ensemble_{E}']:.4f} from an ensemble of {E} subsets of the inputs; the members' "
                f"variance {e['member_variance']:.5f}.")
     subsets = e["miou_by_subset"]

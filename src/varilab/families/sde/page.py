@@ -37,7 +37,7 @@ def page(run, evaluate, split_time, sample, solver_text):
     """The page of a latent SDE run; the functions are the family's."""
     import torch
 
-    from ...report import Page, Section, img, metrics_table, plots, table
+    from ...report import Page, Section, img, metrics_rows, plots, table
     from ...sde import fbm
     from .trends import true_hurst
 
@@ -70,7 +70,7 @@ def page(run, evaluate, split_time, sample, solver_text):
                f"Markov approximation, K = {m.config.ou}": (grid.numpy(), fbm.markov_variance(h, m.gamma, grid).numpy())}
         sections.append(Section(
             "Markov approximation",
-            img(plots.lines([(f"relative error at H = {h:.3f}", "K", {"optimal weights": errors})]), "error against K")
+            img(plots.lines([(f"relative error at H = {h:.3f}", "K", {"relative error, optimal weights": errors})]), "error against K")
             + img(plots.over_time([{"title": "Var B_H(t)", "lines": var}]), "variance of B_H and its approximation"),
             f"The relative error E int (B_H - B_hat)^2 dt / E int B_H^2 dt at the learned H, against the number of OU "
             f"processes K on the grid gamma_k = {m.config.ratio:g}^(k - (K+1)/2) (this run: K = {m.config.ou}, "
@@ -78,8 +78,8 @@ def page(run, evaluate, split_time, sample, solver_text):
             + prior["note"]))
         rows.append(("approximation error at the learned H", e["approximation_error"]))
     shown = ("hurst", "solver", "dt", "approximation_error")  # in the rows above, each once
-    sections.append(Section("Final metrics", table(rows) + metrics_table([(k, v) for k, v in e.items() if k not in shown],
-                                                                          run.settings, LEARNED)))
+    sections.append(Section("Final metrics", table(rows + metrics_rows([(k, v) for k, v in e.items() if k not in shown],
+                                                                       run.settings, LEARNED))))
     verdict = (f"Test ELBO {e['test_elbo']:.4g} per series ({e['test_elbo_per_value']:.4g} per value); forecast error "
                f"{e['prediction_mse']:.4g} per value on the second half of the test series; H = {e['hurst']:.3f} with "
                f"{o.noise} noise.")
