@@ -453,6 +453,16 @@ def test_page_tables_write_lists_of_numbers_as_numbers():
     assert "<td>[14.4496, 13.5285]</td>" in html and "<td>4.2312, 2e-05</td>" in html and "<td>1, 2000</td>" in html
 
 
+def test_final_metrics_leave_out_what_the_configuration_shows():
+    from varilab.report.page import metrics_rows
+
+    config = [("data", "digits"), ("codes", "64"), ("lr", "0.001"), ("eps", "8/255"), ("scenes", "3000")]
+    e = {"data": "digits", "codes": 64, "lr": 0.001, "eps": 8 / 255, "ms_ssim": None, "psnr": 27.2, "scenes": 600}
+    assert metrics_rows(e, config, {"scenes": "test scenes"}) == [("psnr", 27.2), ("test scenes", 600)]
+    assert metrics_rows({"data": "fou (H = 0.7)", "codes": 32}, config) == [("data (as loaded)", "fou (H = 0.7)"),
+                                                                          ("codes", 32)]
+
+
 def test_curves_label_their_y_axes_with_units(monkeypatch):
     from varilab.report import plots
 

@@ -121,8 +121,9 @@ def key_of(word: str) -> str | None:
 
 def settings(opts, model=None) -> list[tuple[str, object]]:
     """(option, value) for the options that apply to the run's model, and matter given the others and the trained
-    `model` where it is given, reals as a person writes them (0.001, 8/255): the report's configuration table."""
-    return [(f.name, as_written(v) if isinstance(v, float) else v)
+    `model` where it is given, numbers as a person writes them (0.001, 8/255, 1000; text, so that the table aligns
+    them alike): the report's configuration table."""
+    return [(f.name, as_written(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
             for f in fields_for(type(opts), chosen(opts)) if (v := getattr(opts, f.name)) is not None
             and (f.metadata.get("when") is None or f.metadata["when"](opts, model))]
 

@@ -97,12 +97,12 @@ def metrics_rows(metrics, settings=(), names: dict | None = None) -> list[tuple]
 
 
 def _same(shown, value) -> bool:
-    """Whether a configuration cell (reals as written: 0.001, 8/255) holds `value`."""
+    """Whether a configuration cell (numbers as written: 0.001, 8/255, 64) holds `value`."""
     from fractions import Fraction
 
     if shown == value:
         return True
-    if isinstance(value, float) and isinstance(shown, str):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(shown, str):
         try:
             return abs(float(Fraction(shown)) - value) <= 1e-4 * abs(value)
         except (ValueError, ZeroDivisionError):
@@ -120,8 +120,7 @@ def render(run, page: Page) -> str:
     curves = (img(plots.metric_curves(epochs, keys, steps=steps), "training curves") if epochs and keys
               else "<p>No metrics recorded.</p>")
     return html_page(page, f"run folder <code>{html.escape(str(run.dir))}</code>", Path(run.dir).name,
-                     [Section("Training curves", curves)] + page.sections + [Section("Configuration", table(
-                         [(k, number(v) if isinstance(v, int) else v) for k, v in run.settings]))])  # one alignment: text
+                     [Section("Training curves", curves)] + page.sections + [Section("Configuration", table(run.settings))])
 
 
 def html_page(page: Page, subtitle_html: str, name: str, sections: list[Section] | None = None) -> str:
