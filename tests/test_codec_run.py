@@ -241,6 +241,7 @@ def test_inr_codecs_send_blocks_of_kappa_bits_that_decode_identically_with_anoth
         assert cli.main(["report", str(out), "--force"]) == 0
         page = (out / "report.html").read_text()
         assert "shared-seed candidates" in page and "webp (quality" in page
+        says_each_thing_once(page)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU beside the CPU")

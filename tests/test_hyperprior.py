@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pages import says_each_thing_once
 from varilab import cli
 from varilab.models.codec import hyperprior
 from varilab.models.codec.transforms import GDN
@@ -130,3 +131,10 @@ def test_the_transforms_take_no_downsampling_only_where_they_can(tmp_path, capsy
     capsys.readouterr()
     assert cli.main(["eval", str(tmp_path / "g"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["codes_round_trip"] is True
+
+
+def test_the_page_says_each_thing_once(run, capsys):
+    assert cli.main(["report", str(run), "--force"]) == 0
+    page = (run / "report.html").read_text()
+    says_each_thing_once(page)  # support: the configuration's, not again among the final metrics
+    assert "<tr><th>support</th><td>63</td></tr>" in page and "<th>bpp_file</th>" in page
