@@ -1,6 +1,7 @@
 """`varilab unlearn`: what --forget may name (one line and exit 2 for anything else), the runs it writes (every
 command takes them), retraining that reproduces the run when nothing is forgotten, and the rule that no forgotten
 row enters a step on the remaining rows."""
+import html
 import json
 
 import numpy as np
@@ -153,7 +154,11 @@ def test_an_unlearned_run_is_a_classifier_run_every_command_takes(clf, tmp_path,
     assert e["unlearn_method"] == "finetune" and e["accuracy_forgotten"] == pytest.approx(r["accuracy_forgotten"])
     assert e["accuracy"] == pytest.approx(r["accuracy_test"])
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
-    says_each_thing_once((out / "report.html").read_text())
+    page = html.unescape((out / "report.html").read_text())
+    says_each_thing_once(page)  # the page says what was forgotten, how, and what it cost
+    assert "after unlearning (class:3)" in page and "finetune made this classifier forget class:3" in page
+    assert f"accuracy {e['accuracy_forgotten']:.4f} on them against {e['accuracy_remaining']:.4f}" in page
+    assert "No metrics recorded" not in page
     capsys.readouterr()
     assert "already holds a run" in refused(capsys, clf, "--forget", "class:3", "--method", "finetune",
                                             "--membership-rows", "0", "--out", out)

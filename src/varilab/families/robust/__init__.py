@@ -141,12 +141,27 @@ def _test_inputs(run: Run):
     return test_inputs(run.data.x_test.to(next(run.model.parameters()).device), run.data)
 
 
+# LAF's logged stages (models.unlearning.laf): stage 2's unlearning loss and its parts, stage 3's alignment
+UNLEARN_CURVES = [("ue", "L_UE, the unlearning loss", False, None, "loss"),
+                  ("forget", "its forget term", False, None, "loss"),
+                  ("keep", "its keep term (unweighted)", False, None, "loss"),
+                  ("ra", "L_RA, the representation alignment", False, None, "loss"),
+                  ("loss", "training loss", False)]  # a baseline's (fine-tuning, gradient ascent)
+
+
 def report(run: Run):
     from ...report import Page, Section, img, metrics_table
     from ...report import plots
 
     e = evaluate(run)
     x, _ = _test(run, 10)
+    if run.options.model == "classifier" and "unlearn_method" in e:  # a run `varilab unlearn` wrote
+        verdict = (f"{e['unlearn_method']} made this classifier forget {e['forget']} ({e['rows_forgotten']:,} training "
+                   f"rows): accuracy {e['accuracy_forgotten']:.4f} on them against {e['accuracy_remaining']:.4f} on the "
+                   f"remaining training rows, {e['accuracy']:.4f} on the {e['n_test']:,} test images. Beside retraining "
+                   f"and the other baselines: `varilab unlearn RUN --forget {e['forget']} --method all`.")
+        return Page(f"classifier on {run.data.name}, after unlearning ({e['forget']})", verdict,
+                    [Section("Final metrics", metrics_table(e, run.settings))], UNLEARN_CURVES)
     if run.options.model == "classifier":
         verdict = f"Test accuracy {e['accuracy']:.4f} on {e['n_test']:,} held-out images of {run.data.name}."
         return Page(f"classifier on {run.data.name}", verdict, [Section("Final metrics", metrics_table(e, run.settings))],
