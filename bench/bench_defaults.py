@@ -22,43 +22,31 @@ ACTS = "acts"  # the SAE's activation folder, collected with `varilab data colle
 
 # (family, step name, arguments of `varilab`, the folder it writes): {runs} is the runs folder. Under --reuse only the
 # `report` steps and the steps whose folder is missing run (a page is rewritten; a run is trained once).
+def trained(model: str, *flags: str) -> list[tuple[str, list[str], str | None]]:
+    """`varilab train --model MODEL` with its defaults (and `flags`), then `eval` and `report` of the run."""
+    run = "{runs}/" + model
+    return [("train", ["train", "--model", model, *flags, "--out", run], model), ("eval", ["eval", run], None),
+            ("report", ["report", run, "--force"], None)]
+
+
 JOURNEYS: dict[str, list[tuple[str, list[str], str | None]]] = {
-    "vae": [("train", ["train", "--model", "vae", "--out", "{runs}/vae"], "vae"),
-            ("eval", ["eval", "{runs}/vae"], None),
-            ("report", ["report", "{runs}/vae", "--force"], None),
-            ("attack", ["attack", "{runs}/vae", "--out", "{runs}/vae-attack", "--force"], "vae-attack")],
+    "vae": trained("vae") + [("attack", ["attack", "{runs}/vae", "--out", "{runs}/vae-attack", "--force"], "vae-attack")],
     "sae": [("data collect", ["data", "collect", "--out", "{runs}/" + ACTS], ACTS),
-            ("train", ["train", "--model", "topk", "--data", "{runs}/" + ACTS, "--out", "{runs}/topk"], "topk"),
-            ("eval", ["eval", "{runs}/topk"], None),
-            ("report", ["report", "{runs}/topk", "--force"], None)],
-    "diffusion": [("train", ["train", "--model", "ddpm", "--out", "{runs}/ddpm"], "ddpm"),
-                  ("eval", ["eval", "{runs}/ddpm"], None),
-                  ("report", ["report", "{runs}/ddpm", "--force"], None),
-                  ("solve", ["solve", "{runs}/ddpm", "--task", "inpaint", "--truth", "test", "--out",
-                             "{runs}/ddpm-solve", "--force"], "ddpm-solve")],
-    "codec": [("train", ["train", "--model", "vq-codec", "--out", "{runs}/vq-codec"], "vq-codec"),
-              ("eval", ["eval", "{runs}/vq-codec"], None),
-              ("report", ["report", "{runs}/vq-codec", "--force"], None)],
-    "multimodal": [("train", ["train", "--model", "mm-mae", "--out", "{runs}/mm-mae"], "mm-mae"),
-                   ("eval", ["eval", "{runs}/mm-mae"], None),
-                   ("report", ["report", "{runs}/mm-mae", "--force"], None)],
-    "pointcloud": [("train", ["train", "--model", "pointcloud-ae", "--out", "{runs}/pointcloud-ae"], "pointcloud-ae"),
-                   ("eval", ["eval", "{runs}/pointcloud-ae"], None),
-                   ("report", ["report", "{runs}/pointcloud-ae", "--force"], None)],
+            *trained("topk", "--data", "{runs}/" + ACTS)],
+    "diffusion": trained("ddpm") + [("solve", ["solve", "{runs}/ddpm", "--task", "inpaint", "--truth", "test", "--out",
+                                               "{runs}/ddpm-solve", "--force"], "ddpm-solve")],
+    "codec": trained("vq-codec"),
+    "multimodal": trained("mm-mae"),
+    "pointcloud": trained("pointcloud-ae"),
     "robust": [("train classifier", ["train", "--model", "classifier", "--out", "{runs}/classifier"], "classifier"),
-               ("train", ["train", "--model", "purifier", "--out", "{runs}/purifier"], "purifier"),
-               ("eval", ["eval", "{runs}/purifier"], None),
+               *trained("purifier")[:2],
                ("robustness", ["robustness", "{runs}/purifier", "--classifier", "{runs}/classifier"], None),
-               ("report", ["report", "{runs}/purifier", "--force"], None),
+               trained("purifier")[2],
                ("unlearn", ["unlearn", "{runs}/classifier", "--forget", "class:0", "--out", "{runs}/unlearn", "--force"],
                 "unlearn"),
                ("report unlearn", ["report", "{runs}/unlearn", "--force"], None)],
-    "sde": [("train", ["train", "--model", "latent-sde", "--out", "{runs}/latent-sde"], "latent-sde"),
-            ("eval", ["eval", "{runs}/latent-sde"], None),
-            ("report", ["report", "{runs}/latent-sde", "--force"], None)],
-    "sequence": [("train", ["train", "--model", "pvrnn", "--out", "{runs}/pvrnn"], "pvrnn"),
-                 ("eval", ["eval", "{runs}/pvrnn"], None),
-                 ("report", ["report", "{runs}/pvrnn", "--force"], None)],
+    "sde": trained("latent-sde"),
+    "sequence": trained("pvrnn"),
 }
 QUICK = {"vae": [("train", ["train", "--model", "vae", "--epochs", "2", "--out", "{runs}/vae"], "vae"),
                  ("report", ["report", "{runs}/vae", "--force"], None)]}

@@ -34,11 +34,10 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, reduction: str = "none", max_eleme
 
 
 def _chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # d2[i, n, m] = |a_n - b_m|^2, from the differences themselves (not |a|^2 + |b|^2 - 2ab, which cancels badly
-    # when the sets nearly meet: identical sets give exactly 0, and the gradient at a zero distance is 0, not NaN)
     # The nearest neighbours are found on |a|^2 + |b|^2 - 2 a.b (matrix products, no gradient: the [B, N, M] table
-    # never enters the autograd graph); their squared distances are then taken from the differences themselves, so
-    # identical sets give exactly 0 and the gradient is the exact formula's (that of min_b |a - b|^2 at its argmin).
+    # never enters the autograd graph); the matched pairs' squared distances are then taken from the differences
+    # themselves (that form cancels badly when the sets nearly meet), so identical sets give exactly 0, a zero distance
+    # has gradient 0, not NaN, and the gradient is the exact formula's (that of min_b |a - b|^2 at its argmin).
     # Rounding in the search can only pick a neighbour whose distance ties the nearest's to ~1e-7 |a|^2.
     with torch.no_grad():
         d2 = torch.cdist(a.detach(), b.detach(), compute_mode="use_mm_for_euclid_dist")

@@ -36,6 +36,8 @@ HYPER = ("hyperprior",)
 SCALAR = FACTORIZED + HYPER  # latents rounded to integers under a learned density
 CONV = VQ + SCALAR
 INR = ("recombiner", "combiner")
+
+
 def gumbel(opts, model=None) -> bool:
     return opts.quantiser == "gumbel"
 
